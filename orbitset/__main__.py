@@ -1,0 +1,5 @@
+"""`python -m orbitset` runs the CLI."""
+
+from orbitset.cli import run
+
+run()

@@ -1,0 +1,74 @@
+"""The `orbitset` console script: thin commands over the library.
+
+Each part of the package registers its commands from its own ``commands.py`` (render, datasets, manifests, loaders,
+models); those modules import heavy dependencies inside the command bodies only. Errors raised by the library and
+usage errors are printed as one line on stderr, with exit status 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from orbitset.errors import OrbitsetError
+
+COMMAND_MODULES = (
+    "orbitset.render.commands",
+    "orbitset.manifests.commands",
+    "orbitset.loaders.commands",
+    "orbitset.models.commands",
+)
+
+
+@click.group(name="orbitset", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def app() -> None:
+    """Datasets of orbits: render 3D meshes under known transformations, verify, download, convert, load and train."""
+
+
+@app.command()
+def version() -> None:
+    """Print the versions of orbitset and of its main dependencies."""
+    from orbitset.manifests.model import software_versions
+
+    for name, value in software_versions().items():
+        click.echo(f"{name} {value}")
+
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module).register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 command failed, 2 usage or library error)."""
+    if not (sys.argv[1:] if argv is None else argv):
+        click.echo(app.get_help(click.Context(app, info_name="orbitset")))
+        return 0
+    try:
+        status = app.main(args=argv, prog_name="orbitset", standalone_mode=False)
+        return status if isinstance(status, int) else 0
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "orbitset"
+        click.echo(f"{command}: error: {exc.format_message()} (see '{command} --help')", err=True)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        click.echo("orbitset: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        click.echo(f"orbitset: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except OrbitsetError as exc:
+        click.echo(f"orbitset: error: {exc}", err=True)
+        return 2
+
+
+def run() -> None:
+    """Entry point of the console script."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""Asset sources (procedural, ShapeNetCore, ModelNet, Objaverse, folders), named datasets and converters."""

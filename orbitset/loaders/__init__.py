@@ -1,0 +1,1 @@
+"""Loaders: pairs of views with their relative transformation, single views, all views, point clouds."""

@@ -1,0 +1,1 @@
+"""Manifests: model, build, verification and downloads."""

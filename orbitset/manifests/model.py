@@ -1,0 +1,215 @@
+"""The manifest (``manifest.json`` beside the shards): a typed model, atomic writing and validated loading.
+
+The manifest is written last and atomically (temporary file + rename) with sorted keys, so two identical datasets
+have identical manifests apart from ``created``. A reader trusts a shard only after its size (and, when asked, its
+sha256) matches the entry here. Shard names are plain file names, never paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from orbitset.errors import ManifestError
+from orbitset.shards import ShardInfo
+
+FORMAT = "orbitset-manifest"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+_SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.tar$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard: plain file name, size in bytes, sha256 hex, object and view counts, and the split it belongs to."""
+
+    name: str
+    bytes: int
+    sha256: str
+    objects: int
+    views: int
+    split: str
+
+    @classmethod
+    def from_info(cls, info: ShardInfo, split: str) -> "ShardEntry":
+        return cls(name=info.name, bytes=info.bytes, sha256=info.sha256, objects=info.objects, views=info.views, split=split)
+
+
+@dataclass(frozen=True)
+class Factor:
+    """A per-view factor (one column of ``latents.npy``): name, unit, and the range it was drawn from."""
+
+    name: str
+    unit: str
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An object that could not be produced, and why (it was skipped; the rest of the dataset is complete)."""
+
+    object: str
+    reason: str
+
+
+@dataclass
+class Manifest:
+    """A dataset: what it is, how it was made, which shards hold which split, and what failed."""
+
+    name: str
+    shards: list[ShardEntry]
+    classes: list[str]
+    factors: list[Factor]
+    version: str = "1"
+    recipe: dict[str, Any] = field(default_factory=dict)
+    recipe_hash: str = ""
+    seed: int | None = None
+    failures: list[Failure] = field(default_factory=list)
+    software: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def splits(self) -> dict[str, list[str]]:
+        """Split name -> shard names, in manifest order."""
+        out: dict[str, list[str]] = {}
+        for shard in self.shards:
+            out.setdefault(shard.split, []).append(shard.name)
+        return out
+
+    def shards_for(self, split: str | None) -> list[ShardEntry]:
+        """Shards of `split` (all shards when None); ManifestError naming the available splits if it has none."""
+        if split is None:
+            return list(self.shards)
+        chosen = [shard for shard in self.shards if shard.split == split]
+        if not chosen:
+            raise ManifestError(f"dataset {self.name!r} has no split {split!r}; its splits are {sorted(self.splits)}")
+        return chosen
+
+    def totals(self) -> dict[str, int]:
+        return {
+            "shards": len(self.shards),
+            "objects": sum(s.objects for s in self.shards),
+            "views": sum(s.views for s in self.shards),
+            "bytes": sum(s.bytes for s in self.shards),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(format=FORMAT, format_version=FORMAT_VERSION, splits=self.splits, totals=self.totals())
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "manifest") -> "Manifest":
+        """Build and check a Manifest from parsed JSON; ManifestError says which entry is wrong."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ManifestError(f"{source}: not an orbitset manifest (missing \"format\": \"{FORMAT}\")")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ManifestError(
+                f"{source}: manifest format version {data.get('format_version')!r} is not supported "
+                f"(this orbitset reads version {FORMAT_VERSION}); upgrade orbitset or re-create the manifest"
+            )
+        try:
+            shards = [ShardEntry(**entry) for entry in data["shards"]]
+            manifest = cls(
+                name=data["name"],
+                version=str(data.get("version", "1")),
+                shards=shards,
+                classes=list(data["classes"]),
+                factors=[Factor(**f) for f in data["factors"]],
+                recipe=dict(data.get("recipe", {})),
+                recipe_hash=str(data.get("recipe_hash", "")),
+                seed=data.get("seed"),
+                failures=[Failure(**f) for f in data.get("failures", [])],
+                software=dict(data.get("software", {})),
+                extra=dict(data.get("extra", {})),
+                created=str(data.get("created", "")),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ManifestError(f"{source}: malformed manifest ({type(exc).__name__}: {exc})") from exc
+        manifest.check(source)
+        return manifest
+
+    def check(self, source: str = "manifest") -> None:
+        """Shard names are plain and unique, sizes and counts are non-negative integers, hashes are sha256 hex."""
+        seen: set[str] = set()
+        for shard in self.shards:
+            if not _SHARD_NAME.match(shard.name) or ".." in shard.name:
+                raise ManifestError(f"{source}: shard name {shard.name!r} is not a plain '*.tar' file name (no paths allowed)")
+            if shard.name in seen:
+                raise ManifestError(f"{source}: shard {shard.name!r} is listed twice")
+            seen.add(shard.name)
+            for name in ("bytes", "objects", "views"):
+                value = getattr(shard, name)
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise ManifestError(f"{source}: shard {shard.name!r} has an invalid {name} {value!r}")
+            if not _SHA256.match(shard.sha256):
+                raise ManifestError(f"{source}: shard {shard.name!r} has an invalid sha256 {shard.sha256!r}")
+
+
+def software_versions(**extra: str) -> dict[str, str]:
+    """Versions of Python, orbitset, numpy and torch (plus `extra`, e.g. the renderer's)."""
+    import numpy
+    import torch
+
+    from orbitset import __version__
+
+    versions = {"python": platform.python_version(), "orbitset": __version__, "numpy": numpy.__version__, "torch": torch.__version__}
+    versions.update(extra)
+    return versions
+
+
+def manifest_path(path: str | os.PathLike) -> Path:
+    """`path` itself if it is a file, else ``path/manifest.json``."""
+    path = Path(path)
+    return path if path.suffix == ".json" else path / MANIFEST_NAME
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write `data` as sorted, indented JSON to a temporary file in the same folder, fsync it, rename it into place."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix="." + path.name, suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(data, out, sort_keys=True, indent=1, allow_nan=False)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(manifest: Manifest, directory: str | os.PathLike) -> Path:
+    """Check `manifest` and write it atomically as ``directory/manifest.json``; returns the path."""
+    manifest.check(str(directory))
+    path = Path(directory) / MANIFEST_NAME
+    write_json_atomic(path, manifest.to_json())
+    return path
+
+
+def load_manifest(path: str | os.PathLike) -> Manifest:
+    """Read a manifest from a dataset folder or a ``.json`` file; ManifestError says what is missing or wrong."""
+    file = manifest_path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(
+            f"no manifest at {file}: point at a dataset folder made by 'orbitset render', 'convert' or 'download'"
+        ) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{file}: invalid JSON ({exc}); the manifest is corrupt, re-create or re-download it") from exc
+    return Manifest.from_json(data, source=str(file))

@@ -1,0 +1,1 @@
+"""Renderers, recipes, render jobs, executors and the shard writer of a render job."""

@@ -1,0 +1,154 @@
+"""The scene as plain data, and the interface every render backend implements.
+
+A `SceneSpec` is fixed for a whole job (image size, camera, floor, lights; 3DIEBench's values are the defaults, see
+REFERENCE.md). A `ViewState` is everything that changes per view, already resolved from the recipe's factors: object
+pose, floor and spot colours, spot position, and the camera. Backends turn (mesh, ViewState) into arrays and never
+write files. Colours are linear RGB in [0, 1], converted from the recipe's HSV with `colorsys.hsv_to_rgb`.
+
+Units: lengths in scene units, angles in radians, light energies in Blender's units (W for spot lights, W/m^2 for
+the sun), depth in scene units along the camera's z axis.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from orbitset import geometry
+
+if TYPE_CHECKING:
+    import trimesh
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """A camera on a sphere around `target`, looking at it with +Z up in the image. Defaults: 3DIEBench's camera."""
+
+    distance: float = 2.5
+    theta: float = math.pi / 4  # polar angle from +Z
+    phi: float = math.pi / 2  # azimuth from +X towards +Y
+    fov: float = 0.691111  # radians, across the larger image side (Blender's default 50 mm lens on a 36 mm sensor)
+    target: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def position(self) -> np.ndarray:
+        return np.asarray(geometry.spherical_to_cartesian(self.distance, self.theta, self.phi)) + np.asarray(self.target)
+
+    def extrinsics(self) -> np.ndarray:
+        """4x4 world-to-camera, OpenCV frame."""
+        return geometry.look_at(self.position(), self.target)
+
+
+@dataclass(frozen=True)
+class FloorSpec:
+    """A large horizontal plane at height `z`; its colour per view is HSV(hue, saturation, value)."""
+
+    z: float = -1.0
+    size: float = 100.0
+    saturation: float = 0.6
+    value: float = 0.6
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class SunSpec:
+    """A sun (directional) light shining along `direction` (world frame); `angle` is its angular diameter."""
+
+    energy: float = 1.5
+    angle: float = math.pi / 2
+    direction: tuple[float, float, float] = (0.0, 0.0, -1.0)
+
+
+@dataclass(frozen=True)
+class SpotSpec:
+    """A spot light on a sphere of `radius` around the origin aimed at it; colour HSV(hue, saturation, value)."""
+
+    energy: float = 500.0
+    spot_size: float = math.pi / 8  # full cone angle
+    radius: float = 4.0
+    saturation: float = 1.0
+    value: float = 0.8
+    blend: float = 0.15  # Blender's default spot blend (soft edge fraction)
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """Everything fixed for a render job. The defaults are 3DIEBench's scene (256 px)."""
+
+    width: int = 256
+    height: int = 256
+    camera: CameraSpec = field(default_factory=CameraSpec)
+    floor: FloorSpec = field(default_factory=FloorSpec)
+    sun: SunSpec = field(default_factory=SunSpec)
+    spot: SpotSpec = field(default_factory=SpotSpec)
+    background: tuple[float, float, float] = (0.05, 0.05, 0.05)  # world colour seen where nothing is hit
+
+    def intrinsics(self) -> np.ndarray:
+        return geometry.intrinsics_from_fov(self.camera.fov, self.width, self.height)
+
+
+def hsv_to_rgb(hue: float, saturation: float, value: float) -> tuple[float, float, float]:
+    """HSV in [0, 1] -> linear RGB in [0, 1] (colorsys; hue wraps around)."""
+    return colorsys.hsv_to_rgb(hue % 1.0, saturation, value)
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """One view, resolved: the object is drawn at ``x_world = scale * rotation @ x_object + translation``.
+
+    `camera_extrinsics` is the 4x4 OpenCV world-to-camera matrix of this view; `spot_position` is in world units.
+    """
+
+    rotation: np.ndarray
+    camera_extrinsics: np.ndarray
+    floor_rgb: tuple[float, float, float]
+    spot_rgb: tuple[float, float, float]
+    spot_position: np.ndarray
+    translation: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    scale: float = 1.0
+
+    def object_to_world(self) -> np.ndarray:
+        """4x4 pose of the object (rotation, uniform scale, translation)."""
+        pose = np.eye(4)
+        pose[:3, :3] = self.scale * np.asarray(self.rotation, dtype=np.float64)
+        pose[:3, 3] = self.translation
+        return pose
+
+
+@dataclass
+class RenderedView:
+    """What a backend returns for one view: uint8 (H, W, 3) RGB, float32 (H, W) depth (0 where the ray hits nothing),
+    and a bool (H, W) object mask (True where the object is the first surface hit)."""
+
+    rgb: np.ndarray
+    depth: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+
+class Backend(ABC):
+    """A renderer. Built once per worker for a SceneSpec; per object only the mesh is swapped; per view only the
+    ViewState changes. Implementations import their renderer inside the module that defines them."""
+
+    name: str = "backend"
+
+    def __init__(self, scene: SceneSpec):
+        self.scene = scene
+
+    @abstractmethod
+    def set_mesh(self, mesh: "trimesh.Trimesh") -> None:
+        """Replace the object (a normalised mesh in its canonical frame)."""
+
+    @abstractmethod
+    def render(self, view: ViewState, depth: bool = False, mask: bool = False) -> RenderedView:
+        """Render one view; compute depth and mask only when asked."""
+
+    def version(self) -> str:
+        """Renderer name and version, recorded in each sample's meta.json."""
+        return self.name
+
+    def close(self) -> None:
+        """Free renderer resources (GL contexts, Blender data)."""

@@ -1,0 +1,127 @@
+"""Small, valid datasets built on the fly for tests and benchmarks (no renderer needed).
+
+`write_synthetic_dataset` writes object samples whose images are real baseline JPEGs (a floor whose colour is the
+view's floor hue, with an object silhouette whose position depends on the view's rotation), 3DIEBench-style
+latents (7 factors, same order and ranges) and the matching rotations, sharded by split, with a manifest.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from orbitset import geometry
+from orbitset.manifests.model import Factor, Manifest, ShardEntry, software_versions, write_manifest
+from orbitset.schema import ObjectSample
+from orbitset.shards import write_shard
+
+#: 3DIEBench's per-view factors: (name, unit, low, high), in latent order.
+FACTORS_3DIEBENCH = (
+    ("rot_x", "rad", -math.pi / 2, math.pi / 2),
+    ("rot_y", "rad", -math.pi / 2, math.pi / 2),
+    ("rot_z", "rad", -math.pi / 2, math.pi / 2),
+    ("floor_hue", "1", 0.0, 1.0),
+    ("spot_theta", "rad", 0.0, math.pi / 4),
+    ("spot_phi", "rad", 0.0, 2 * math.pi),
+    ("spot_hue", "1", 0.0, 1.0),
+)
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """uint8 (H, W, 3) RGB -> baseline (non-progressive) JPEG bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb, mode="RGB").save(buffer, format="JPEG", quality=quality, progressive=False)
+    return buffer.getvalue()
+
+
+def synthetic_view(latents: np.ndarray, rotation: np.ndarray, class_index: int, size: int) -> np.ndarray:
+    """A cheap stand-in render: floor colour from the floor hue, a blob placed by the rotated object axes."""
+    from orbitset.render.scene import hsv_to_rgb
+
+    image = np.empty((size, size, 3), dtype=np.uint8)
+    image[:] = np.array(hsv_to_rgb(float(latents[3]), 0.6, 0.6)) * 255
+    yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1) - 0.5
+    for axis, weight in enumerate((0.30, 0.2, 0.1)):
+        cx, cy = rotation[0, axis] * weight, rotation[1, axis] * weight
+        radius = 0.06 + 0.02 * ((class_index + axis) % 3)
+        inside = (xx - cx) ** 2 + (yy - cy) ** 2 < radius**2
+        image[inside] = np.array(hsv_to_rgb(float(latents[6]) + axis / 3, 1.0, 0.8)) * 255
+    return image
+
+
+def synthetic_sample(class_name: str, class_index: int, object_index: int, views: int, size: int, seed: int) -> ObjectSample:
+    """One valid object sample with `views` JPEG views of `size` px and 3DIEBench-style latents."""
+    rng = np.random.default_rng([seed, class_index, object_index])
+    lows = np.array([f[2] for f in FACTORS_3DIEBENCH])
+    highs = np.array([f[3] for f in FACTORS_3DIEBENCH])
+    latents = lows + (highs - lows) * rng.random((views, len(FACTORS_3DIEBENCH)))
+    rotations = geometry.euler_to_matrix(latents[:, :3])
+    images = [encode_jpeg(synthetic_view(latents[v], rotations[v], class_index, size)) for v in range(views)]
+    scene_k = geometry.intrinsics_from_fov(0.691111, size, size)
+    extrinsics = geometry.look_at(geometry.spherical_to_cartesian(2.5, math.pi / 4, math.pi / 2))
+    meta = {
+        "class_name": class_name,
+        "class_index": class_index,
+        "num_views": views,
+        "factor_names": [f[0] for f in FACTORS_3DIEBENCH],
+        "factor_units": [f[1] for f in FACTORS_3DIEBENCH],
+        "source_id": f"synthetic/{class_name}/{object_index}",
+        "renderer": "synthetic",
+        "seed": seed,
+    }
+    return ObjectSample(
+        key=f"{class_name}__{object_index:04d}",
+        images=images,
+        latents=latents,
+        rotations=rotations,
+        camera={"width": size, "height": size, "K": scene_k.tolist(), "extrinsics": extrinsics.tolist()},
+        meta=meta,
+    )
+
+
+def write_synthetic_dataset(
+    out: str | Path,
+    classes: int = 3,
+    objects_per_class: int = 4,
+    views: int = 6,
+    size: int = 32,
+    objects_per_shard: int = 4,
+    val_fraction: float = 0.25,
+    seed: int = 0,
+    name: str = "synthetic",
+) -> Manifest:
+    """Write a small dataset (shards per split + manifest.json) to `out` and return its manifest.
+
+    Every `round(1 / val_fraction)`-th object of a class goes to ``val``; the rest to ``train``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    class_names = [f"class{c}" for c in range(classes)]
+    every = max(2, round(1 / val_fraction)) if val_fraction > 0 else 0
+    by_split: dict[str, list[ObjectSample]] = {"train": [], "val": []}
+    for class_index, class_name in enumerate(class_names):
+        for object_index in range(objects_per_class):
+            split = "val" if every and object_index % every == every - 1 else "train"
+            by_split[split].append(synthetic_sample(class_name, class_index, object_index, views, size, seed))
+    entries: list[ShardEntry] = []
+    for split, samples in by_split.items():
+        for start in range(0, len(samples), objects_per_shard):
+            chunk = samples[start : start + objects_per_shard]
+            info = write_shard(out / f"{split}-{start // objects_per_shard:06d}.tar", (s.encode() for s in chunk))
+            entries.append(ShardEntry.from_info(info, split))
+    manifest = Manifest(
+        name=name,
+        shards=entries,
+        classes=class_names,
+        factors=[Factor(n, u, lo, hi) for n, u, lo, hi in FACTORS_3DIEBENCH],
+        seed=seed,
+        recipe={"name": "synthetic", "views": views, "size": size},
+        software=software_versions(renderer="synthetic"),
+    )
+    write_manifest(manifest, out)
+    return manifest
