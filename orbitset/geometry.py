@@ -24,7 +24,6 @@ import math
 from typing import Callable, TypeVar, Union
 
 import numpy as np
-import roma
 import torch
 
 Array = Union[np.ndarray, torch.Tensor]
@@ -34,6 +33,13 @@ F = TypeVar("F", bound=Callable)
 EULER_3DIEBENCH = "xyz"
 
 _BLENDER_TO_OPENCV_CAMERA = np.diag([1.0, -1.0, -1.0])
+
+
+def _roma():
+    """roma, imported on first use so that `import orbitset.geometry` needs only numpy and torch."""
+    import roma
+
+    return roma
 
 
 def _array_api(fn: F) -> F:
@@ -58,19 +64,19 @@ def _array_api(fn: F) -> F:
 @_array_api
 def euler_to_matrix(angles: Array, convention: str = EULER_3DIEBENCH) -> Array:
     """(..., 3) Euler angles (radians) -> (..., 3, 3) rotation matrices."""
-    return roma.euler_to_rotmat(convention, angles)
+    return _roma().euler_to_rotmat(convention, angles)
 
 
 @_array_api
 def matrix_to_euler(matrix: Array, convention: str = EULER_3DIEBENCH) -> Array:
     """(..., 3, 3) rotation matrices -> (..., 3) Euler angles (radians), scipy's choice of branch."""
-    return roma.rotmat_to_euler(convention, matrix)
+    return _roma().rotmat_to_euler(convention, matrix)
 
 
 @_array_api
 def euler_to_quat(angles: Array, convention: str = EULER_3DIEBENCH) -> Array:
     """(..., 3) Euler angles -> (..., 4) unit quaternions (x, y, z, w), sign as composed (not canonicalised)."""
-    return roma.euler_to_unitquat(convention, angles)
+    return _roma().euler_to_unitquat(convention, angles)
 
 
 @_array_api
@@ -82,13 +88,13 @@ def quat_to_euler(quat: Array, convention: str = EULER_3DIEBENCH) -> Array:
 @_array_api
 def matrix_to_quat(matrix: Array) -> Array:
     """(..., 3, 3) rotation matrices -> (..., 4) canonical unit quaternions (x, y, z, w), w >= 0."""
-    return canonical_quat(roma.rotmat_to_unitquat(matrix))
+    return canonical_quat(_roma().rotmat_to_unitquat(matrix))
 
 
 @_array_api
 def quat_to_matrix(quat: Array) -> Array:
     """(..., 4) quaternions (x, y, z, w), normalised first -> (..., 3, 3) rotation matrices."""
-    return roma.unitquat_to_rotmat(roma.quat_normalize(quat))
+    return _roma().unitquat_to_rotmat(_roma().quat_normalize(quat))
 
 
 @_array_api
@@ -101,13 +107,13 @@ def canonical_quat(quat: Array) -> Array:
 @_array_api
 def matrix_to_axis_angle(matrix: Array) -> Array:
     """(..., 3, 3) -> (..., 3) rotation vectors (axis times angle in radians, angle in [0, pi])."""
-    return roma.rotmat_to_rotvec(matrix)
+    return _roma().rotmat_to_rotvec(matrix)
 
 
 @_array_api
 def axis_angle_to_matrix(rotvec: Array) -> Array:
     """(..., 3) rotation vectors -> (..., 3, 3) rotation matrices."""
-    return roma.rotvec_to_rotmat(rotvec)
+    return _roma().rotvec_to_rotmat(rotvec)
 
 
 @_array_api
@@ -120,7 +126,7 @@ def matrix_to_6d(matrix: Array) -> Array:
 def sixd_to_matrix(sixd: Array) -> Array:
     """(..., 6) -> (..., 3, 3) by Gram-Schmidt on the two columns (exact inverse of `matrix_to_6d` on rotations)."""
     columns = torch.stack([sixd[..., :3], sixd[..., 3:]], dim=-1)
-    return roma.special_gramschmidt(columns)
+    return _roma().special_gramschmidt(columns)
 
 
 @_array_api
@@ -135,15 +141,15 @@ def relative_quat_3diebench(euler_a: Array, euler_b: Array) -> Array:
 
     The sign is the one quaternion composition gives (as scipy's ``(Ra.inv() * Rb).as_quat()``), not canonicalised.
     """
-    q_a = roma.euler_to_unitquat(EULER_3DIEBENCH, euler_a)
-    q_b = roma.euler_to_unitquat(EULER_3DIEBENCH, euler_b)
-    return roma.quat_product(roma.quat_conjugation(q_a), q_b)
+    q_a = _roma().euler_to_unitquat(EULER_3DIEBENCH, euler_a)
+    q_b = _roma().euler_to_unitquat(EULER_3DIEBENCH, euler_b)
+    return _roma().quat_product(_roma().quat_conjugation(q_a), q_b)
 
 
 @_array_api
 def geodesic_angle(rot_a: Array, rot_b: Array) -> Array:
     """Angle in radians, in [0, pi], of the rotation taking R_a to R_b."""
-    return roma.rotmat_geodesic_distance(rot_a, rot_b)
+    return _roma().rotmat_geodesic_distance(rot_a, rot_b)
 
 
 def random_rotation(count: int, rng: np.random.Generator | torch.Generator | None = None, dtype=torch.float64) -> Array:
@@ -157,7 +163,7 @@ def random_rotation(count: int, rng: np.random.Generator | torch.Generator | Non
         quat /= np.linalg.norm(quat, axis=-1, keepdims=True)
         return quat_to_matrix(quat)
     quat = torch.randn(count, 4, generator=rng, dtype=dtype)
-    return roma.unitquat_to_rotmat(roma.quat_normalize(quat))
+    return _roma().unitquat_to_rotmat(_roma().quat_normalize(quat))
 
 
 # --- frames and cameras ----------------------------------------------------------------------------------------

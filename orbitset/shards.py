@@ -113,7 +113,7 @@ def split_member_name(name: str, shard: str) -> tuple[str, str]:
     key, _, field = name.partition(".")
     if not key or not field:
         raise ShardError(f"shard {shard}: member {name!r} is not 'key.field'; not an orbitset/webdataset sample")
-    if field.lower().endswith(PICKLE_EXTENSIONS):
+    if ("." + field.lower()).endswith(PICKLE_EXTENSIONS):
         raise ShardError(f"shard {shard}: member {name!r} is a pickle payload; orbitset never unpickles shard data")
     return key, field
 
