@@ -15,19 +15,9 @@ import numpy as np
 
 from orbitset import geometry
 from orbitset.manifests.model import Factor, Manifest, ShardEntry, software_versions, write_manifest
+from orbitset.render.recipes import FACTORS_3DIEBENCH
 from orbitset.schema import ObjectSample
 from orbitset.shards import write_shard
-
-#: 3DIEBench's per-view factors: (name, unit, low, high), in latent order.
-FACTORS_3DIEBENCH = (
-    ("rot_x", "rad", -math.pi / 2, math.pi / 2),
-    ("rot_y", "rad", -math.pi / 2, math.pi / 2),
-    ("rot_z", "rad", -math.pi / 2, math.pi / 2),
-    ("floor_hue", "1", 0.0, 1.0),
-    ("spot_theta", "rad", 0.0, math.pi / 4),
-    ("spot_phi", "rad", 0.0, 2 * math.pi),
-    ("spot_hue", "1", 0.0, 1.0),
-)
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
