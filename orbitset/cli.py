@@ -36,6 +36,24 @@ def version() -> None:
         click.echo(f"{name} {value}")
 
 
+@app.command()
+@click.argument("dataset", type=click.Path(exists=True))
+@click.option("--out", type=click.Path(), default=None, help="PNG to write [default: DATASET/contact_sheet.png].")
+@click.option("--objects", default=6, show_default=True, help="Rows: objects to show.")
+@click.option("--views", default=8, show_default=True, help="Columns: views per object, evenly spaced.")
+@click.option("--split", default=None, help="Only objects of this split.")
+@click.option("--tile", default=96, show_default=True, help="Tile side in pixels.")
+def show(dataset: str, out: str | None, objects: int, views: int, split: str | None, tile: int) -> None:
+    """Write a contact sheet PNG of a dataset's orbits (one row per object, views labelled with rotation angles)."""
+    from pathlib import Path
+
+    from orbitset.manifests.model import manifest_path
+    from orbitset.show import contact_sheet
+
+    target = Path(out) if out else manifest_path(dataset).parent / "contact_sheet.png"
+    click.echo(f"wrote {contact_sheet(dataset, target, objects=objects, views=views, split=split, tile=tile)}")
+
+
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)
 
