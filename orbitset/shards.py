@@ -157,9 +157,10 @@ def index_shard(path: str | os.PathLike) -> dict[str, dict[str, MemberRef]]:
 class ShardReader:
     """Random access to the samples of one local shard; decodes nothing. Use as a context manager or call close()."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, index: dict[str, dict[str, MemberRef]] | None = None):
+        """Open `path`; `index` (from `index_shard`, e.g. built once in another process) skips the header scan."""
         self.path = Path(path)
-        self.index = index_shard(self.path)
+        self.index = index_shard(self.path) if index is None else index
         self._file: IO[bytes] | None = None
 
     def keys(self) -> list[str]:
