@@ -1,0 +1,153 @@
+"""The `raster` backend: pyrender (OpenGL rasterisation), headless on OSMesa (CPU) or EGL (GPU).
+
+It approximates the 3DIEBench scene of `orbitset.render.scene`: a grey object, a large floor plane of the view's
+colour, a sun (directional light) and a coloured spot light with its cone, seen by the camera of the view. Light
+energies are mapped to pyrender intensities by fixed factors chosen so that images are exposed like Blender's; shadows
+and bounces are not modelled. Depth is the camera-frame z (OpenCV, scene units), 0 where nothing is hit; the mask
+is a flat render of the object alone with the floor as occluder (True where the object is the first surface hit).
+
+pyrender 0.1.45 quirks handled here, not by pinning: it uses ``np.infty`` (removed in NumPy 2), and it needs
+PyOpenGL >= 3.1.4 for OSMesa. ``PYOPENGL_PLATFORM`` is set to ``egl`` when a CUDA device is visible and to
+``osmesa`` otherwise, unless the caller set it already (it must be set before OpenGL is first imported).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from orbitset import geometry
+from orbitset._optional import require
+from orbitset.errors import RenderError
+from orbitset.render.scene import Backend, RenderedView, SceneSpec, ViewState
+
+if TYPE_CHECKING:
+    import trimesh
+
+#: Blender spot watts -> pyrender candela-like intensity, and sun W/m^2 -> pyrender lux-like intensity.
+SPOT_INTENSITY_PER_WATT = 0.03
+SUN_INTENSITY_PER_UNIT = 1.2
+AMBIENT = 0.25
+OBJECT_COLOUR = (0.8, 0.8, 0.8, 1.0)  # Blender's default material base colour
+_GL_FROM_CV = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def _gpu_visible() -> bool:
+    return any(os.path.exists(f"/dev/nvidia{i}") for i in range(8)) and os.environ.get("CUDA_VISIBLE_DEVICES", "0") != ""
+
+
+def import_pyrender():
+    """Import pyrender with a headless OpenGL platform and the NumPy 2 fix; DependencyError if it is missing."""
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl" if _gpu_visible() else "osmesa")
+    if not hasattr(np, "infty"):
+        np.infty = np.inf  # pyrender 0.1.45 still spells it this way
+    return require("pyrender", "the raster render backend")
+
+
+def _gl_pose(world_to_camera_cv: np.ndarray) -> np.ndarray:
+    """OpenCV world-to-camera -> OpenGL camera/light pose (camera-to-world, looking down -z, y up)."""
+    return np.linalg.inv(_GL_FROM_CV @ np.asarray(world_to_camera_cv, dtype=np.float64))
+
+
+def _direction_pose(direction: np.ndarray) -> np.ndarray:
+    """A pose whose -z axis points along `direction` (for pyrender's directional and spot lights)."""
+    forward = np.asarray(direction, dtype=np.float64)
+    forward = forward / np.linalg.norm(forward)
+    up = np.array([0.0, 0.0, 1.0]) if abs(forward[2]) < 0.999 else np.array([0.0, 1.0, 0.0])
+    return _gl_pose(geometry.look_at(np.zeros(3), forward, up))
+
+
+class RasterBackend(Backend):
+    """pyrender backend; build once per worker, `set_mesh` per object, `render` per view."""
+
+    name = "raster"
+
+    def __init__(self, scene: SceneSpec, preset: str = "fast"):
+        super().__init__(scene)
+        self.preset = preset
+        self._pyrender = import_pyrender()
+        pyrender = self._pyrender
+        self._scene = pyrender.Scene(bg_color=(*scene.background, 1.0), ambient_light=(AMBIENT,) * 3)
+        K = scene.intrinsics()
+        far = 4.0 * (scene.camera.distance + scene.floor.size)
+        # pyrender puts pixel centres at +0.5: shift the principal point so that K keeps OpenCV's integer centres.
+        self._camera = pyrender.IntrinsicsCamera(K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5, znear=0.01, zfar=far)
+        self._camera_node = self._scene.add(self._camera, pose=np.eye(4))
+        self._floor_material = None  # pyrender deep-copies materials: keep the floor primitive's own one
+        self._floor_node = None
+        if scene.floor.enabled:
+            import trimesh
+
+            half = scene.floor.size / 2
+            plane = trimesh.Trimesh(
+                vertices=[[-half, -half, scene.floor.z], [half, -half, scene.floor.z], [half, half, scene.floor.z], [-half, half, scene.floor.z]],
+                faces=[[0, 1, 2], [0, 2, 3]],
+                process=False,
+            )
+            material = pyrender.MetallicRoughnessMaterial(baseColorFactor=(0.5, 0.5, 0.5, 1.0), metallicFactor=0.0, roughnessFactor=1.0)
+            floor_mesh = pyrender.Mesh.from_trimesh(plane, material=material, smooth=False)
+            self._floor_material = floor_mesh.primitives[0].material
+            self._floor_node = self._scene.add(floor_mesh)
+        sun = scene.sun
+        self._scene.add(
+            pyrender.DirectionalLight(color=np.ones(3), intensity=sun.energy * SUN_INTENSITY_PER_UNIT),
+            pose=_direction_pose(np.asarray(sun.direction)),
+        )
+        spot = scene.spot
+        outer = spot.spot_size / 2
+        self._spot = pyrender.SpotLight(
+            color=np.ones(3), intensity=spot.energy * SPOT_INTENSITY_PER_WATT,
+            innerConeAngle=outer * (1.0 - spot.blend), outerConeAngle=outer,
+        )
+        self._spot_node = self._scene.add(self._spot, pose=np.eye(4))
+        self._object_material = pyrender.MetallicRoughnessMaterial(baseColorFactor=OBJECT_COLOUR, metallicFactor=0.0, roughnessFactor=0.6)
+        self._object_node = None
+        self._renderer = pyrender.OffscreenRenderer(scene.width, scene.height)
+
+    def set_mesh(self, mesh: "trimesh.Trimesh") -> None:
+        if self._object_node is not None:
+            self._scene.remove_node(self._object_node)
+            self._object_node = None
+        import trimesh
+
+        plain = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)  # geometry only: neutral material
+        pyrender_mesh = self._pyrender.Mesh.from_trimesh(plain, material=self._object_material, smooth=False)
+        self._object_node = self._scene.add(pyrender_mesh, pose=np.eye(4))
+
+    def render(self, view: ViewState, depth: bool = False, mask: bool = False) -> RenderedView:
+        if self._object_node is None:
+            raise RenderError("raster backend: set_mesh must be called before render")
+        pyrender = self._pyrender
+        self._scene.set_pose(self._object_node, view.object_to_world())
+        self._scene.set_pose(self._camera_node, _gl_pose(view.camera_extrinsics))
+        if self._floor_material is not None:
+            self._floor_material.baseColorFactor = np.array([*view.floor_rgb, 1.0])
+        self._spot.color = np.asarray(view.spot_rgb, dtype=np.float64)
+        spot_position = np.asarray(view.spot_position, dtype=np.float64)
+        spot_pose = _direction_pose(-spot_position)
+        spot_pose[:3, 3] = spot_position
+        self._scene.set_pose(self._spot_node, spot_pose)
+        rgb, z = self._renderer.render(self._scene)
+        object_mask = None
+        if mask:
+            nodes = {self._object_node: (255, 255, 255)}
+            if self._floor_node is not None:
+                nodes[self._floor_node] = (0, 0, 0)
+            segmentation, _ = self._renderer.render(self._scene, flags=pyrender.RenderFlags.SEG, seg_node_map=nodes)
+            object_mask = segmentation[..., 0] > 127
+        return RenderedView(
+            rgb=np.ascontiguousarray(rgb[..., :3], dtype=np.uint8),
+            depth=np.asarray(z, dtype=np.float32) if depth else None,
+            mask=object_mask,
+        )
+
+    def version(self) -> str:
+        return f"pyrender {self._pyrender.__version__} ({os.environ.get('PYOPENGL_PLATFORM', 'default')})"
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.delete()
+            self._renderer = None
+

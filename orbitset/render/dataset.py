@@ -1,0 +1,272 @@
+"""Render a whole dataset: select objects, split them, assign them to shards, run the jobs, write shards + manifest.
+
+Determinism and resumption:
+
+- Objects are taken round-robin over the source's classes (the first `objects` of that order), so a small run still
+  covers every class. Splits are decided per object: from a split file, else from the source's own layout
+  (ModelNet train/test, 3DIEBench split files), else ``stable_hash(seed/key) < val_fraction`` -> ``val``.
+- Within a split, objects keep that order and fill shards of `objects_per_shard`: ``<split>-000000.tar``, ... The
+  plan depends only on the command, never on workers, executor or timing, so a rerun plans the same shards.
+- A shard is complete when its tar exists with the size recorded in its sidecar ``<split>-NNNNNN.json`` (written
+  atomically after the tar; it also records the planned keys, recipe hash, seed and the objects that failed).
+  A rerun skips complete shards, removes stale ``.*.partial`` files (kill -9 leftovers), and renders the rest.
+- The manifest is written last, from the sidecars: shards, splits, failures (object + reason), recipe and hash,
+  factors, classes and software versions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from orbitset.datasets.sources import AssetRef, AssetSource
+from orbitset.errors import RenderError
+from orbitset.manifests.model import Factor, Failure, Manifest, ShardEntry, software_versions, write_json_atomic, write_manifest
+from orbitset.render.executors import WorkerLimits, make_executor
+from orbitset.render.factors import stable_hash
+from orbitset.render.job import MAX_FACES, JobSpec, ObjectResult, ObjectTask
+from orbitset.render.recipes import Recipe, get_recipe
+from orbitset.render.recorded import match_recorded, read_recorded_factors
+from orbitset.shards import PARTIAL_SUFFIX, ShardInfo, write_shard
+
+SPLITS = ("train", "val")
+OBJECTS_PER_SHARD = 64
+
+
+@dataclass
+class PlannedShard:
+    """One shard of the plan: its file name, split and objects (in sample order)."""
+
+    name: str
+    split: str
+    refs: list[AssetRef]
+
+    @property
+    def sidecar(self) -> str:
+        return self.name[: -len(".tar")] + ".json"
+
+
+def open_assets(assets: "AssetSource | str") -> AssetSource:
+    """An AssetSource, or the source an ``--assets`` spec names."""
+    if isinstance(assets, AssetSource):
+        return assets
+    from orbitset.datasets.mesh_sources import open_source
+
+    return open_source(str(assets))
+
+
+def select_objects(refs: Sequence[AssetRef], count: int | None) -> list[AssetRef]:
+    """The first `count` objects (all when None) of the round-robin order over classes."""
+    by_class: dict[str, list[AssetRef]] = {}
+    for ref in refs:
+        by_class.setdefault(ref.class_name, []).append(ref)
+    ordered = [group[i] for i in range(max(map(len, by_class.values()), default=0)) for group in by_class.values() if i < len(group)]
+    return ordered if count is None else ordered[:count]
+
+
+def read_split_file(path: str | Path) -> dict[str, str]:
+    """A JSON split file ``{"train": [...], "val": [...]}`` of object keys or source ids -> {name: split}."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RenderError(f"split file {path}: cannot read it as JSON ({exc}); expected {{\"train\": [keys], \"val\": [keys]}}") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise RenderError(f"split file {path}: expected a JSON object of split name -> list of object keys or source ids")
+    return {str(name): str(split) for split, names in data.items() for name in names}
+
+
+def assign_splits(refs: Sequence[AssetRef], source: AssetSource, seed: int, val_fraction: float,
+                  split_file: str | Path | None = None, recorded: dict[str, str] | None = None) -> dict[str, str]:
+    """key -> split for every object in `refs` (objects a split file leaves out are dropped)."""
+    listed = read_split_file(split_file) if split_file is not None else None
+    out: dict[str, str] = {}
+    for ref in refs:
+        if listed is not None:
+            split = listed.get(ref.key, listed.get(ref.source_id))
+            if split is None:
+                continue
+        elif recorded and ref.key in recorded:
+            split = recorded[ref.key]
+        elif getattr(source, "split_of", None) is not None and source.split_of(ref) is not None:
+            split = source.split_of(ref)
+        else:
+            split = "val" if stable_hash(f"{seed}/split/{ref.key}") / 2**64 < val_fraction else "train"
+        out[ref.key] = split
+    return out
+
+
+def plan_shards(refs: Sequence[AssetRef], splits: dict[str, str], objects_per_shard: int) -> list[PlannedShard]:
+    """Shards per split in order (``train`` first, then ``val``, then others by name)."""
+    if objects_per_shard < 1:
+        raise RenderError(f"objects_per_shard must be at least 1, got {objects_per_shard}")
+    names = sorted(set(splits.values()), key=lambda s: (SPLITS.index(s) if s in SPLITS else len(SPLITS), s))
+    shards = []
+    for split in names:
+        members = [ref for ref in refs if splits.get(ref.key) == split]
+        for start in range(0, len(members), objects_per_shard):
+            shards.append(PlannedShard(f"{split}-{start // objects_per_shard:06d}.tar", split, members[start : start + objects_per_shard]))
+    return shards
+
+
+def _sidecar_identity(shard: PlannedShard, recipe: Recipe, seed: int) -> dict[str, Any]:
+    return {"shard": shard.name, "split": shard.split, "keys": [r.key for r in shard.refs], "recipe_hash": recipe.hash(), "seed": seed}
+
+
+def read_complete(out: Path, shard: PlannedShard, recipe: Recipe, seed: int) -> dict[str, Any] | None:
+    """The sidecar of `shard` if the shard is complete; None if it must be (re)rendered."""
+    path = out / shard.sidecar
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    identity = _sidecar_identity(shard, recipe, seed)
+    if any(record.get(k) != v for k, v in identity.items()):
+        raise RenderError(
+            f"{out} already holds shard {shard.name} of a different dataset (other recipe, seed, objects or shard size); "
+            "render into an empty --out folder, or rerun with the same options to resume"
+        )
+    info = record.get("info")
+    if info is not None:
+        tar = out / shard.name
+        if not tar.is_file() or tar.stat().st_size != info["bytes"]:
+            return None
+    return record
+
+
+def remove_partials(out: Path) -> None:
+    """Delete files left by an interrupted shard or sidecar write (``.*.partial``)."""
+    for path in out.glob(".*" + PARTIAL_SUFFIX):
+        path.unlink(missing_ok=True)
+
+
+def _finish_shard(out: Path, shard: PlannedShard, results: dict[str, ObjectResult], recipe: Recipe, seed: int) -> dict[str, Any]:
+    samples = [results[r.key].fields for r in shard.refs if results[r.key].fields is not None]
+    failures = [{"object": r.key, "reason": results[r.key].reason} for r in shard.refs if results[r.key].fields is None]
+    info: ShardInfo | None = write_shard(out / shard.name, samples) if samples else None
+    record = _sidecar_identity(shard, recipe, seed)
+    record.update(info=None if info is None else vars(info), failures=failures)
+    write_json_atomic(out / shard.sidecar, record)
+    return record
+
+
+def render_dataset(
+    recipe: "Recipe | str",
+    assets: "AssetSource | str",
+    out: str | Path,
+    *,
+    backend: str = "raster",
+    preset: str = "fast",
+    objects: int | None = None,
+    views: int | None = None,
+    size: int | None = None,
+    seed: int = 0,
+    workers: int = 1,
+    executor: str = "local",
+    address: str | None = None,
+    factors_from: str | Path | None = None,
+    val_fraction: float = 0.2,
+    split_file: str | Path | None = None,
+    layers: Sequence[str] | None = None,
+    progress: bool = True,
+    objects_per_shard: int = OBJECTS_PER_SHARD,
+    max_faces: int = MAX_FACES,
+    limits: WorkerLimits = WorkerLimits(),
+    name: str | None = None,
+) -> Manifest:
+    """Render `assets` with `recipe` into shards + manifest.json under `out` (resuming a previous run there).
+
+    `views`, `size` and `layers` override the recipe's (None keeps them); `objects` limits the object count.
+    With `factors_from` (an orbitset dataset or an original 3DIEBench tree) exactly the recorded views are rendered.
+    Failed objects are recorded (manifest ``failures``) and skipped. Returns the manifest written last.
+    """
+    recipe = get_recipe(recipe).with_overrides(views=views, size=size, layers=tuple(layers) if layers is not None else None)
+    if not 0.0 <= val_fraction < 1.0:
+        raise RenderError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    source = open_assets(assets)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_partials(out)
+
+    all_refs = source.objects()
+    recorded_latents: dict[str, np.ndarray] = {}
+    recorded_splits: dict[str, str] = {}
+    unmatched: list[Failure] = []
+    if factors_from is not None:
+        recorded = read_recorded_factors(factors_from, recipe)
+        refs, recorded_latents, recorded_splits, unmatched = match_recorded(recorded, all_refs)
+        refs = refs[:objects] if objects is not None else refs
+        recipe = recipe.with_overrides(views=max((len(v) for v in recorded_latents.values()), default=recipe.views))
+    else:
+        refs = select_objects(all_refs, objects)
+    if not refs:
+        raise RenderError(f"no objects to render from {source.name} assets (objects={objects}); check --assets and --objects")
+    splits = assign_splits(refs, source, seed, val_fraction, split_file, recorded_splits)
+    plan = plan_shards([r for r in refs if r.key in splits], splits, objects_per_shard)
+    job = JobSpec(source=source, recipe=recipe, seed=seed, classes=tuple(source.classes()), backend=backend, preset=preset, max_faces=max_faces)
+
+    records = {shard.name: read_complete(out, shard, recipe, seed) for shard in plan}
+    todo = [shard for shard in plan if records[shard.name] is None]
+    shard_of = {ref.key: shard for shard in todo for ref in shard.refs}
+    tasks = [ObjectTask(ref, recorded_latents.get(ref.key)) for shard in todo for ref in shard.refs]
+    collected: dict[str, dict[str, ObjectResult]] = {shard.name: {} for shard in todo}
+    total = sum(len(s.refs) for s in plan)
+    bar = _progress(total, total - len(tasks), progress)
+    images = failures = 0
+    start = time.monotonic()
+    renderer = None
+    try:
+        for result in make_executor(executor, workers, address, limits).run(job, tasks):
+            shard = shard_of[result.key]
+            collected[shard.name][result.key] = result
+            images += result.views
+            failures += result.fields is None
+            if result.fields is not None and renderer is None:
+                renderer = json.loads(result.fields["meta.json"])["renderer"]
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(images_per_s=f"{images / max(time.monotonic() - start, 1e-9):.2f}", failures=failures)
+            if len(collected[shard.name]) == len(shard.refs):
+                records[shard.name] = _finish_shard(out, shard, collected.pop(shard.name), recipe, seed)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    entries = [ShardEntry.from_info(ShardInfo(**records[s.name]["info"]), s.split) for s in plan if records[s.name]["info"]]
+    failed = unmatched + [Failure(**f) for s in plan for f in records[s.name]["failures"]]
+    manifest = Manifest(
+        name=name or recipe.name,
+        shards=entries,
+        classes=list(job.classes),
+        factors=[Factor(n, u, lo, hi) for n, u, lo, hi in recipe.factor_ranges()],
+        recipe=recipe.to_json(),
+        recipe_hash=recipe.hash(),
+        seed=seed,
+        failures=failed,
+        software=software_versions(renderer=renderer or backend),
+        extra={
+            "assets": assets if isinstance(assets, str) else source.name,
+            "backend": backend,
+            "preset": preset,
+            "objects_per_shard": objects_per_shard,
+            "val_fraction": val_fraction,
+            "factors_from": str(factors_from) if factors_from is not None else None,
+            "max_faces": max_faces,
+        },
+    )
+    write_manifest(manifest, out)
+    return manifest
+
+
+def _progress(total: int, done: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, unit="obj", desc="render", dynamic_ncols=True)

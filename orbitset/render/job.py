@@ -1,0 +1,184 @@
+"""The render job: a pure function (asset, recipe, seed, object) -> object sample. It writes no files.
+
+`render_object` loads and checks the mesh (AssetError for a missing, unreadable, empty, non-finite or too large one),
+draws (or takes) the per-view latents, renders every view with the given backend, encodes images and layers, samples
+the point cloud, and returns a validated `ObjectSample`. `run_task` wraps it for executors: any orbitset error (or an
+unexpected exception of the renderer) becomes a recorded failure instead of stopping the dataset.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from orbitset.datasets.sources import AssetRef, AssetSource
+from orbitset.errors import AssetError, OrbitsetError
+from orbitset.render import factors
+from orbitset.render.points import surface_points
+from orbitset.render.recipes import Recipe
+from orbitset.render.scene import Backend
+from orbitset.schema import SCHEMA_VERSION, ObjectSample
+
+#: Default limit on mesh faces; larger meshes are recorded as failures.
+MAX_FACES = 2_000_000
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What every object of a dataset shares: the source, the recipe, the seed, the class list and the renderer."""
+
+    source: AssetSource
+    recipe: Recipe
+    seed: int
+    classes: tuple[str, ...]
+    backend: str = "raster"
+    preset: str = "fast"
+    max_faces: int = MAX_FACES
+
+
+@dataclass(frozen=True)
+class ObjectTask:
+    """One object to render; `latents` (V, F) replaces sampling when views are given (``--factors-from``)."""
+
+    ref: AssetRef
+    latents: np.ndarray | None = None
+
+
+@dataclass
+class ObjectResult:
+    """An encoded sample (``{"__key__": ..., field: bytes}``) or the reason it failed."""
+
+    key: str
+    fields: dict[str, Any] | None
+    reason: str = ""
+    views: int = 0
+    seconds: float = 0.0
+
+
+def encode_image(rgb: np.ndarray, image_format: str, quality: int = 90) -> bytes:
+    """uint8 (H, W, 3) RGB -> JPEG (baseline, not progressive), PNG or WebP bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB")
+    if image_format == "jpg":
+        image.save(buffer, format="JPEG", quality=quality, progressive=False, optimize=False)
+    elif image_format == "webp":
+        image.save(buffer, format="WEBP", quality=quality)
+    else:
+        image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def encode_depth(depth: np.ndarray, unit: float) -> bytes:
+    """float (H, W) depth in scene units -> 16-bit PNG of round(depth / unit), clipped to 65535; 0 stays 0."""
+    from PIL import Image
+
+    levels = np.clip(np.round(np.nan_to_num(depth, nan=0.0) / unit), 0, 65535).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(levels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def encode_mask(mask: np.ndarray) -> bytes:
+    """bool (H, W) -> 8-bit PNG, 255 where True."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def points_rng(seed: int, key: str) -> np.random.Generator:
+    """The generator of object `key`'s point cloud (independent of its views' generators)."""
+    return np.random.default_rng([int(seed), factors.stable_hash("points/" + key)])
+
+
+def load_checked(source: AssetSource, ref: AssetRef, max_faces: int):
+    """The normalised mesh of `ref` and its Normalisation; AssetError for a mesh that cannot be rendered."""
+    mesh, normalisation = source.load(ref)
+    if len(mesh.faces) > max_faces:
+        raise AssetError(f"{ref.source_id}: {len(mesh.faces)} faces exceed the face limit {max_faces}; raise --max-faces to render it")
+    return mesh, normalisation
+
+
+def render_object(job: JobSpec, backend: Backend, ref: AssetRef, latents: np.ndarray | None = None) -> ObjectSample:
+    """Render all views of one object; raises an OrbitsetError (AssetError, RenderError, ...) when it cannot."""
+    recipe = job.recipe
+    mesh, normalisation = load_checked(job.source, ref, job.max_faces)
+    if latents is None:
+        latents = factors.sample_views(recipe, job.seed, ref.key)
+    latents = np.asarray(latents, dtype=np.float64)
+    scene = recipe.scene_spec()
+    states = factors.view_states(recipe, latents, scene)
+    rotations = np.stack([s.rotation for s in states])
+    translations = factors.translations_of(recipe, latents, rotations)
+    want_depth, want_mask = "depth" in recipe.layers, "mask" in recipe.layers
+    backend.set_mesh(mesh)
+    images, depths, masks = [], [], []
+    for state in states:
+        view = backend.render(state, depth=want_depth, mask=want_mask)
+        images.append(encode_image(view.rgb, recipe.image_format, recipe.jpeg_quality))
+        if want_depth:
+            depths.append(encode_depth(view.depth, recipe.depth_unit))
+        if want_mask:
+            masks.append(encode_mask(view.mask))
+    meta = {
+        "class_name": ref.class_name,
+        "class_index": job.classes.index(ref.class_name),
+        "num_views": len(states),
+        "factor_names": recipe.factor_names,
+        "factor_units": recipe.factor_units,
+        "euler_convention": recipe.euler if recipe.rotation == "euler" else None,
+        "translation_frame": recipe.translation_frame if translations is not None else None,
+        "source": job.source.name,
+        "source_id": ref.source_id,
+        "normalisation": normalisation.to_json(),
+        "recipe": recipe.name,
+        "recipe_hash": recipe.hash(),
+        "seed": job.seed,
+        "renderer": backend.version(),
+        "preset": job.preset,
+        "image_size": [scene.width, scene.height],
+        "schema_version": SCHEMA_VERSION,
+    }
+    if want_depth:
+        meta["depth_unit"] = recipe.depth_unit
+    sample = ObjectSample(
+        key=ref.key,
+        images=images,
+        image_format=recipe.image_format,
+        latents=latents,
+        rotations=rotations,
+        translations=translations,
+        camera={
+            "width": scene.width,
+            "height": scene.height,
+            "K": scene.intrinsics().tolist(),
+            "extrinsics": [s.camera_extrinsics.tolist() for s in states],
+        },
+        meta=meta,
+        depths=depths or None,
+        masks=masks or None,
+        points=surface_points(mesh, recipe.points, points_rng(job.seed, ref.key)) if "points" in recipe.layers else None,
+    )
+    return sample.validate()
+
+
+def run_task(job: JobSpec, backend: Backend, task: ObjectTask) -> ObjectResult:
+    """`render_object` for an executor: the encoded sample, or the failure reason (never raises for one object)."""
+    start = time.perf_counter()
+    try:
+        sample = render_object(job, backend, task.ref, task.latents)
+        return ObjectResult(task.ref.key, sample.encode(), views=sample.num_views, seconds=time.perf_counter() - start)
+    except OrbitsetError as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a renderer bug on one mesh must not stop the dataset; keep the cause
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        reason = f"{type(exc).__name__} in {last.name} ({last.filename.rsplit('/', 1)[-1]}:{last.lineno}): {exc}"
+    return ObjectResult(task.ref.key, None, reason=reason, seconds=time.perf_counter() - start)
