@@ -3,10 +3,16 @@
 The manifest is written last and atomically (temporary file + rename) with sorted keys, so two identical datasets
 have identical manifests apart from ``created``. A reader trusts a shard only after its size (and, when asked, its
 sha256) matches the entry here. Shard names are plain file names, never paths.
+
+The format is a JSON Schema shipped with the package (``manifest.schema.json``, see `manifest_schema`); every loaded
+manifest is validated against it (jsonschema is imported on first use) and then by the typed checks of
+`Manifest.check`, which also run when jsonschema is not installed.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import json
 import os
 import platform
@@ -25,6 +31,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 _SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.tar$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SCHEMA_RESOURCE = "manifest.schema.json"
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,7 @@ class Manifest:
                 f"{source}: manifest format version {data.get('format_version')!r} is not supported "
                 f"(this orbitset reads version {FORMAT_VERSION}); upgrade orbitset or re-create the manifest"
             )
+        _validate_against_schema(data, source)
         try:
             shards = [ShardEntry(**entry) for entry in data["shards"]]
             manifest = cls(
@@ -137,6 +145,12 @@ class Manifest:
         except (KeyError, TypeError) as exc:
             raise ManifestError(f"{source}: malformed manifest ({type(exc).__name__}: {exc})") from exc
         manifest.check(source)
+        for derived, expected in (("splits", manifest.splits), ("totals", manifest.totals())):
+            if derived in data and data[derived] != expected:
+                raise ManifestError(
+                    f"{source}: {derived!r} {data[derived]} disagrees with the shard list ({expected}); the manifest was "
+                    "edited by hand or is corrupt: re-create or re-download it"
+                )
         return manifest
 
     def check(self, source: str = "manifest") -> None:
@@ -154,6 +168,26 @@ class Manifest:
                     raise ManifestError(f"{source}: shard {shard.name!r} has an invalid {name} {value!r}")
             if not _SHA256.match(shard.sha256):
                 raise ManifestError(f"{source}: shard {shard.name!r} has an invalid sha256 {shard.sha256!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema of manifests (format version `FORMAT_VERSION`), read from the package data."""
+    text = importlib.resources.files("orbitset.manifests").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _validate_against_schema(data: dict[str, Any], source: str) -> None:
+    """ManifestError naming the first offending entry if `data` breaks the JSON Schema; skipped without jsonschema."""
+    try:
+        import jsonschema
+    except ImportError:
+        return
+    validator = jsonschema.Draft202012Validator(manifest_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise ManifestError(f"{source}: manifest entry {where}: {error.message}; re-create or re-download the manifest")
 
 
 def software_versions(**extra: str) -> dict[str, str]:
@@ -194,8 +228,10 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
 def write_manifest(manifest: Manifest, directory: str | os.PathLike) -> Path:
     """Check `manifest` and write it atomically as ``directory/manifest.json``; returns the path."""
     manifest.check(str(directory))
+    data = manifest.to_json()
+    _validate_against_schema(data, str(directory))
     path = Path(directory) / MANIFEST_NAME
-    write_json_atomic(path, manifest.to_json())
+    write_json_atomic(path, data)
     return path
 
 
