@@ -1,0 +1,372 @@
+"""Blender backend (bpy): the 3DIEBench scene in Cycles (or Workbench for previews), built once per process.
+
+Only this module imports bpy. The scene is built from a `SceneSpec` when the backend is created; `set_mesh` swaps
+the object's mesh datablock (the old one is removed so memory does not grow); `render` only moves the object, the
+camera and the spot light and changes colours, then renders with persistent data (no scene reload between views).
+
+Conventions:
+
+- Camera: Blender camera with the spec's field of view across the larger image side (sensor fit AUTO), posed from
+  the view's OpenCV world-to-camera extrinsics with `geometry.opencv_to_blender_pose`; so the view's intrinsics
+  `SceneSpec.intrinsics()` and extrinsics project the object onto the image exactly as Blender draws it.
+- Colours: recipe colours are linear RGB given to the Principled BSDF / light colour as is. The image is written with
+  the 'Standard' view transform (sRGB display encoding, no Filmic/AgX tone curve, no look, no dithering), so that
+  a colour in the recipe maps to the image by the plain sRGB transfer function.
+- Object: a neutral grey Principled BSDF (base colour 0.8, roughness 0.5). Shading is smooth with edges sharper than
+  30 degrees kept sharp (Blender's "smooth by angle"): curved CAD surfaces look smooth, creases stay crisp.
+- Depth: distance along the camera's z axis (planar depth), in scene units, 0 where a ray hits nothing. Cycles'
+  Depth pass already is planar depth for perspective cameras (checked by the tests against the projected mesh).
+- Mask: the object index pass (object pass index 1), thresholded; True where the object is the first surface hit.
+- Pixels come back through a private temporary directory (PNG for RGB, 32-bit EXR for passes) that is emptied after
+  every view and removed by `close`; the backend returns arrays and never leaves files.
+
+Presets:
+
+- ``exact``: 3DIEBench's settings (Cycles, at most 100 samples, adaptive threshold 0.01, OpenImageDenoise, 3 bounces).
+- ``fast``: Cycles with 8 samples, the same threshold, bounces and denoiser (see docs/performance.md for its speed
+  and SSIM against ``exact``).
+- ``workbench``: the Workbench engine (studio lighting, floor colour from the recipe, no spot light or shadows of
+  the scene's lights): a fast preview, not the 3DIEBench look.
+
+Device: Cycles uses the GPU (OptiX, else CUDA) when Blender finds one, else the CPU; ``threads`` fixes the CPU
+thread count (default: all cores).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from orbitset import geometry
+from orbitset._optional import require
+from orbitset.errors import AssetError, RenderError
+from orbitset.render.scene import Backend, RenderedView, SceneSpec, ViewState
+
+if TYPE_CHECKING:
+    import trimesh
+
+OBJECT_PASS_INDEX = 1
+SMOOTH_ANGLE = math.radians(30.0)
+OBJECT_GREY = 0.8
+_NO_HIT_DEPTH = 1e9  # Blender writes 1e10 in the depth pass where nothing is hit
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Render settings. `samples`/`adaptive_threshold`/`denoise`/`max_bounces` apply to Cycles only."""
+
+    engine: str  # "CYCLES" or "BLENDER_WORKBENCH"
+    samples: int = 0
+    adaptive_threshold: float = 0.01
+    denoise: bool = True
+    max_bounces: int = 3
+
+
+PRESETS: dict[str, Preset] = {
+    "exact": Preset("CYCLES", samples=100),
+    "fast": Preset("CYCLES", samples=8),
+    "workbench": Preset("BLENDER_WORKBENCH"),
+}
+
+
+class BlenderBackend(Backend):
+    """Render views of one object at a time with Blender; one instance per process (bpy holds a single scene).
+
+    Creating a backend resets Blender to an empty scene, so a previously created backend in the same process is
+    closed and must not be used again.
+    """
+
+    name = "blender"
+    _active: "BlenderBackend | None" = None
+
+    def __init__(self, scene: SceneSpec, preset: str = "fast", device: str = "auto", threads: int | None = None):
+        super().__init__(scene)
+        if preset not in PRESETS:
+            raise RenderError(f"unknown Blender preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        if device not in ("auto", "cpu", "gpu"):
+            raise RenderError(f"unknown device {device!r} for the Blender backend; choose 'auto', 'cpu' or 'gpu'")
+        self.bpy = require("bpy", "the Blender render backend")
+        self.preset_name = preset
+        self.preset = PRESETS[preset]
+        if BlenderBackend._active is not None:
+            BlenderBackend._active.close()
+        BlenderBackend._active = self
+        self._tmp = Path(tempfile.mkdtemp(prefix="orbitset-blender-"))
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmp, True)
+        self._closed = False
+        self._has_mesh = False
+        self._passes: tuple[bool, bool] | None = None
+        self.device = "CPU"
+        self._build_scene(device, threads)
+
+    # --- scene construction (once per process) ------------------------------------------------------------------
+
+    def _build_scene(self, device: str, threads: int | None) -> None:
+        bpy = self.bpy
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        spec = self.scene
+        scene = bpy.context.scene
+        self._bl_scene = scene
+        render = scene.render
+        render.engine = self.preset.engine
+        render.resolution_x, render.resolution_y = spec.width, spec.height
+        render.resolution_percentage = 100
+        render.use_persistent_data = True
+        render.dither_intensity = 0.0
+        render.film_transparent = False
+        if threads is not None:
+            render.threads_mode, render.threads = "FIXED", int(threads)
+        image = render.image_settings
+        image.file_format, image.color_mode, image.color_depth, image.compression = "PNG", "RGB", "8", 0
+        scene.display_settings.display_device = "sRGB"
+        scene.view_settings.view_transform = "Standard"
+        scene.view_settings.look = "None"
+        scene.view_settings.exposure, scene.view_settings.gamma = 0.0, 1.0
+        if self.preset.engine == "CYCLES":
+            self._configure_cycles(scene, device)
+            self._build_compositor(scene)
+        else:
+            shading = scene.display.shading
+            shading.light, shading.color_type = "STUDIO", "MATERIAL"
+
+        world = bpy.data.worlds.new("orbitset_world")
+        world.use_nodes = True
+        background = world.node_tree.nodes["Background"]
+        background.inputs["Color"].default_value = (*spec.background, 1.0)
+        background.inputs["Strength"].default_value = 1.0
+        world.color = spec.background
+        scene.world = world
+
+        camera_data = bpy.data.cameras.new("orbitset_camera")
+        camera_data.sensor_fit = "AUTO"
+        camera_data.angle = spec.camera.fov
+        camera_data.clip_start, camera_data.clip_end = 0.01, 10.0 * spec.floor.size
+        self._camera = self._add_object("orbitset_camera", camera_data)
+        scene.camera = self._camera
+
+        self._floor_material = self._material("orbitset_floor", (0.5, 0.5, 0.5))
+        if spec.floor.enabled:
+            half = spec.floor.size / 2.0
+            floor_mesh = bpy.data.meshes.new("orbitset_floor")
+            floor_mesh.from_pydata([(-half, -half, 0), (half, -half, 0), (half, half, 0), (-half, half, 0)], [], [(0, 1, 2, 3)])
+            floor_mesh.materials.append(self._floor_material)
+            floor = self._add_object("orbitset_floor", floor_mesh)
+            floor.location = (0.0, 0.0, spec.floor.z)
+
+        sun_data = bpy.data.lights.new("orbitset_sun", type="SUN")
+        sun_data.energy, sun_data.angle = spec.sun.energy, spec.sun.angle
+        sun = self._add_object("orbitset_sun", sun_data)
+        sun.rotation_mode = "QUATERNION"
+        sun.rotation_quaternion = self._track(np.asarray(spec.sun.direction, dtype=np.float64))
+
+        spot_data = bpy.data.lights.new("orbitset_spot", type="SPOT")
+        spot_data.energy, spot_data.spot_size, spot_data.spot_blend = spec.spot.energy, spec.spot.spot_size, spec.spot.blend
+        self._spot = self._add_object("orbitset_spot", spot_data)
+        self._spot.rotation_mode = "QUATERNION"
+
+        self._object_material = self._material("orbitset_object", (OBJECT_GREY,) * 3)
+        self._object = self._add_object("orbitset_object", bpy.data.meshes.new("orbitset_object"))
+        self._object.pass_index = OBJECT_PASS_INDEX
+
+    def _configure_cycles(self, scene, device: str) -> None:
+        cycles, preset = scene.cycles, self.preset
+        cycles.samples = preset.samples
+        cycles.use_adaptive_sampling = True
+        cycles.adaptive_threshold = preset.adaptive_threshold
+        cycles.max_bounces = preset.max_bounces
+        for attribute in ("diffuse_bounces", "glossy_bounces", "transmission_bounces", "volume_bounces"):
+            setattr(cycles, attribute, min(getattr(cycles, attribute), preset.max_bounces))
+        cycles.use_denoising = preset.denoise
+        if preset.denoise:
+            cycles.denoiser = "OPENIMAGEDENOISE"
+        cycles.seed, cycles.use_animated_seed = 0, False
+        cycles.device = "CPU"
+        if device != "cpu":
+            gpu = self._enable_gpu()
+            if gpu is not None:
+                cycles.device, self.device = "GPU", gpu
+            elif device == "gpu":
+                raise RenderError("no CUDA or OptiX GPU found by Blender; use device='auto' or 'cpu'")
+
+    def _enable_gpu(self) -> str | None:
+        """Enable Blender's OptiX (else CUDA) devices; the backend's name or None when there is none."""
+        preferences = self.bpy.context.preferences.addons["cycles"].preferences
+        for kind in ("OPTIX", "CUDA"):
+            try:
+                preferences.compute_device_type = kind
+            except TypeError:  # this Blender build lacks the backend
+                continue
+            preferences.get_devices()
+            devices = [d for d in preferences.devices if d.type == kind]
+            if devices:
+                for d in preferences.devices:
+                    d.use = d.type == kind
+                return kind
+        preferences.compute_device_type = "NONE"
+        return None
+
+    def _build_compositor(self, scene) -> None:
+        """Render Layers -> File Output (32-bit EXR: depth, object index), run only when a view asks for them.
+
+        Both passes stay enabled (their cost is negligible next to path tracing, and toggling them would make
+        Cycles rebuild its film); only the compositor is switched on and off per view."""
+        layer = scene.view_layers[0]
+        layer.use_pass_z = layer.use_pass_object_index = True
+        tree = self.bpy.data.node_groups.new("orbitset_passes", "CompositorNodeTree")
+        scene.compositing_node_group = tree
+        layers = tree.nodes.new("CompositorNodeRLayers")
+        output = tree.nodes.new("CompositorNodeGroupOutput") if "CompositorNodeGroupOutput" in dir(self.bpy.types) else None
+        if output is not None:  # keep the render result (the RGB image) what the render layer produced
+            tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+            tree.links.new(layers.outputs["Image"], output.inputs[0])
+        files = tree.nodes.new("CompositorNodeOutputFile")
+        files.directory = str(self._tmp) + "/"
+        files.file_name = "pass_"
+        files.format.media_type = "IMAGE"
+        files.format.file_format, files.format.color_depth = "OPEN_EXR", "32"
+        for socket, item in (("Depth", "depth"), ("Object Index", "index")):
+            files.file_output_items.new("FLOAT", item)
+            tree.links.new(layers.outputs[socket], files.inputs[item])
+
+    def _add_object(self, name: str, data):
+        obj = self.bpy.data.objects.new(name, data)
+        self._bl_scene.collection.objects.link(obj)
+        return obj
+
+    def _material(self, name: str, rgb: tuple[float, float, float]):
+        material = self.bpy.data.materials.new(name)
+        material.use_nodes = True
+        bsdf = material.node_tree.nodes["Principled BSDF"]
+        bsdf.inputs["Base Color"].default_value = (*rgb, 1.0)
+        bsdf.inputs["Roughness"].default_value = 0.5
+        material.diffuse_color = (*rgb, 1.0)  # what Workbench shows
+        return material
+
+    @staticmethod
+    def _track(direction: np.ndarray):
+        """Quaternion turning an object's local -Z (where Blender lights and cameras point) towards `direction`."""
+        from mathutils import Vector
+
+        return Vector(direction.tolist()).to_track_quat("-Z", "Y")
+
+    # --- per object -----------------------------------------------------------------------------------------------
+
+    def set_mesh(self, mesh: "trimesh.Trimesh") -> None:
+        self._check_open()
+        vertices = np.asarray(mesh.vertices, dtype=np.float32)
+        faces = np.asarray(mesh.faces, dtype=np.int64)
+        if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+            raise AssetError(f"Blender backend: expected (N, 3) vertices and (M, 3) triangles, got {vertices.shape} and {faces.shape}")
+        if len(vertices) == 0 or len(faces) == 0:
+            raise AssetError("Blender backend: the mesh is empty (no vertices or no faces); nothing to render")
+        if not np.all(np.isfinite(vertices)):
+            raise AssetError("Blender backend: the mesh has NaN or infinite vertex coordinates")
+        if faces.min() < 0 or faces.max() >= len(vertices):
+            raise AssetError(f"Blender backend: face indices must lie in [0, {len(vertices)}), got [{faces.min()}, {faces.max()}]")
+        bpy = self.bpy
+        data = bpy.data.meshes.new("orbitset_object")
+        data.vertices.add(len(vertices))
+        data.vertices.foreach_set("co", vertices.ravel())
+        data.loops.add(faces.size)
+        data.loops.foreach_set("vertex_index", faces.astype(np.int32).ravel())
+        data.polygons.add(len(faces))
+        data.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
+        data.update(calc_edges=True)
+        data.polygons.foreach_set("use_smooth", np.ones(len(faces), dtype=bool))
+        data.set_sharp_from_angle(angle=SMOOTH_ANGLE)
+        data.materials.append(self._object_material)
+        previous = self._object.data
+        self._object.data = data
+        bpy.data.meshes.remove(previous)
+        self._has_mesh = True
+
+    # --- per view -------------------------------------------------------------------------------------------------
+
+    def render(self, view: ViewState, depth: bool = False, mask: bool = False) -> RenderedView:
+        self._check_open()
+        if not self._has_mesh:
+            raise RenderError("Blender backend: call set_mesh(mesh) before render(view)")
+        from mathutils import Matrix
+
+        self._object.matrix_world = Matrix(view.object_to_world().tolist())
+        self._camera.matrix_world = Matrix(geometry.opencv_to_blender_pose(view.camera_extrinsics).tolist())
+        self._set_colour(self._floor_material, view.floor_rgb)
+        spot_position = np.asarray(view.spot_position, dtype=np.float64)
+        self._spot.location = spot_position.tolist()
+        self._spot.rotation_quaternion = self._track(-spot_position)
+        self._spot.data.color = tuple(view.spot_rgb)
+        self._set_passes(depth, mask)
+        rgb_path = self._tmp / "rgb.png"
+        self._bl_scene.render.filepath = str(rgb_path)
+        try:
+            self.bpy.ops.render.render(write_still=True)
+            result = RenderedView(rgb=self._read_png(rgb_path))
+            if depth:
+                planar = self._read_exr(self._tmp / "pass_depth.exr")
+                result.depth = np.where(planar < _NO_HIT_DEPTH, planar, 0.0).astype(np.float32)
+            if mask:
+                result.mask = self._read_exr(self._tmp / "pass_index.exr") > OBJECT_PASS_INDEX - 0.5
+        finally:
+            for leftover in self._tmp.iterdir():
+                leftover.unlink()
+        return result
+
+    def _set_colour(self, material, rgb) -> None:
+        colour = (*(float(c) for c in rgb), 1.0)
+        material.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = colour
+        material.diffuse_color = colour
+
+    def _set_passes(self, depth: bool, mask: bool) -> None:
+        if self._passes == (depth, mask):
+            return
+        if (depth or mask) and self.preset.engine != "CYCLES":
+            raise RenderError(f"the {self.preset_name!r} preset renders RGB only; use 'fast' or 'exact' for depth and masks")
+        self._bl_scene.render.use_compositing = depth or mask
+        self._passes = (depth, mask)
+
+    def _read_png(self, path: Path) -> np.ndarray:
+        from PIL import Image
+
+        if not path.is_file():
+            raise RenderError(f"Blender did not write the rendered image {path}")
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+    def _read_exr(self, path: Path) -> np.ndarray:
+        """First channel of a 32-bit EXR written by the compositor, as float32 (H, W), top row first."""
+        if not path.is_file():
+            raise RenderError(f"Blender did not write the render pass {path}")
+        image = self.bpy.data.images.load(str(path))
+        try:
+            width, height = image.size
+            pixels = np.empty(width * height * image.channels, dtype=np.float32)
+            image.pixels.foreach_get(pixels)
+        finally:
+            self.bpy.data.images.remove(image)
+        return np.ascontiguousarray(pixels.reshape(height, width, -1)[::-1, :, 0])
+
+    # --- bookkeeping ----------------------------------------------------------------------------------------------
+
+    def version(self) -> str:
+        engine = "cycles" if self.preset.engine == "CYCLES" else "workbench"
+        return f"blender {self.bpy.app.version_string} {engine} {self.preset_name}"
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._cleanup()
+        if BlenderBackend._active is self:
+            BlenderBackend._active = None
+            self.bpy.ops.wm.read_factory_settings(use_empty=True)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RenderError("this Blender backend is closed (another BlenderBackend was created in this process)")
