@@ -1,9 +1,110 @@
-"""CLI commands of orbitset.models (registered on the main app by orbitset.cli); heavy imports stay inside commands."""
+"""CLI commands of orbitset.models (registered on the main app by orbitset.cli); heavy imports stay inside commands.
+
+`orbitset train`, `orbitset eval`, `orbitset report`, `orbitset smoke`.
+"""
 
 from __future__ import annotations
 
 import click
 
+TRAINABLE = ("sie", "sie-color", "vicreg", "simclr", "equimod", "sen", "augself", "pointnet", "vn-pointnet", "fa-pointnet")
+EVAL_TASKS = ("classify", "rotation", "color", "retrieval", "pre", "pointcloud", "equivariance", "orbit-plot")
+
+
+def _parse_params(values: tuple[str, ...]) -> dict:
+    import yaml
+
+    from orbitset.errors import OrbitsetError
+
+    params = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise OrbitsetError(f"--param expects KEY=VALUE, got {item!r} (e.g. --param inv_coeff=10)")
+        params[key.strip()] = yaml.safe_load(value)
+    return params
+
 
 def register(app: click.Group) -> None:
     """Add this part's commands to `app`."""
+
+    @app.command()
+    @click.argument("method", type=click.Choice(TRAINABLE))
+    @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset directory (manifest.json).")
+    @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+    @click.option("--epochs", type=int, help="Epochs (default: 2000 images, 250 point clouds; 0 saves the initial model).")
+    @click.option("--batch-size", type=int, help="Batch size (default: 1024 images, 32 point clouds).")
+    @click.option("--lr", type=float, help="Adam learning rate (default 1e-3).")
+    @click.option("--weight-decay", type=float, help="Adam weight decay (default 1e-6 images, 1e-4 point clouds).")
+    @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+    @click.option("--size", type=int, help="Image size in pixels (default 256).")
+    @click.option("--backbone", type=click.Choice(["resnet18", "small"]), default="resnet18", show_default=True)
+    @click.option("--condition", type=click.Choice(["rotation", "rotation+color"]), help="Pair condition (default per method).")
+    @click.option("--pairs-per-object", type=int, default=1, show_default=True, help="Pairs drawn per object and epoch.")
+    @click.option("--rotation", type=click.Choice(["z", "so3"]), default="z", show_default=True,
+                  help="Point clouds: training rotations about Z (up, orbitset's world frame) or uniform in SO(3).")
+    @click.option("--num-points", type=int, help="Point clouds: points per cloud (default 1024).")
+    @click.option("--num-workers", type=int, default=0, show_default=True)
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+                  help="Method hyper-parameter, e.g. --param equi_coeff=4.5 (see orbitset.models.methods).")
+    @click.option("--no-online-probes", is_flag=True, help="Do not train the online probes.")
+    @click.option("--resume", is_flag=True, help="Continue from RUN/checkpoint.pt.")
+    def train(method, data, out, epochs, batch_size, lr, weight_decay, device, size, backbone, condition,
+              pairs_per_object, rotation, num_points, num_workers, seed, params, no_online_probes, resume):
+        """Train a reference model (checkpoint every epoch, metrics in RUN/metrics.jsonl)."""
+        from orbitset.models.train import TrainConfig, train as run_training
+
+        cfg = TrainConfig(method=method, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
+                          weight_decay=weight_decay, device=device, size=size, backbone=backbone, condition=condition,
+                          params=_parse_params(params), seed=seed, num_workers=num_workers,
+                          pairs_per_object=pairs_per_object, rotation=rotation, num_points=num_points,
+                          online_probes=not no_online_probes)
+        history = run_training(cfg, resume=resume)
+        if history:
+            last = history[-1]
+            click.echo(f"{method}: epoch {last['epoch']} loss {last['loss']:.4f} -> {out}")
+
+    @app.command(name="eval")
+    @click.argument("task", type=click.Choice(EVAL_TASKS))
+    @click.option("--run", "run", required=True, type=click.Path(exists=True, file_okay=False))
+    @click.option("--data", type=click.Path(exists=True, file_okay=False), help="Dataset (default: the run's).")
+    @click.option("--split", default="val", show_default=True)
+    @click.option("--device", default="cpu", show_default=True)
+    @click.option("--batch-size", type=int, default=256, show_default=True)
+    @click.option("--probe-epochs", type=int, default=300, show_default=True)
+    @click.option("--probe-lr", type=float, default=1e-3, show_default=True)
+    @click.option("--probe-hidden", type=int, default=1024, show_default=True)
+    @click.option("--views", type=int, default=1, show_default=True, help="classify: random views per object.")
+    @click.option("--pairs-per-object", type=int, default=1, show_default=True, help="rotation/color: pairs per object.")
+    @click.option("--num-workers", type=int, default=0, show_default=True)
+    @click.option("--seed", type=int, default=0, show_default=True)
+    def eval_command(task, run, data, split, device, batch_size, probe_epochs, probe_lr, probe_hidden, views,
+                     pairs_per_object, num_workers, seed):
+        """Evaluate a run; writes RUN/eval/TASK.json and prints a short table."""
+        from orbitset.models.evaluate import EvalOptions, evaluate, format_table
+
+        opts = EvalOptions(data=data, split=split, device=device, batch_size=batch_size, probe_epochs=probe_epochs,
+                           probe_lr=probe_lr, probe_hidden=probe_hidden, views=views,
+                           pairs_per_object=pairs_per_object, seed=seed, num_workers=num_workers)
+        click.echo(format_table(evaluate(task, run, opts)))
+
+    @app.command()
+    @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+    @click.option("--out", type=click.Path(dir_okay=False), help="Write the markdown (and a bar chart) here.")
+    def report(runs, out):
+        """One markdown table of the evaluation results of RUNS."""
+        from orbitset.models.report import markdown_report
+
+        click.echo(markdown_report(list(runs), out))
+
+    @app.command()
+    @click.option("--out", default="runs/smoke", show_default=True, type=click.Path(file_okay=False))
+    @click.option("--data", type=click.Path(file_okay=False), help="Dataset (default: OUT/data, rendered if absent).")
+    @click.option("--results", default="docs/results.md", show_default=True, type=click.Path(dir_okay=False))
+    @click.option("--scale", type=float, default=1.0, show_default=True, help="Multiply every epoch count (quick checks).")
+    def smoke(out, data, results, scale):
+        """Render a small dataset, train small SIE/VICReg and point-cloud models on CPU, evaluate, write results."""
+        from orbitset.models.smoke import run_smoke
+
+        run_smoke(out, data=data, results=results, scale=scale)

@@ -1,0 +1,80 @@
+"""`orbitset report`: the evaluation results of several runs in one markdown table, with figures."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from orbitset.errors import OrbitsetError
+
+#: (column title, task file, metric key), in table order.
+COLUMNS = (
+    ("top-1", "classify", "top1"),
+    ("rotation R^2", "rotation", "r2"),
+    ("colour R^2", "color", "r2"),
+    ("MRR", "retrieval", "mrr"),
+    ("H@1", "retrieval", "h@1"),
+    ("H@5", "retrieval", "h@5"),
+    ("PRE", "pre", "pre"),
+    ("z/z", "pointcloud", "z/z"),
+    ("z/SO3", "pointcloud", "z/so3"),
+    ("SO3/z", "pointcloud", "so3/z"),
+    ("SO3/SO3", "pointcloud", "so3/so3"),
+    ("invariance err.", "equivariance", "invariance_error"),
+    ("inv. err. (features)", "equivariance", "invariance_error_features"),
+    ("equivariance err.", "equivariance", "equivariance_error"),
+)
+
+
+def collect(run: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Every ``RUN/eval/TASK.json`` of a run, by task."""
+    eval_dir = Path(run) / "eval"
+    if not eval_dir.is_dir():
+        raise OrbitsetError(f"{run} has no evaluation results; run `orbitset eval TASK --run {run}` first")
+    return {path.stem: json.loads(path.read_text()) for path in sorted(eval_dir.glob("*.json"))}
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.3f}"
+    return str(value)
+
+
+def metric_table(runs: list[str | os.PathLike]) -> dict[str, dict[str, float]]:
+    """{run name: {column title: value}} for the columns some run has."""
+    table: dict[str, dict[str, float]] = {}
+    for run in runs:
+        results = collect(run)
+        row = {title: results[task][key] for title, task, key in COLUMNS if key in results.get(task, {})}
+        method = next((r["method"] for r in results.values() if "method" in r), "?")
+        table[f"{Path(run).name} ({method})"] = row
+    return table
+
+
+def markdown_report(runs: list[str | os.PathLike], out: str | os.PathLike | None = None) -> str:
+    """The markdown table of `runs`; with `out` (a .md path) it also writes the file and a bar chart beside it, and
+    links each run's orbit plot."""
+    table = metric_table(runs)
+    titles = [title for title, _, _ in COLUMNS if any(title in row for row in table.values())]
+    lines = ["| run | " + " | ".join(titles) + " |", "|---|" + "---|" * len(titles)]
+    for name, row in table.items():
+        lines.append(f"| {name} | " + " | ".join(_format(row[t]) if t in row else "" for t in titles) + " |")
+    text = "\n".join(lines) + "\n"
+    if out is not None:
+        from orbitset.models.plots import metric_bars
+
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        bars = out.with_suffix(".png")
+        scores = {name: {t: v for t, v in row.items() if "err" not in t} for name, row in table.items()}
+        metric_bars(scores, bars, "evaluation results")
+        figures = [f"![metrics]({os.path.relpath(bars, out.parent)})"]
+        for run in runs:
+            plot = Path(run) / "eval" / "orbit-plot.png"
+            if plot.is_file():
+                figures.append(f"![orbit plot of {Path(run).name}]({os.path.relpath(plot, out.parent)})")
+        text += "\n" + "\n\n".join(figures) + "\n"
+        out.write_text(text)
+    return text

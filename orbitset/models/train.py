@@ -1,0 +1,315 @@
+"""One training loop for every reference model, with checkpoints, resume, metrics and online probes.
+
+A run directory holds:
+- ``config.json``: everything needed to rebuild the model (written when the run starts);
+- ``checkpoint.pt``: model, optimiser and RNG state after the last finished epoch (``torch.save`` of state dicts,
+  written atomically; read back with ``torch.load(weights_only=True)``);
+- ``metrics.jsonl``: one JSON object per logged step and per epoch (loss terms, online probe metrics, images/s);
+- ``eval/TASK.json``: results of ``orbitset eval``.
+
+Image methods train on pairs from `orbitset.loaders.PairLoader`; point-cloud models on `orbitset.loaders.PointLoader`
+with a rotation protocol ("z": random rotations about the world Z axis, which is up in orbitset; "so3": uniform
+random rotations). Mixed precision (bfloat16 autocast) is used on CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from orbitset.errors import OrbitsetError
+from orbitset.models import losses
+from orbitset.models.backbones import build_backbone
+from orbitset.models.methods import METHODS, Method, build_method, pair_condition
+from orbitset.models.pointclouds import POINT_MODELS, build_point_model
+
+CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE = "config.json", "checkpoint.pt", "metrics.jsonl"
+
+#: Published defaults per family (REFERENCE.md for SIE; PointNet/VN papers for point clouds).
+IMAGE_DEFAULTS = {"epochs": 2000, "batch_size": 1024, "lr": 1e-3, "weight_decay": 1e-6, "size": 256}
+POINT_DEFAULTS = {"epochs": 250, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4, "num_points": 1024}
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a run; ``None`` numbers take the family defaults (`IMAGE_DEFAULTS` / `POINT_DEFAULTS`)."""
+
+    method: str
+    data: str
+    out: str
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    device: str = "cpu"
+    size: int | None = None
+    backbone: str = "resnet18"
+    condition: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    num_workers: int = 0
+    pairs_per_object: int = 1
+    rotation: str = "z"
+    num_points: int | None = None
+    online_probes: bool = True
+    log_every: int = 20
+    num_classes: int = 0
+    rel_latent_names: list[str] = field(default_factory=list)
+
+    @property
+    def is_point_model(self) -> bool:
+        return self.method in POINT_MODELS
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with the family defaults filled in and the method name checked."""
+        if self.method not in METHODS and self.method not in POINT_MODELS:
+            raise OrbitsetError(
+                f"unknown method {self.method!r}; choose one of {', '.join([*METHODS, *POINT_MODELS])}"
+            )
+        if self.rotation not in ("z", "so3"):
+            raise OrbitsetError(f"rotation protocol must be 'z' or 'so3', not {self.rotation!r}")
+        values = asdict(self)
+        defaults = POINT_DEFAULTS if self.is_point_model else IMAGE_DEFAULTS
+        for key, default in defaults.items():
+            if values.get(key) is None:
+                values[key] = default
+        if values["condition"] is None and not self.is_point_model:
+            values["condition"] = METHODS[self.method][1]
+        return TrainConfig(**values)
+
+
+class ImageModel(nn.Module):
+    """A method plus the online probes SIE uses, trained on detached features so that learning is visible:
+    a linear classifier on rep_a and a linear regressor of the relative quaternion from [rep_a, rep_b]."""
+
+    def __init__(self, method: Method, num_classes: int, condition: str, rel_latent_names: list[str]) -> None:
+        super().__init__()
+        self.method = method
+        self.condition = condition
+        self.rel_latent_names = list(rel_latent_names)
+        self.classifier = nn.Linear(method.rep_dim, max(num_classes, 1))
+        self.regressor = nn.Linear(2 * method.rep_dim, 4)
+
+    def pair_condition(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return pair_condition(batch["rel_rotation"], batch.get("rel_latents"), self.rel_latent_names, self.condition)
+
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self.method(batch["view_a"], batch["view_b"], self.pair_condition(batch))
+        terms = {"loss": float(out.loss.detach()), **{k: float(v.detach()) for k, v in out.terms.items()}}
+        loss = out.loss
+        rep_a, rep_b = out.rep_a.detach().float(), out.rep_b.detach().float()
+        logits = self.classifier(rep_a)
+        labels = batch["label"].long()
+        predicted = self.regressor(torch.cat([rep_a, rep_b], dim=1))
+        target = batch["rel_rotation"].float()
+        probe_loss = F.cross_entropy(logits, labels) + F.mse_loss(predicted, target)
+        terms["probe_top1"] = float((logits.argmax(1) == labels).float().mean())
+        terms["probe_r2"] = losses.r2_score(predicted.detach(), target)
+        return loss + probe_loss, terms
+
+
+class PointModel(nn.Module):
+    """A point-cloud classifier trained with cross-entropy."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = self.classifier(batch["points"].float())
+        labels = batch["label"].long()
+        loss = F.cross_entropy(logits, labels)
+        return loss, {"loss": float(loss.detach()), "top1": float((logits.argmax(1) == labels).float().mean())}
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    """The trainable model of a resolved config (an `ImageModel` or a `PointModel`)."""
+    if cfg.is_point_model:
+        return PointModel(build_point_model(cfg.method, cfg.num_classes, **cfg.params))
+    method = build_method(cfg.method, build_backbone(cfg.backbone, cfg.size), cfg.condition, **cfg.params)
+    return ImageModel(method, cfg.num_classes, cfg.condition, cfg.rel_latent_names)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    """Write model/optimiser/RNG state atomically (a partial file is never taken for a checkpoint)."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "torch_rng": torch.get_rng_state(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint without unpickling arbitrary objects."""
+    if not path.is_file():
+        raise OrbitsetError(f"no checkpoint at {path}; train the run first (orbitset train ... --out {path.parent})")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def write_config(run: Path, cfg: TrainConfig) -> None:
+    from orbitset.manifests.model import write_json_atomic
+
+    run.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run / CONFIG_FILE, asdict(cfg))
+
+
+def read_config(run: str | os.PathLike) -> TrainConfig:
+    path = Path(run) / CONFIG_FILE
+    if not path.is_file():
+        raise OrbitsetError(f"{run} is not a training run (no {CONFIG_FILE}); create it with `orbitset train`")
+    return TrainConfig(**json.loads(path.read_text()))
+
+
+def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[TrainConfig, nn.Module]:
+    """Rebuild a run's model from config.json and its last checkpoint, in eval mode."""
+    cfg = read_config(run)
+    model = build_model(cfg)
+    model.load_state_dict(load_checkpoint(Path(run) / CHECKPOINT_FILE, device)["model"])
+    return cfg, model.to(device).eval()
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches_for_epoch: Callable[[int], Iterable[dict[str, Any]]],
+    epochs: int,
+    run: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    resume: bool = False,
+    log_every: int = 20,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train `model` (with a ``step(batch) -> (loss, terms)`` method) for `epochs` epochs in total.
+
+    ``batches_for_epoch(epoch)`` returns that epoch's batches (seeded by the epoch so that a resumed run sees the
+    same data). After every epoch the checkpoint is written; with `resume`, training restarts after the last
+    finished epoch with the saved model, optimiser and RNG state. Returns the per-epoch metrics.
+    """
+    from tqdm import tqdm
+
+    run, device = Path(run), torch.device(device)
+    run.mkdir(parents=True, exist_ok=True)
+    model.to(device)
+    start = 0
+    checkpoint = run / CHECKPOINT_FILE
+    if resume and checkpoint.is_file():
+        state = load_checkpoint(checkpoint, device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        start = int(state["epoch"])
+    elif not resume or not checkpoint.is_file():
+        (run / METRICS_FILE).unlink(missing_ok=True)
+    if start == 0:
+        save_checkpoint(checkpoint, model, optimizer, 0)  # the initial state: a "random-init" baseline when epochs=0
+    history = []
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with open(run / METRICS_FILE, "a") as metrics:
+        for epoch in range(start, epochs):
+            model.train()
+            sums: dict[str, float] = {}
+            count, samples, began = 0, 0, time.perf_counter()
+            bar = tqdm(batches_for_epoch(epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
+                       unit="batch", leave=False)
+            for batch in bar:
+                batch = to_device(batch, device)
+                with autocast:
+                    loss, terms = model.step(batch)
+                if not math.isfinite(float(loss.detach())):
+                    raise OrbitsetError(f"the loss became {float(loss.detach())} at epoch {epoch + 1}; lower --lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                count += 1
+                samples += len(batch["label"])
+                for key, value in terms.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                bar.set_postfix({k: f"{v:.3g}" for k, v in terms.items()})
+                if log_every and count % log_every == 0:
+                    metrics.write(json.dumps({"epoch": epoch + 1, "step": count, **terms}) + "\n")
+            if count == 0:
+                raise OrbitsetError("the training split gave no batch; use a smaller --batch-size or more objects")
+            seconds = time.perf_counter() - began
+            summary = {"epoch": epoch + 1, **{k: v / count for k, v in sums.items()},
+                       "samples_per_s": samples / seconds, "seconds": seconds}
+            metrics.write(json.dumps(summary) + "\n")
+            metrics.flush()
+            save_checkpoint(checkpoint, model, optimizer, epoch + 1)
+            history.append(summary)
+            if progress:
+                shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k != "epoch")
+                tqdm.write(f"epoch {epoch + 1}/{epochs}: {shown}")
+    return history
+
+
+def _pair_loader(cfg: TrainConfig, split: str, epoch: int, **overrides):
+    from orbitset.loaders import PairLoader
+
+    options = dict(batch_size=cfg.batch_size, split=split, num_workers=cfg.num_workers, seed=cfg.seed * 100003 + epoch,
+                   shuffle=True, size=cfg.size, pairs_per_object=cfg.pairs_per_object)
+    options.update(overrides)
+    return PairLoader(cfg.data, **options)
+
+
+def _point_loader(cfg: TrainConfig, split: str, epoch: int, rotate: str | None, **overrides):
+    from orbitset.loaders import PointLoader
+
+    options = dict(batch_size=cfg.batch_size, split=split, num_workers=cfg.num_workers, seed=cfg.seed * 100003 + epoch,
+                   shuffle=True, num_points=cfg.num_points, rotate=rotate)
+    options.update(overrides)
+    return PointLoader(cfg.data, **options)
+
+
+def _drop_incomplete(batches: Iterable[dict[str, Any]], batch_size: int) -> Iterator[dict[str, Any]]:
+    """Skip a last batch of one sample (batch norm needs two); smaller last batches are kept."""
+    for batch in batches:
+        if len(batch["label"]) >= min(2, batch_size):
+            yield batch
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list[dict[str, float]]:
+    """Train a run described by `cfg` (see `TrainConfig`), writing config, checkpoints and metrics to ``cfg.out``."""
+    from orbitset.manifests.model import load_manifest
+
+    run = Path(cfg.out)
+    if resume and (run / CONFIG_FILE).is_file():
+        saved = read_config(run)
+        cfg = TrainConfig(**{**asdict(saved), "epochs": cfg.epochs or saved.epochs, "device": cfg.device,
+                             "num_workers": cfg.num_workers})
+    cfg = cfg.resolved()
+    manifest = load_manifest(cfg.data)
+    cfg.num_classes = len(manifest.classes)
+    if not cfg.is_point_model and not cfg.rel_latent_names:
+        cfg.rel_latent_names = list(_pair_loader(cfg, "train", 0).rel_latent_names)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg)
+    optimizer = build_optimizer(model, cfg)
+    write_config(run, cfg)
+    if cfg.is_point_model:
+        def batches(epoch: int):
+            return _drop_incomplete(_point_loader(cfg, "train", epoch, cfg.rotation), cfg.batch_size)
+    else:
+        def batches(epoch: int):
+            return _drop_incomplete(_pair_loader(cfg, "train", epoch), cfg.batch_size)
+    return fit(model, optimizer, batches, cfg.epochs, run, cfg.device, resume, cfg.log_every, progress)

@@ -1,0 +1,74 @@
+import json
+
+import pytest
+import torch
+
+from orbitset.errors import OrbitsetError
+from orbitset.models.backbones import SmallCNN
+from orbitset.models.methods import build_method
+from orbitset.models.pointclouds import PointNet
+from orbitset.models.train import CHECKPOINT_FILE, METRICS_FILE, ImageModel, PointModel, fit, load_checkpoint
+
+NAMES = ["rot_x", "rot_y", "rot_z", "floor_hue", "spot_theta", "spot_phi", "spot_hue"]
+
+
+def pair_batches(epoch, batches=2, n=8):
+    """Deterministic batches for an epoch (as a seeded loader would give)."""
+    g = torch.Generator().manual_seed(epoch)
+    for _ in range(batches):
+        yield {
+            "view_a": torch.randn(n, 3, 16, 16, generator=g),
+            "view_b": torch.randn(n, 3, 16, 16, generator=g),
+            "rel_rotation": torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=1),
+            "rel_latents": torch.rand(n, 7, generator=g),
+            "label": torch.randint(0, 3, (n,), generator=g),
+        }
+
+
+def new_model(seed=0):
+    torch.manual_seed(seed)
+    model = ImageModel(build_method("sie", SmallCNN(width=4, out_dim=16)), 3, "rotation", NAMES)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def test_resume_continues_from_the_same_state(tmp_path):
+    straight, optimizer = new_model()
+    fit(straight, optimizer, pair_batches, 3, tmp_path / "straight", progress=False)
+
+    first, optimizer = new_model()
+    fit(first, optimizer, pair_batches, 1, tmp_path / "resumed", progress=False)
+    assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT_FILE)["epoch"] == 1
+    again, optimizer = new_model(seed=123)  # a different init: resume must overwrite it
+    history = fit(again, optimizer, pair_batches, 3, tmp_path / "resumed", resume=True, progress=False)
+    assert [h["epoch"] for h in history] == [2, 3]
+    for (name, a), b in zip(straight.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+    lines = [json.loads(line) for line in (tmp_path / "resumed" / METRICS_FILE).read_text().splitlines()]
+    assert [line["epoch"] for line in lines if "step" not in line] == [1, 2, 3]
+
+
+def test_zero_epochs_saves_the_initial_model(tmp_path):
+    model, optimizer = new_model()
+    assert fit(model, optimizer, pair_batches, 0, tmp_path, progress=False) == []
+    state = load_checkpoint(tmp_path / CHECKPOINT_FILE)
+    assert state["epoch"] == 0
+    assert all(torch.equal(state["model"][k], v) for k, v in model.state_dict().items())
+
+
+def test_point_model_trains(tmp_path):
+    torch.manual_seed(0)
+    model = PointModel(PointNet(2, widths=(8, 16), head=(8,)))
+
+    def batches(epoch):
+        g = torch.Generator().manual_seed(epoch)
+        labels = torch.arange(16) % 2
+        scale = torch.where(labels[:, None, None] == 1, torch.tensor([2.0, 1.0, 0.5]), torch.tensor([0.5, 1.0, 2.0]))
+        yield {"points": torch.randn(16, 32, 3, generator=g) * scale, "label": labels}
+
+    history = fit(model, torch.optim.Adam(model.parameters(), lr=1e-2), batches, 30, tmp_path, progress=False)
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(OrbitsetError, match="no checkpoint"):
+        load_checkpoint(tmp_path / CHECKPOINT_FILE)
