@@ -491,9 +491,7 @@ def export_sie_layout(dataset: str | os.PathLike, out: str | os.PathLike, progre
     The dataset is verified (size + sha256) first; images are written byte for byte as stored.
     """
     from orbitset.manifests.model import manifest_path
-    from orbitset.manifests.verify import verify_dataset
-    from orbitset.schema import decode
-    from orbitset.shards import ShardReader
+    from orbitset.manifests.verify import decoded_samples, verify_dataset
 
     report_check = verify_dataset(dataset)
     report_check.raise_for_problems()
@@ -511,21 +509,19 @@ def export_sie_layout(dataset: str | os.PathLike, out: str | os.PathLike, progre
         bar = tqdm(total=manifest.totals()["objects"], unit="obj", desc="export sie-layout")
     try:
         for shard in manifest.shards:
-            with ShardReader(root / shard.name) as reader:
-                for key in reader.keys():
-                    sample = decode(reader.read(key))
-                    synset, object_id = _sie_folders(sample)
-                    folder = out / synset / object_id
-                    folder.mkdir(parents=True, exist_ok=True)
-                    for i, image in enumerate(sample.images):
-                        (folder / f"image_{i}.{sample.image_format}").write_bytes(image)
-                        np.save(folder / f"latent_{i}.npy", sample.latents[i].astype(np.float64), allow_pickle=False)
-                    entries.setdefault(shard.split, []).append(f"/{synset}/{object_id}/")
-                    labels.setdefault(shard.split, []).append(sample.label)
-                    images += sample.num_views
-                    objects += 1
-                    if bar is not None:
-                        bar.update(1)
+            for sample in decoded_samples(root / shard.name):
+                synset, object_id = _sie_folders(sample)
+                folder = out / synset / object_id
+                folder.mkdir(parents=True, exist_ok=True)
+                for i, image in enumerate(sample.images):
+                    (folder / f"image_{i}.{sample.image_format}").write_bytes(image)
+                    np.save(folder / f"latent_{i}.npy", sample.latents[i].astype(np.float64), allow_pickle=False)
+                entries.setdefault(shard.split, []).append(f"/{synset}/{object_id}/")
+                labels.setdefault(shard.split, []).append(sample.label)
+                images += sample.num_views
+                objects += 1
+                if bar is not None:
+                    bar.update(1)
     finally:
         if bar is not None:
             bar.close()

@@ -266,10 +266,11 @@ def _append(url: str, partial: Path, have: int, expected: int, options: Download
         with open(partial, "r+b" if partial.exists() else "wb") as handle:
             handle.seek(have)
             handle.truncate()
+            read = getattr(stream, "read1", stream.read)  # read1: what has arrived, so a stall keeps the bytes so far
             while have < expected:
                 if stop.is_set():
                     raise _Stopped()
-                chunk = stream.read(min(CHUNK, expected - have))
+                chunk = read(min(CHUNK, expected - have))
                 if not chunk:
                     break
                 handle.write(chunk)

@@ -187,7 +187,10 @@ def _validate_against_schema(data: dict[str, Any], source: str) -> None:
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
-        raise ManifestError(f"{source}: manifest entry {where}: {error.message}; re-create or re-download the manifest")
+        meaning = f" ({error.schema['description']})" if isinstance(error.schema, dict) and "description" in error.schema else ""
+        raise ManifestError(
+            f"{source}: manifest entry {where}: {error.message}{meaning}; re-create or re-download the manifest"
+        )
 
 
 def software_versions(**extra: str) -> dict[str, str]:

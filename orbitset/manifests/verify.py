@@ -13,9 +13,11 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
-from orbitset.errors import OrbitsetError, ShardError
+from orbitset.errors import OrbitsetError, SchemaError, ShardError
 from orbitset.manifests.model import Manifest, ShardEntry, load_manifest, manifest_path
+from orbitset.schema import ObjectSample, decode
 from orbitset.shards import ShardReader, file_sha256
 
 OK, MISSING, SIZE, CHECKSUM, CONTENT, EXTRA = "ok", "missing", "size", "sha256", "content", "extra"
@@ -77,22 +79,32 @@ class VerifyReport:
             )
 
 
-def _deep_check(path: Path, entry: ShardEntry, manifest: Manifest) -> str:
-    """'' if every sample decodes, validates and the counts match the manifest; otherwise what is wrong."""
-    from orbitset.schema import decode
-
-    objects = views = 0
-    factors = len(manifest.factors)
+def decoded_samples(path: str | os.PathLike) -> Iterator[ObjectSample]:
+    """Every sample of a local shard, read through ShardReader (unsafe members refused) and decoded and validated by
+    `orbitset.schema.decode` (nothing unpickled); any problem is a ShardError naming the shard."""
+    path = Path(path)
     with ShardReader(path) as reader:
         for key in reader.keys():
-            sample = decode(reader.read(key))
-            if factors and sample.latents.shape[1] != factors:
-                return f"sample {key!r} has {sample.latents.shape[1]} factor columns, the manifest lists {factors}"
-            index, name = sample.meta["class_index"], sample.meta["class_name"]
-            if manifest.classes and (index >= len(manifest.classes) or manifest.classes[index] != name):
-                return f"sample {key!r} has class {name!r} index {index}, which is not that class in the manifest"
-            objects += 1
-            views += sample.num_views
+            try:
+                sample = decode(reader.read(key))
+            except SchemaError as exc:
+                raise ShardError(f"shard {path.name}: {exc}") from exc
+            yield sample
+
+
+def _deep_check(path: Path, entry: ShardEntry, manifest: Manifest) -> str:
+    """'' if every sample decodes, validates and the counts match the manifest; otherwise what is wrong."""
+    objects = views = 0
+    factors = len(manifest.factors)
+    for sample in decoded_samples(path):
+        key = sample.key
+        if factors and sample.latents.shape[1] != factors:
+            return f"sample {key!r} has {sample.latents.shape[1]} factor columns, the manifest lists {factors}"
+        index, name = sample.meta["class_index"], sample.meta["class_name"]
+        if manifest.classes and (index >= len(manifest.classes) or manifest.classes[index] != name):
+            return f"sample {key!r} has class {name!r} index {index}, which is not that class in the manifest"
+        objects += 1
+        views += sample.num_views
     if (objects, views) != (entry.objects, entry.views):
         return f"holds {objects} objects / {views} views, the manifest records {entry.objects} / {entry.views}"
     return ""
