@@ -223,16 +223,19 @@ class Recipe:
         """Build a recipe from its YAML/JSON form (see the module docstring); RenderError names the bad entry."""
         if not isinstance(data, dict) or "name" not in data:
             raise RenderError(f"{source}: a recipe is a mapping with at least 'name' and 'factors' (or 'rotation: so3')")
-        known = {f.name for f in dataclasses.fields(cls)}
+        scene_keys = ("camera", "floor", "sun", "spot", "background")
+        scene = {k: data[k] for k in scene_keys if k in data}
+        data = {k: v for k, v in data.items() if k not in scene_keys}
+        known = {f.name for f in dataclasses.fields(cls)} - {"scene"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise RenderError(f"{source}: unknown recipe keys {unknown}; known keys: {sorted(known)}")
+            raise RenderError(f"{source}: unknown recipe keys {unknown}; known keys: {sorted(known) + list(scene_keys)}")
         values = dict(data)
         try:
             values["factors"] = tuple(_factor_from(entry) for entry in data.get("factors") or ())
             values["fixed"] = tuple(sorted((str(k), _number(v)) for k, v in (data.get("fixed") or {}).items()))
             values["layers"] = tuple(data.get("layers", cls.layers))
-            values["scene"] = _scene_from(data.get("scene") or {}) if isinstance(data.get("scene"), dict) else SceneSpec()
+            values["scene"] = _scene_from(scene)
         except (TypeError, ValueError, KeyError) as exc:
             raise RenderError(f"{source}: malformed recipe ({type(exc).__name__}: {exc})") from exc
         return cls(**values)
