@@ -44,8 +44,20 @@ def synthetic_view(latents: np.ndarray, rotation: np.ndarray, class_index: int, 
     return image
 
 
-def synthetic_sample(class_name: str, class_index: int, object_index: int, views: int, size: int, seed: int) -> ObjectSample:
-    """One valid object sample with `views` JPEG views of `size` px and 3DIEBench-style latents."""
+def synthetic_points(class_index: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """(count, 6) float32 points and unit normals on an ellipsoid whose axis lengths depend on the class."""
+    radii = np.array([1.0, 0.7, 0.4])[np.roll(np.arange(3), class_index % 3)] * (1 + 0.3 * (class_index // 3))
+    directions = rng.standard_normal((count, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    normals = directions / radii
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    return np.concatenate([directions * radii, normals], axis=1).astype(np.float32)
+
+
+def synthetic_sample(class_name: str, class_index: int, object_index: int, views: int, size: int, seed: int,
+                     points: int = 0) -> ObjectSample:
+    """One valid object sample with `views` JPEG views of `size` px and 3DIEBench-style latents (and `points`
+    surface points with normals when non-zero)."""
     rng = np.random.default_rng([seed, class_index, object_index])
     lows = np.array([f[2] for f in FACTORS_3DIEBENCH])
     highs = np.array([f[3] for f in FACTORS_3DIEBENCH])
@@ -71,6 +83,7 @@ def synthetic_sample(class_name: str, class_index: int, object_index: int, views
         rotations=rotations,
         camera={"width": size, "height": size, "K": scene_k.tolist(), "extrinsics": extrinsics.tolist()},
         meta=meta,
+        points=synthetic_points(class_index, points, rng) if points else None,
     )
 
 
@@ -84,6 +97,7 @@ def write_synthetic_dataset(
     val_fraction: float = 0.25,
     seed: int = 0,
     name: str = "synthetic",
+    points: int = 0,
 ) -> Manifest:
     """Write a small dataset (shards per split + manifest.json) to `out` and return its manifest.
 
@@ -97,7 +111,7 @@ def write_synthetic_dataset(
     for class_index, class_name in enumerate(class_names):
         for object_index in range(objects_per_class):
             split = "val" if every and object_index % every == every - 1 else "train"
-            by_split[split].append(synthetic_sample(class_name, class_index, object_index, views, size, seed))
+            by_split[split].append(synthetic_sample(class_name, class_index, object_index, views, size, seed, points))
     entries: list[ShardEntry] = []
     for split, samples in by_split.items():
         for start in range(0, len(samples), objects_per_shard):
