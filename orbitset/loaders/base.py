@@ -1,0 +1,429 @@
+"""The machinery shared by every loader: shards, epoch plans, worker processes, errors, resumption, the device.
+
+A loader is an iterable of dict batches. Per epoch it computes its rank's plan (`orbitset.loaders.plan`), hands whole
+batches round-robin to torch DataLoader workers, and each worker reads, for every object of its batch, only the
+fields it needs by seeking into the shard (`orbitset.shards.ShardReader` with an index built once in the main
+process). Images travel from the workers as uint8 (decoded by Pillow) or, for GPU decoding, as JPEG bytes; they are
+normalised on the device. On CUDA, batches come in pinned memory and are copied on a side stream one batch ahead.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from itertools import groupby
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from orbitset.errors import OrbitsetError, SchemaError, ShardError
+from orbitset.loaders.decode import GpuJpegDecoder, decode_cpu, normalize
+from orbitset.loaders.plan import Item, distributed_rank_world, make_batches, object_rng, rank_objects
+from orbitset.loaders.sources import Source, localise, resolve_source
+from orbitset.schema import load_json, load_npy
+from orbitset.shards import MemberRef, ShardReader, index_shard
+
+ON_ERROR = ("raise", "skip")
+#: Latent columns that hold the object rotation as Euler angles (3DIEBench's names).
+ROTATION_FACTORS = ("rot_x", "rot_y", "rot_z")
+TRANSLATION_NAMES = ("translation_x", "translation_y", "translation_z")
+
+
+class ObjectFields:
+    """Lazy access to one object's fields in a shard: each field is read (one seek) and parsed on first use."""
+
+    def __init__(self, reader: ShardReader, key: str, entry: dict[str, MemberRef]):
+        self.reader, self.key, self.entry = reader, key, entry
+        self.shard = reader.path.name
+        self._cache: dict[str, Any] = {}
+        self.views = sorted(name for name in entry if name[:3].isdigit() and name.count(".") == 1)
+
+    def where(self, what: str = "") -> str:
+        return f"shard {self.shard} sample {self.key!r}" + (f" {what}" if what else "")
+
+    def raw(self, field: str) -> bytes:
+        return self.reader.read(self.key, [field])[field]
+
+    def _parsed(self, field: str, parse) -> Any:
+        if field not in self._cache:
+            self._cache[field] = parse(self.raw(field), self.where(f"field {field!r}"))
+        return self._cache[field]
+
+    def array(self, field: str) -> np.ndarray:
+        return self._parsed(field, load_npy)
+
+    def has(self, field: str) -> bool:
+        return field in self.entry
+
+    @property
+    def meta(self) -> dict:
+        meta = self._parsed("meta.json", load_json)
+        if not isinstance(meta, dict) or "class_index" not in meta:
+            raise SchemaError(f"{self.where('meta.json')}: not an object with a class_index")
+        return meta
+
+    @property
+    def num_views(self) -> int:
+        return len(self.views)
+
+    def image(self, view: int) -> bytes:
+        if not 0 <= view < len(self.views):
+            raise ShardError(f"{self.where()} has no view {view} (it has {len(self.views)})")
+        return self.raw(self.views[view])
+
+
+class ObjectLoader:
+    """Base of the loaders (see the module docstring); subclasses say what to read per object and how to collate."""
+
+    #: Items drawn per object read (PairLoader: pairs_per_object).
+    per_object = 1
+
+    def __init__(
+        self,
+        source: Source,
+        batch_size: int,
+        *,
+        split: str | None = None,
+        num_workers: int = 0,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        shuffle: bool = True,
+        resampled: bool = False,
+        drop_last: bool = False,
+        on_error: str = "raise",
+        verify: str = "size",
+        rank: int | None = None,
+        world_size: int | None = None,
+        prefetch_factor: int = 2,
+    ):
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise OrbitsetError(f"device {str(self.device)!r} was asked for but CUDA is not available here; pass device='cpu'")
+        self.batch_size, self.num_workers, self.prefetch_factor = batch_size, num_workers, prefetch_factor
+        self.seed, self.shuffle, self.resampled, self.drop_last = seed, shuffle, resampled, drop_last
+        self.on_error, self.verify = on_error, verify
+        self.rank, self.world_size = distributed_rank_world(rank, world_size)
+        self.shards, self.manifest = resolve_source(source, split)
+        self.epoch, self.skipped = 0, 0
+        self._batches_done = 0
+        self._skip_messages: list[str] = []
+        self._open_shards()
+
+    # --- shards and index (main process) ---------------------------------------------------------------------
+
+    def _open_shards(self) -> None:
+        """Localise and check every shard, index it once (shared with the workers); a bad shard is fatal or noted."""
+        self._paths: list[str] = []
+        self._index: list[list[tuple[str, dict[str, MemberRef]]] | None] = []
+        self._bad: dict[int, str] = {}
+        for position, ref in enumerate(self.shards):
+            try:
+                path = localise(ref, self.verify)
+                entries = list(index_shard(path).items())
+                if ref.objects is not None and len(entries) != ref.objects:
+                    raise ShardError(f"shard {ref.name} holds {len(entries)} samples but the manifest says {ref.objects}; re-download it")
+            except ShardError as exc:
+                if self.on_error == "raise":
+                    raise
+                self._paths.append("")
+                self._index.append(None)
+                self._bad[position] = str(exc)
+                if ref.objects is None:  # its objects cannot be planned: count the shard as one skip now
+                    self._note_skip([str(exc)])
+                continue
+            self._paths.append(str(path))
+            self._index.append(entries)
+        self._counts = [len(e) if e is not None else (self.shards[i].objects or 0) for i, e in enumerate(self._index)]
+        if sum(self._counts) == 0:
+            raise ShardError(f"no readable objects in the {len(self.shards)} shard(s) of this source")
+
+    def _first_object(self) -> ObjectFields:
+        position = next(i for i, e in enumerate(self._index) if e)
+        key, entry = self._index[position][0]
+        return ObjectFields(self._reader(position), key, entry)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable for spawned workers: open readers stay behind (each process opens its own)."""
+        state = dict(self.__dict__)
+        state.pop("_readers", None)
+        state.pop("_reader_pid", None)
+        return state
+
+    def _reader(self, position: int) -> ShardReader:
+        """This process's reader of a shard (file handles are never shared across forked workers)."""
+        if getattr(self, "_reader_pid", None) != os.getpid():
+            self._readers: dict[int, ShardReader] = {}
+            self._reader_pid = os.getpid()
+        if position not in self._readers:
+            self._readers[position] = ShardReader(self._paths[position], index=dict(self._index[position]))
+        return self._readers[position]
+
+    # --- plan, length, state ---------------------------------------------------------------------------------
+
+    def _plan(self, epoch: int) -> list[list[Item]]:
+        objects = rank_objects(
+            self._counts, seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size,
+            shuffle=self.shuffle, drop_last=self.drop_last, resampled=self.resampled,
+        )
+        return make_batches(objects, self.per_object, self.batch_size, self.drop_last)
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (the same on every rank)."""
+        per_rank = sum(self._counts) // self.world_size if self.drop_last else -(-sum(self._counts) // self.world_size)
+        items = per_rank * self.per_object
+        return items // self.batch_size if self.drop_last else -(-items // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch `epoch` at its first batch (views and order depend on (seed, epoch))."""
+        self.epoch, self._batches_done = int(epoch), 0
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the loader is: resuming from it continues with exactly the batches an uninterrupted run would give."""
+        return {"epoch": self.epoch, "batches_done": self._batches_done, "seed": self.seed,
+                "world_size": self.world_size, "rank": self.rank, "skipped": self.skipped}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from `state` (from `state_dict`, same seed and world size) at the next batch."""
+        for name in ("seed", "world_size"):
+            if state[name] != getattr(self, name):
+                raise OrbitsetError(
+                    f"cannot resume: the saved loader state has {name}={state[name]} but this loader has "
+                    f"{getattr(self, name)}; use the same {name} to reproduce the interrupted epoch"
+                )
+        self.epoch, self._batches_done, self.skipped = int(state["epoch"]), int(state["batches_done"]), int(state["skipped"])
+
+    # --- iteration (main process) ----------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        epoch, start = self.epoch, self._batches_done
+        if start == 0:
+            self.skipped, self._skip_messages = 0, []
+        batches = self._plan(epoch)[start:]
+        self._gpu_decoder = self._make_gpu_decoder()
+        dataset = _EpochBatches(self, batches, epoch)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+            prefetch_factor=self.prefetch_factor if self.num_workers else None,
+        )
+        for batch in self._to_device(iter(loader)):
+            self._batches_done += 1
+            if batch is not None:
+                yield batch
+        if self._batches_done == start + len(batches):
+            self._end_epoch()
+
+    def _end_epoch(self) -> None:
+        if self.skipped:
+            warnings.warn(
+                f"{self.skipped} object(s) were skipped in epoch {self.epoch} (on_error='skip'); first: {self._skip_messages[0]}",
+                stacklevel=3,
+            )
+        self.epoch, self._batches_done = self.epoch + 1, 0
+
+    def _note_skip(self, messages: list[str]) -> None:
+        self.skipped += len(messages)
+        self._skip_messages.extend(messages[: max(0, 10 - len(self._skip_messages))])
+
+    def _make_gpu_decoder(self) -> GpuJpegDecoder | None:
+        return None
+
+    def _to_device(self, raw_batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any] | None]:
+        """Finalise batches on the device; on CUDA, one batch ahead on a side stream (pinned, non-blocking copies)."""
+        if self.device.type != "cuda":
+            for raw in raw_batches:
+                yield self._finalize(raw)
+            return
+        stream = torch.cuda.Stream(self.device)
+
+        def prepare(raw):
+            with torch.cuda.stream(stream):
+                batch = self._finalize(raw)
+                event = torch.cuda.Event()
+                event.record(stream)
+            return batch, event
+
+        pending = None
+        for raw in raw_batches:
+            upcoming = prepare(raw)
+            if pending is not None:
+                yield _hand_over(*pending)
+            pending = upcoming
+        if pending is not None:
+            yield _hand_over(*pending)
+
+    def _finalize(self, raw: dict[str, Any]) -> dict[str, Any] | None:
+        """Main-process side of a batch: count skips, move tensors to the device (subclasses add images)."""
+        self._note_skip(raw.pop("_skipped"))
+        if raw.pop("_empty", False):
+            return None
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in raw.items()}
+
+    # --- worker side ---------------------------------------------------------------------------------------------
+
+    def _make_batch(self, items: list[Item], epoch: int) -> dict[str, Any]:
+        """Read and collate one batch (runs in a worker); skipped objects are listed under ``_skipped``."""
+        records: list[dict[str, Any]] = []
+        skipped: list[str] = []
+        for (position, ordinal), group in groupby(items, key=lambda item: item[:2]):
+            subs = [item[2] for item in group]
+            try:
+                if position in self._bad:
+                    raise ShardError(self._bad[position])
+                key, entry = self._index[position][ordinal]
+                obj = ObjectFields(self._reader(position), key, entry)
+                try:
+                    records.extend(self._read_object(obj, subs, epoch))
+                except SchemaError as exc:
+                    raise ShardError(f"shard {obj.shard}: {exc}") from exc
+                except (OSError, ValueError, SyntaxError) as exc:  # what Pillow and numpy raise on corrupt data
+                    raise ShardError(f"{obj.where()}: unreadable data ({type(exc).__name__}: {exc})") from exc
+            except ShardError as exc:
+                if self.on_error == "raise":
+                    raise
+                skipped.extend([str(exc)] * len(subs))
+        if not records:
+            return {"_skipped": skipped, "_empty": True}
+        batch = self._collate(records)
+        batch["_skipped"] = skipped
+        return batch
+
+    def _read_object(self, obj: ObjectFields, subs: list[int], epoch: int) -> list[dict[str, Any]]:
+        """One record per sub-index in `subs` for object `obj` (runs in a worker)."""
+        raise NotImplementedError
+
+    def _collate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Stack records: numeric fields to tensors (floats as float32), ``key`` to a list."""
+        batch: dict[str, Any] = {"key": [r["key"] for r in records]}
+        for name, value in records[0].items():
+            if name == "key" or name.startswith("_"):
+                continue
+            stacked = np.stack([r[name] for r in records])
+            batch[name] = torch.from_numpy(stacked.astype(np.float32) if stacked.dtype.kind == "f" else stacked.astype(np.int64))
+        return batch
+
+    def _rng(self, epoch: int, key: str) -> np.random.Generator:
+        return object_rng(self.seed, epoch, key)
+
+
+def _hand_over(batch: dict[str, Any] | None, event) -> dict[str, Any] | None:
+    """Make the current stream wait for a batch prepared on the side stream, and keep its memory alive there."""
+    current = torch.cuda.current_stream()
+    current.wait_event(event)
+    if batch is not None:
+        for value in batch.values():
+            if isinstance(value, torch.Tensor) and value.is_cuda:
+                value.record_stream(current)
+    return batch
+
+
+class _EpochBatches(torch.utils.data.IterableDataset):
+    """The batches of one epoch (from the resume point); worker w of W makes batches w, w + W, ..."""
+
+    def __init__(self, loader: ObjectLoader, batches: list[list[Item]], epoch: int):
+        self.loader, self.batches, self.epoch = loader, batches, epoch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for index in range(worker, len(self.batches), workers):
+            yield self.loader._make_batch(self.batches[index], self.epoch)
+
+
+class ImageLoader(ObjectLoader):
+    """A loader whose items carry view images: decoding (CPU or GPU), resizing, channel fix and normalisation.
+
+    Records list their images under ``_images`` (bytes, one per slot) with ``_bgr``; batches carry them as
+    (slots, N, H, W, 3) uint8 pixels (CPU decoding in the workers) or as JPEG bytes (GPU decoding on the device).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        batch_size: int,
+        *,
+        size: int | None = None,
+        normalize: bool = True,
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
+        fix_channels: bool = True,
+        decode: str = "auto",
+        **kwargs,
+    ):
+        if decode not in ("auto", "cpu", "gpu"):
+            raise ValueError(f"decode must be 'auto', 'cpu' or 'gpu', got {decode!r}")
+        if size is not None and size < 1:
+            raise ValueError(f"size must be a positive number of pixels or None, got {size}")
+        self.size, self.normalize, self.dtype = size, normalize, dtype
+        self.channels_last, self.fix_channels, self.decode = channels_last, fix_channels, decode
+        super().__init__(source, batch_size, **kwargs)
+        if decode == "gpu" and (self.device.type != "cuda" or GpuJpegDecoder.available_backend() is None):
+            raise OrbitsetError(
+                "decode='gpu' needs device='cuda' and one of torchvision, nvidia-nvimgcodec or torchcodec installed"
+            )
+
+    def _make_gpu_decoder(self) -> GpuJpegDecoder | None:
+        if self.device.type != "cuda" or self.decode == "cpu" or GpuJpegDecoder.available_backend() is None:
+            return None
+        return GpuJpegDecoder(self.device)
+
+    def _bgr(self, obj: ObjectFields) -> bool:
+        return self.fix_channels and obj.meta.get("channel_order") == "bgr"
+
+    def _image_record(self, obj: ObjectFields, views: list[int]) -> dict[str, Any]:
+        """Image fields of a record: bytes of `views` (GPU path) or their decoded pixels (CPU path)."""
+        bgr = self._bgr(obj)
+        blobs = [obj.image(v) for v in views]
+        what = [obj.where(f"view {v}") for v in views]
+        if getattr(self, "_gpu_decoder", None) is not None:
+            return {"_images": blobs, "_bgr": bgr, "_what": what}
+        pixels = []
+        for blob, label in zip(blobs, what):
+            try:
+                pixels.append(decode_cpu(blob, self.size, bgr))
+            except Exception as exc:
+                raise ShardError(f"{label}: cannot decode the image ({type(exc).__name__}: {exc}); the shard is corrupt") from exc
+        return {"_pixels": pixels}
+
+    def _collate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = super()._collate(records)
+        slots = len(records[0].get("_pixels", records[0].get("_images", ())))
+        if "_images" in records[0]:
+            batch["_jpeg"] = [r["_images"][s] for s in range(slots) for r in records]
+            batch["_jpeg_bgr"] = [r["_bgr"] for _ in range(slots) for r in records]
+            batch["_jpeg_what"] = [r["_what"][s] for s in range(slots) for r in records]
+            batch["_slots"] = slots
+            return batch
+        shapes = {p.shape for r in records for p in r["_pixels"]}
+        if len(shapes) > 1:
+            raise ShardError(f"views of different sizes {sorted(shapes)} in one batch (keys {batch['key']}); pass size= to resize them")
+        pixels = torch.empty((slots, len(records), *shapes.pop()), dtype=torch.uint8)
+        if torch.utils.data.get_worker_info() is not None:
+            pixels.share_memory_()  # handed to the main process without another copy
+        array = pixels.numpy()
+        for i, record in enumerate(records):
+            for s, image in enumerate(record["_pixels"]):
+                array[s, i] = image
+        batch["_pixels"] = pixels
+        return batch
+
+    def _images(self, raw: dict[str, Any]) -> torch.Tensor:
+        """(slots, N, 3, H, W) images on the device (channels-last strides), uint8 or normalised `dtype`."""
+        if "_jpeg" in raw:
+            slots = raw.pop("_slots")
+            decoded = self._gpu_decoder.decode(raw.pop("_jpeg"), self.size, raw.pop("_jpeg_bgr"), raw.pop("_jpeg_what"))
+            images = decoded.view(slots, -1, *decoded.shape[1:])
+            return normalize(images, 2, self.dtype) if self.normalize else images
+        pixels = raw.pop("_pixels").to(self.device, non_blocking=True)  # uint8 on the wire
+        if self.normalize:
+            pixels = normalize(pixels, 4, self.dtype)
+        return pixels.permute(0, 1, 4, 2, 3)
+
+    def _layout(self, image: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> contiguous, in channels-last memory format when asked."""
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return image.contiguous(memory_format=fmt)

@@ -1,0 +1,123 @@
+"""PairLoader: per object, pairs of distinct views with the exact relative transformation between them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from orbitset import geometry
+from orbitset.errors import OrbitsetError, SchemaError, ShardError
+from orbitset.loaders.base import ROTATION_FACTORS, TRANSLATION_NAMES, ImageLoader, ObjectFields
+from orbitset.loaders.sources import Source
+
+ROTATION_FORMATS = ("quat", "quat_raw", "matrix", "6d", "axis_angle")
+
+
+def relative_rotation_as(rotation: str, rot_a: np.ndarray, rot_b: np.ndarray, euler_a: np.ndarray | None = None,
+                         euler_b: np.ndarray | None = None) -> np.ndarray:
+    """Relative rotation R_a^T R_b of (N, 3, 3) pairs in representation `rotation` (see `PairLoader`)."""
+    if rotation == "quat_raw":
+        return geometry.relative_quat_3diebench(euler_a, euler_b)
+    relative = geometry.relative_rotation(rot_a, rot_b)
+    if rotation == "quat":
+        return geometry.matrix_to_quat(relative)
+    if rotation == "6d":
+        return geometry.matrix_to_6d(relative)
+    if rotation == "axis_angle":
+        return geometry.matrix_to_axis_angle(relative)
+    return relative
+
+
+class PairLoader(ImageLoader):
+    """Batches of view pairs of the same object, with their relative rotation and factor deltas.
+
+    Per object read, `pairs_per_object` pairs (a, b) of distinct views are drawn by a generator seeded with
+    (seed, epoch, object key): the pairs do not depend on worker count, order or resumption. One epoch = every
+    object of the rank once (``pairs_per_object=1`` is 3DIEBench's epoch).
+
+    Batch keys: ``view_a``, ``view_b`` (N, 3, H, W): uint8 when ``normalize=False``, else `dtype` normalised with
+    3DIEBench's mean/std; ``rel_rotation`` of R_ab = R_a^T R_b as `rotation`: "quat" (x, y, z, w, canonical w >= 0),
+    "quat_raw" (3DIEBench's quaternion of R_a^-1 R_b composed from the Euler latents, sign not canonicalised; only for
+    datasets whose first latents are rot_x, rot_y, rot_z), "matrix" (N, 3, 3), "6d" (first two columns) or
+    "axis_angle" (rotation vector, radians); ``rot_a``, ``rot_b`` (N, 3, 3); ``rel_latents`` (N, K): b - a for every
+    non-rotation factor (hue deltas as 3DIEBench defines them: plain difference) and for translations where the
+    samples have ``translations.npy``, named by `rel_latent_names`; ``latents_a``, ``latents_b`` (N, F); ``label``
+    (N,); ``key`` (list of str); ``index_a``, ``index_b`` (N,) view indices.
+
+    Options shared by the loaders: `split` (a manifest's split; None = "train" if present), `num_workers`, `device`
+    ("cuda" decodes JPEGs on the GPU when a GPU decoder is installed), `seed`, `shuffle`, `size` (output side in
+    pixels; None = stored size), `resampled` (draw objects with replacement), `drop_last`, `on_error` ("raise" or
+    "skip": skip corrupt objects, count them in `skipped` and warn at the end of the epoch), `verify` ("size",
+    "sha256" or "none": checks of the shards against the manifest), `fix_channels` (swap R and B for samples whose
+    meta.json says channel_order "bgr", e.g. converted original 3DIEBench; on by default), `channels_last`.
+    """
+
+    def __init__(self, source: Source, batch_size: int, *, pairs_per_object: int = 1, rotation: str = "quat", **kwargs):
+        if rotation not in ROTATION_FORMATS:
+            raise ValueError(f"rotation must be one of {ROTATION_FORMATS}, got {rotation!r}")
+        if pairs_per_object < 1:
+            raise ValueError(f"pairs_per_object must be at least 1, got {pairs_per_object}")
+        self.per_object, self.rotation = pairs_per_object, rotation
+        super().__init__(source, batch_size, **kwargs)
+        first = self._first_object()
+        self.factor_names = list(first.meta["factor_names"])
+        self._other = [i for i, name in enumerate(self.factor_names) if name not in ROTATION_FACTORS]
+        self._translations = first.has("translations.npy") and not any(n.startswith("trans") for n in self.factor_names)
+        self.rel_latent_names = [self.factor_names[i] for i in self._other] + (list(TRANSLATION_NAMES) if self._translations else [])
+        if rotation == "quat_raw" and tuple(self.factor_names[:3]) != ROTATION_FACTORS:
+            raise OrbitsetError(
+                f"rotation='quat_raw' needs Euler latents rot_x, rot_y, rot_z first (3DIEBench); this dataset's factors are "
+                f"{self.factor_names}; use rotation='quat'"
+            )
+
+    def _read_object(self, obj: ObjectFields, subs: list[int], epoch: int) -> list[dict[str, Any]]:
+        views = obj.num_views
+        if views < 2:
+            raise ShardError(f"{obj.where()} has {views} view(s); pairs need at least 2")
+        if obj.meta["factor_names"] != self.factor_names:
+            raise SchemaError(f"sample {obj.key!r}: factors {obj.meta['factor_names']} differ from the dataset's {self.factor_names}")
+        rng = self._rng(epoch, obj.key)
+        pairs = []
+        for _ in range(self.per_object):
+            a = int(rng.integers(views))
+            b = int(rng.integers(views - 1))
+            pairs.append((a, b + (b >= a)))
+        latents, rotations = obj.array("latents.npy"), obj.array("rotations.npy")
+        translations = obj.array("translations.npy") if self._translations else None
+        label = obj.meta["class_index"]
+        records = []
+        for sub in subs:
+            a, b = pairs[sub]
+            deltas = latents[b, self._other] - latents[a, self._other]
+            if translations is not None:
+                deltas = np.concatenate([deltas, translations[b] - translations[a]])
+            record = {
+                "key": obj.key, "label": np.int64(label), "index_a": np.int64(a), "index_b": np.int64(b),
+                "rot_a": rotations[a], "rot_b": rotations[b], "latents_a": latents[a], "latents_b": latents[b],
+                "rel_latents": deltas,
+            }
+            record.update(self._image_record(obj, [a, b]))
+            records.append(record)
+        return records
+
+    def _collate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = super()._collate(records)
+        rot_a = np.stack([r["rot_a"] for r in records]).astype(np.float64)
+        rot_b = np.stack([r["rot_b"] for r in records]).astype(np.float64)
+        euler_a = euler_b = None
+        if self.rotation == "quat_raw":
+            euler_a = np.stack([r["latents_a"][:3] for r in records]).astype(np.float64)
+            euler_b = np.stack([r["latents_b"][:3] for r in records]).astype(np.float64)
+        relative = relative_rotation_as(self.rotation, rot_a, rot_b, euler_a, euler_b)
+        batch["rel_rotation"] = torch.from_numpy(np.asarray(relative, dtype=np.float32))
+        return batch
+
+    def _finalize(self, raw: dict[str, Any]) -> dict[str, Any] | None:
+        batch = super()._finalize(raw)
+        if batch is None:
+            return None
+        images = self._images(batch)
+        batch["view_a"], batch["view_b"] = self._layout(images[0]), self._layout(images[1])
+        return batch

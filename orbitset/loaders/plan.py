@@ -1,0 +1,90 @@
+"""Which objects a rank reads in an epoch, in which batches, and the seeded generators that pick views.
+
+Everything here is a pure function of (seed, epoch, rank, world size, shard object counts), so that every rank and
+every worker computes the same plan without talking to the others, and a resumed run recomputes the same batches.
+
+Split across ranks: objects are ordered by shard (shard order and the objects inside each shard shuffled per epoch),
+and rank r takes the r-th contiguous slice of that order, then shuffles its slice. A rank so reads about
+shards/world shards, yet the split is by object, not by whole shard, so every rank gets the same number of objects
+even with fewer shards than ranks x workers. When the object count does not divide by the world size, ``drop_last``
+drops the remainder (each object used at most once) and otherwise the order wraps around to pad (a few objects used
+twice, as torch's DistributedSampler does). Workers take whole batches round-robin (worker w: batches w, w + W, ...),
+which torch's DataLoader hands back in order: the batches do not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Sequence
+
+import numpy as np
+
+from orbitset.errors import OrbitsetError
+
+#: An item of a batch: (shard position, object position in the shard, sub-index: which of the object's draws).
+Item = tuple[int, int, int]
+
+
+def distributed_rank_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """(rank, world size): the given values, else torch.distributed's when it is initialised, else (0, 1)."""
+    if rank is None or world_size is None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            rank = dist.get_rank() if rank is None else rank
+            world_size = dist.get_world_size() if world_size is None else world_size
+    rank, world_size = (0 if rank is None else rank), (1 if world_size is None else world_size)
+    if not 0 <= rank < world_size:
+        raise OrbitsetError(f"rank {rank} is outside 0..{world_size - 1} (world size {world_size})")
+    return rank, world_size
+
+
+def stable_hash(text: str) -> int:
+    """A 63-bit integer from `text` that is the same in every process (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") >> 1
+
+
+def object_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
+    """The generator that picks an object's views (and point subsets, rotations) in an epoch: seeded by (seed, epoch, key)."""
+    return np.random.default_rng([seed, epoch, stable_hash(key)])
+
+
+def rank_objects(
+    counts: Sequence[int], *, seed: int, epoch: int, rank: int, world_size: int, shuffle: bool, drop_last: bool, resampled: bool
+) -> list[tuple[int, int]]:
+    """The (shard, object) pairs rank `rank` reads in `epoch`, in reading order; the same length on every rank."""
+    total = int(sum(counts))
+    per_rank = total // world_size if drop_last else math.ceil(total / world_size)
+    if per_rank == 0:
+        raise OrbitsetError(
+            f"{total} objects cannot be shared among {world_size} ranks with drop_last=True; use drop_last=False or fewer ranks"
+        )
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    if resampled:
+        picks = np.random.default_rng([seed, epoch, rank, 2]).integers(total, size=per_rank)
+    else:
+        if shuffle:
+            rng = np.random.default_rng([seed, epoch, 0])
+            order = np.concatenate(
+                [offsets[s] + rng.permutation(counts[s]) for s in rng.permutation(len(counts))] or [np.zeros(0, np.int64)]
+            )
+        else:
+            order = np.arange(total, dtype=np.int64)
+        needed = per_rank * world_size
+        if needed > total:
+            order = np.resize(order, needed)  # wrap around to pad
+        picks = order[rank * per_rank : (rank + 1) * per_rank]
+        if shuffle:
+            picks = np.random.default_rng([seed, epoch, 1, rank]).permutation(picks)
+    shard = np.searchsorted(offsets, picks, side="right") - 1
+    return [(int(s), int(p - offsets[s])) for s, p in zip(shard, picks)]
+
+
+def make_batches(objects: Sequence[tuple[int, int]], per_object: int, batch_size: int, drop_last: bool) -> list[list[Item]]:
+    """Chunk the items (each object repeated `per_object` times, consecutively) into batches of `batch_size`."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    items = [(s, o, j) for s, o in objects for j in range(per_object)]
+    stop = len(items) - len(items) % batch_size if drop_last else len(items)
+    return [items[i : i + batch_size] for i in range(0, stop, batch_size)]

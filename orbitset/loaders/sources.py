@@ -1,0 +1,177 @@
+"""Where a loader's shards come from, and the checks they pass before a loader reads them.
+
+A source is a dataset folder (holding ``manifest.json``), a manifest file or URL, or a list of shard paths/URLs.
+Shards listed in a manifest are checked against it before use: their size always, their sha256 when the loader is
+asked to (``verify="sha256"``) and whenever a remote shard is first downloaded into the cache. Remote shards
+(``http(s)://`` with the standard library, other schemes through fsspec) are downloaded once into the cache folder
+(``$ORBITSET_CACHE`` or ``~/.cache/orbitset/shards``) and then read with seeks like local ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+from orbitset.errors import DownloadError, ManifestError, ShardError
+from orbitset.manifests.model import MANIFEST_NAME, Manifest, load_manifest
+from orbitset.shards import file_sha256
+
+Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+VERIFY_MODES = ("size", "sha256", "none")
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    """One shard a loader reads: its name, where it lives (path or URL) and what the manifest says of it."""
+
+    name: str
+    location: str
+    bytes: int | None = None
+    sha256: str | None = None
+    objects: int | None = None
+
+    @property
+    def remote(self) -> bool:
+        return is_url(self.location)
+
+
+def is_url(location: str) -> bool:
+    """True for ``scheme://...`` locations other than ``file://``."""
+    scheme = urllib.parse.urlparse(str(location)).scheme
+    return len(scheme) > 1 and scheme != "file"
+
+
+def _local_path(location: str | os.PathLike) -> Path:
+    text = str(location)
+    return Path(urllib.parse.urlparse(text).path) if text.startswith("file://") else Path(text)
+
+
+def _join(base: str, name: str) -> str:
+    return base.rstrip("/") + "/" + name if is_url(base) else str(Path(base) / name)
+
+
+def resolve_source(source: Source, split: str | None) -> tuple[list[ShardRef], Manifest | None]:
+    """The shards of `split` in `source` and the manifest (None for a plain list of shards).
+
+    With a manifest, ``split=None`` means "train" when the dataset has that split, else every shard. A list of shards
+    has no splits: `split` must then be None.
+    """
+    if isinstance(source, (list, tuple)):
+        if split is not None:
+            raise ManifestError(f"split={split!r} needs a dataset folder or manifest; a list of shards has no splits (pass split=None)")
+        if not source:
+            raise ManifestError("the list of shards is empty; pass at least one shard path or URL")
+        refs = []
+        for item in source:
+            location = str(item)
+            name = urllib.parse.urlparse(location).path.rsplit("/", 1)[-1] if is_url(location) else _local_path(location).name
+            refs.append(ShardRef(name=name, location=location))
+        return refs, None
+    text = str(source)
+    if is_url(text):
+        manifest_url = text if text.endswith(".json") else _join(text, MANIFEST_NAME)
+        base = manifest_url.rsplit("/", 1)[0]
+        manifest = Manifest.from_json(json.loads(_fetch_bytes(manifest_url).decode("utf-8")), source=manifest_url)
+    else:
+        path = _local_path(text)
+        if path.suffix == ".tar":
+            return resolve_source([text], split)
+        manifest = load_manifest(path)
+        base = str(path.parent if path.suffix == ".json" else path)
+    if split is None and "train" in manifest.splits:
+        split = "train"
+    entries = manifest.shards_for(split)
+    refs = [ShardRef(e.name, _join(base, e.name), e.bytes, e.sha256, e.objects) for e in entries]
+    return refs, manifest
+
+
+def cache_dir() -> Path:
+    """Folder of downloaded shards: ``$ORBITSET_CACHE`` or ``~/.cache/orbitset/shards``."""
+    root = os.environ.get("ORBITSET_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "orbitset" / "shards"
+
+
+def _fetch_bytes(url: str) -> bytes:
+    with _open_url(url) as stream:
+        return stream.read()
+
+
+def _open_url(url: str):
+    try:
+        if urllib.parse.urlparse(url).scheme in ("http", "https"):
+            return urllib.request.urlopen(url, timeout=60)
+        from orbitset._optional import require
+
+        fsspec = require("fsspec", f"reading {url}")
+        return fsspec.open(url, "rb").open()
+    except OSError as exc:
+        raise DownloadError(f"cannot read {url} ({exc}); check the URL and your connection") from exc
+
+
+def _download(url: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix="." + target.name, suffix=".partial", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as out, _open_url(url) as stream:
+            shutil.copyfileobj(stream, out, 1 << 20)
+        os.replace(partial, target)
+    except OSError as exc:
+        Path(partial).unlink(missing_ok=True)
+        raise DownloadError(f"downloading {url} failed ({exc}); the partial file was removed, try again") from exc
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def _check_size(ref: ShardRef, path: Path) -> None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ShardError(f"shard {ref.name} is missing at {path}; re-download or re-render the dataset") from None
+    if ref.bytes is not None and size != ref.bytes:
+        raise ShardError(
+            f"shard {ref.name} is {size} bytes but the manifest says {ref.bytes}: it is truncated or was replaced; "
+            "re-download it or re-render the dataset"
+        )
+
+
+def _check_sha256(ref: ShardRef, path: Path) -> None:
+    if ref.sha256 is not None and file_sha256(path) != ref.sha256:
+        raise ShardError(f"shard {ref.name}: sha256 does not match the manifest (corrupt file at {path}); re-download it")
+
+
+def localise(ref: ShardRef, verify: str) -> Path:
+    """A local path to `ref`, checked against the manifest (see module docstring); downloads remote shards once."""
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
+    if not ref.remote:
+        path = _local_path(ref.location)
+        if verify != "none":
+            _check_size(ref, path)
+        if verify == "sha256":
+            _check_sha256(ref, path)
+        return path
+    tag = ref.sha256[:16] if ref.sha256 else hashlib.sha256(ref.location.encode()).hexdigest()[:16]
+    path = cache_dir() / f"{tag}-{ref.name}"
+    if path.exists():
+        if verify != "none":
+            _check_size(ref, path)
+        if verify == "sha256":
+            _check_sha256(ref, path)
+        return path
+    _download(ref.location, path)
+    try:
+        _check_size(ref, path)
+        _check_sha256(ref, path)  # first use of a remote shard: always
+    except ShardError:
+        path.unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,56 @@
+"""ViewLoader: one view per object (classification probes) or every view of an object (retrieval metrics)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from orbitset.errors import ShardError
+from orbitset.loaders.base import ImageLoader, ObjectFields
+from orbitset.loaders.sources import Source
+
+VIEW_MODES = ("single", "all")
+
+
+class ViewLoader(ImageLoader):
+    """Batches of single views, or of all views of each object.
+
+    ``mode="single"``: one view per object, drawn by a generator seeded with (seed, epoch, key); keys ``view``
+    (N, 3, H, W), ``rotation`` (N, 3, 3), ``latents`` (N, F), ``label`` (N,), ``key``, ``index`` (N,) view index.
+    ``mode="all"``: every view in index order; keys ``views`` (N, V, 3, H, W), ``rotations`` (N, V, 3, 3),
+    ``latents`` (N, V, F), ``label``, ``key``; every object must have the same number of views V.
+    Other options as `PairLoader` (images uint8 or normalised, `size`, `fix_channels`, distribution, resumption).
+    """
+
+    def __init__(self, source: Source, batch_size: int, *, mode: str = "single", **kwargs):
+        if mode not in VIEW_MODES:
+            raise ValueError(f"mode must be one of {VIEW_MODES}, got {mode!r}")
+        self.mode = mode
+        super().__init__(source, batch_size, **kwargs)
+        self.num_views = self._first_object().num_views
+
+    def _read_object(self, obj: ObjectFields, subs: list[int], epoch: int) -> list[dict[str, Any]]:
+        latents, rotations, label = obj.array("latents.npy"), obj.array("rotations.npy"), obj.meta["class_index"]
+        if self.mode == "all":
+            if obj.num_views != self.num_views:
+                raise ShardError(f"{obj.where()} has {obj.num_views} views, others {self.num_views}; mode='all' needs equal counts")
+            record = {"key": obj.key, "label": np.int64(label), "rotations": rotations, "latents": latents}
+            record.update(self._image_record(obj, list(range(obj.num_views))))
+            return [record]
+        view = int(self._rng(epoch, obj.key).integers(obj.num_views))
+        record = {"key": obj.key, "label": np.int64(label), "index": np.int64(view),
+                  "rotation": rotations[view], "latents": latents[view]}
+        record.update(self._image_record(obj, [view]))
+        return [record]
+
+    def _finalize(self, raw: dict[str, Any]) -> dict[str, Any] | None:
+        batch = super()._finalize(raw)
+        if batch is None:
+            return None
+        images = self._images(batch)
+        if self.mode == "all":
+            batch["views"] = images.transpose(0, 1).contiguous()
+        else:
+            batch["view"] = self._layout(images[0])
+        return batch

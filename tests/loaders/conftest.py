@@ -1,0 +1,45 @@
+"""Tiny datasets for the loader tests, built on the fly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orbitset.manifests.model import Factor, Manifest, ShardEntry, write_manifest
+from orbitset.schema import ObjectSample
+from orbitset.shards import write_shard
+from orbitset.testing import FACTORS_3DIEBENCH, synthetic_sample, write_synthetic_dataset
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory):
+    """3 classes x 4 objects x 6 views of 32 px: train = 9 objects in 3 shards (4, 4, 1), val = 3 objects in 1 shard."""
+    out = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_dataset(out, classes=3, objects_per_class=4, views=6, size=32, objects_per_shard=4, seed=3)
+    return out
+
+
+def write_samples(out, samples: list[ObjectSample], per_shard: int = 4, split: str = "train"):
+    """Write `samples` as shards + manifest into `out` (for datasets the synthetic writer does not make)."""
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for start in range(0, len(samples), per_shard):
+        info = write_shard(out / f"{split}-{start // per_shard:06d}.tar", (s.encode() for s in samples[start : start + per_shard]))
+        entries.append(ShardEntry.from_info(info, split))
+    factors = [Factor(n, u, lo, hi) for n, u, lo, hi in FACTORS_3DIEBENCH]
+    write_manifest(Manifest(name="custom", shards=entries, classes=["class0", "class1"], factors=factors), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def point_dataset(tmp_path_factory):
+    """4 objects with 4 views of 16 px and 64 surface points (xyz + normal) each."""
+    samples = []
+    for index in range(4):
+        sample = synthetic_sample(f"class{index % 2}", index % 2, index, views=4, size=16, seed=5)
+        rng = np.random.default_rng(index)
+        xyz = rng.normal(size=(64, 3))
+        normals = xyz / np.linalg.norm(xyz, axis=1, keepdims=True)
+        sample.points = np.concatenate([xyz, normals], axis=1).astype(np.float32)
+        samples.append(sample)
+    return write_samples(tmp_path_factory.mktemp("points"), samples)
