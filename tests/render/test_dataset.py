@@ -150,7 +150,7 @@ def test_broken_meshes_are_recorded_and_skipped(tmp_path):
     (tree / "bad" / "missing.obj").unlink()  # listed by the source, gone when rendered
     manifest = render_dataset(
         "3diebench", source, tmp_path / "out", backend="tests.render.helpers:HangingBackend", views=2, size=32,
-        layers=(), max_faces=500, limits=WorkerLimits(timeout=20), progress=False, objects_per_shard=3,
+        layers=(), max_faces=500, limits=WorkerLimits(timeout=15), progress=False, objects_per_shard=3,
     )
     reasons = {f.object: f.reason for f in manifest.failures}
     assert sorted(read_dataset(tmp_path / "out")) == ["good__ball", "good__box"]
@@ -164,12 +164,13 @@ def test_broken_meshes_are_recorded_and_skipped(tmp_path):
     # the failures are durable: a rerun skips the finished shards and still lists them
     again = render_dataset(
         "3diebench", source, tmp_path / "out", backend="tests.render.helpers:HangingBackend", views=2, size=32,
-        layers=(), max_faces=500, limits=WorkerLimits(timeout=20), progress=False, objects_per_shard=3,
+        layers=(), max_faces=500, limits=WorkerLimits(timeout=15), progress=False, objects_per_shard=3,
     )
     assert {f.object: f.reason for f in again.failures} == reasons
 
 
 @pytest.mark.ray
+@pytest.mark.slow  # ~55 s on the 2-core box: Ray start-up dominates
 def test_ray_executor_gives_the_same_dataset(reference, tmp_path):
     import ray
 
