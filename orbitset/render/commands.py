@@ -10,7 +10,8 @@ import click
 @click.option("--assets", required=True, help="Mesh source: procedural[:N], shapenet:PATH, modelnet:PATH, objaverse:PATH or folder:PATH.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder for shards + manifest.json; rerun the same command to resume.")
 @click.option("--backend", default="raster", show_default=True, help="Renderer: raster (pyrender) or blender (bpy), or package.module:Class.")
-@click.option("--preset", type=click.Choice(["exact", "fast"]), default="fast", show_default=True, help="Render quality preset (blender: exact = 3DIEBench's sampling).")
+@click.option("--preset", default="fast", show_default=True,
+              help="Quality preset: exact (3DIEBench's Cycles sampling) or fast; blender also has workbench. raster ignores it.")
 @click.option("--objects", type=click.IntRange(min=1), default=None, help="Render only the first N objects (round-robin over classes). Default: all.")
 @click.option("--views", type=click.IntRange(1, 1000), default=None, help="Views per object. Default: the recipe's (50 for 3diebench).")
 @click.option("--size", type=click.IntRange(8, 8192), default=None, help="Image side in pixels. Default: the recipe's (256).")
