@@ -1,8 +1,8 @@
 """Surface point clouds of an object, in its canonical normalised frame, ordered by farthest-point sampling.
 
-`surface_points(mesh, count, seed)` draws `count` points uniformly over the surface area (faces chosen in proportion
-to their area, uniform barycentric coordinates), each with the unit normal of its face, from
-``np.random.default_rng([seed, stable_hash(key)])``-style seeds given by the caller. The points are then reordered
+`surface_points(mesh, count, rng)` draws `count` points uniformly over the surface area (faces chosen in proportion
+to their area, uniform barycentric coordinates), each with the unit normal of its face, from the caller's generator
+(the render job seeds it from (dataset seed, object key): `orbitset.render.job.points_rng`). The points are then reordered
 so that the first k of them, for every k, are a farthest-point sample of the cloud (greedy FPS starting from the
 point farthest from the centroid): ``points[:1024]`` and ``points[:512]`` are FPS subsets.
 """
