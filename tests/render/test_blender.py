@@ -19,14 +19,12 @@ _CACHE: dict[str, object] = {}
 
 
 def _backend(preset: str = "fast"):
-    """One live backend per process (bpy holds one scene): reuse it while it is open and has the same preset."""
+    """One backend per preset for the whole module (building a scene costs seconds)."""
     from orbitset.render.backends.blender import BlenderBackend
 
-    backend = _CACHE.get("backend")
-    if backend is None or backend._closed or backend.preset_name != preset:
-        backend = BlenderBackend(SPEC, preset=preset, threads=2)
-        _CACHE["backend"] = backend
-    return backend
+    if preset not in _CACHE:
+        _CACHE[preset] = BlenderBackend(SPEC, preset=preset, threads=2)
+    return _CACHE[preset]
 
 
 def _object_mesh() -> trimesh.Trimesh:
@@ -141,14 +139,10 @@ def test_bad_meshes_are_clear_orbitset_errors():
         backend.set_mesh(nan_box)
 
 
-def test_workbench_preview_and_lifecycle():
-    from orbitset.render.backends.blender import BlenderBackend
-
-    previous = _backend()
+def test_workbench_preview_beside_a_cycles_backend():
+    cycles = _backend()
+    cycles.set_mesh(_object_mesh())
     backend = _backend("workbench")
-    assert previous._closed  # a new backend takes over bpy's single scene
-    with pytest.raises(RenderError, match="closed"):
-        previous.set_mesh(_object_mesh())
     with pytest.raises(RenderError, match="set_mesh"):
         backend.render(_view())
     backend.set_mesh(_object_mesh())
@@ -158,8 +152,24 @@ def test_workbench_preview_and_lifecycle():
     assert backend.version().endswith("workbench workbench")
     with pytest.raises(RenderError, match="RGB only"):
         backend.render(_view(), depth=True)
+    assert cycles.render(_view(), mask=True).mask.any()  # both scenes live in one process
+
+
+def test_close_removes_everything_the_backend_created():
+    import bpy
+
+    from orbitset.render.backends.blender import BlenderBackend
+
+    collections = ("scenes", "objects", "meshes", "materials", "lights", "cameras", "worlds", "node_groups", "images")
+    before = {name: len(getattr(bpy.data, name)) for name in collections}
+    backend = BlenderBackend(SPEC, preset="workbench")
+    backend.set_mesh(_object_mesh())
+    backend.render(_view())
     tmp = backend._tmp
     backend.close()
+    assert {name: len(getattr(bpy.data, name)) for name in collections} == before
     assert not tmp.exists()
+    with pytest.raises(RenderError, match="closed"):
+        backend.set_mesh(_object_mesh())
     with pytest.raises(RenderError, match="unknown Blender preset"):
         BlenderBackend(SPEC, preset="ultra")

@@ -77,14 +77,13 @@ PRESETS: dict[str, Preset] = {
 
 
 class BlenderBackend(Backend):
-    """Render views of one object at a time with Blender; one instance per process (bpy holds a single scene).
+    """Render views of one object at a time with Blender.
 
-    Creating a backend resets Blender to an empty scene, so a previously created backend in the same process is
-    closed and must not be used again.
+    Each backend builds its own Blender scene (and datablocks) next to whatever else the process holds, so several
+    backends (say, two presets) can live in one process; `close` removes everything the backend created.
     """
 
     name = "blender"
-    _active: "BlenderBackend | None" = None
 
     def __init__(self, scene: SceneSpec, preset: str = "fast", device: str = "auto", threads: int | None = None):
         super().__init__(scene)
@@ -95,24 +94,25 @@ class BlenderBackend(Backend):
         self.bpy = require("bpy", "the Blender render backend")
         self.preset_name = preset
         self.preset = PRESETS[preset]
-        if BlenderBackend._active is not None:
-            BlenderBackend._active.close()
-        BlenderBackend._active = self
+        self._owned: list[tuple[str, object]] = []  # (bpy.data collection name, datablock), removed by close
         self._tmp = Path(tempfile.mkdtemp(prefix="orbitset-blender-"))
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmp, True)
         self._closed = False
         self._has_mesh = False
         self._passes: tuple[bool, bool] | None = None
         self.device = "CPU"
-        self._build_scene(device, threads)
+        try:
+            self._build_scene(device, threads)
+        except Exception:
+            self.close()
+            raise
 
     # --- scene construction (once per process) ------------------------------------------------------------------
 
     def _build_scene(self, device: str, threads: int | None) -> None:
         bpy = self.bpy
-        bpy.ops.wm.read_factory_settings(use_empty=True)
         spec = self.scene
-        scene = bpy.context.scene
+        scene = self._new("scenes", "orbitset")
         self._bl_scene = scene
         render = scene.render
         render.engine = self.preset.engine
@@ -136,15 +136,14 @@ class BlenderBackend(Backend):
             shading = scene.display.shading
             shading.light, shading.color_type = "STUDIO", "MATERIAL"
 
-        world = bpy.data.worlds.new("orbitset_world")
-        world.use_nodes = True
+        world = self._new("worlds", "orbitset_world")  # Blender 5 creates world and material node trees by default
         background = world.node_tree.nodes["Background"]
         background.inputs["Color"].default_value = (*spec.background, 1.0)
         background.inputs["Strength"].default_value = 1.0
         world.color = spec.background
         scene.world = world
 
-        camera_data = bpy.data.cameras.new("orbitset_camera")
+        camera_data = self._new("cameras", "orbitset_camera")
         camera_data.sensor_fit = "AUTO"
         camera_data.angle = spec.camera.fov
         camera_data.clip_start, camera_data.clip_end = 0.01, 10.0 * spec.floor.size
@@ -154,25 +153,25 @@ class BlenderBackend(Backend):
         self._floor_material = self._material("orbitset_floor", (0.5, 0.5, 0.5))
         if spec.floor.enabled:
             half = spec.floor.size / 2.0
-            floor_mesh = bpy.data.meshes.new("orbitset_floor")
+            floor_mesh = self._new("meshes", "orbitset_floor")
             floor_mesh.from_pydata([(-half, -half, 0), (half, -half, 0), (half, half, 0), (-half, half, 0)], [], [(0, 1, 2, 3)])
             floor_mesh.materials.append(self._floor_material)
             floor = self._add_object("orbitset_floor", floor_mesh)
             floor.location = (0.0, 0.0, spec.floor.z)
 
-        sun_data = bpy.data.lights.new("orbitset_sun", type="SUN")
+        sun_data = self._new("lights", "orbitset_sun", type="SUN")
         sun_data.energy, sun_data.angle = spec.sun.energy, spec.sun.angle
         sun = self._add_object("orbitset_sun", sun_data)
         sun.rotation_mode = "QUATERNION"
         sun.rotation_quaternion = self._track(np.asarray(spec.sun.direction, dtype=np.float64))
 
-        spot_data = bpy.data.lights.new("orbitset_spot", type="SPOT")
+        spot_data = self._new("lights", "orbitset_spot", type="SPOT")
         spot_data.energy, spot_data.spot_size, spot_data.spot_blend = spec.spot.energy, spec.spot.spot_size, spec.spot.blend
         self._spot = self._add_object("orbitset_spot", spot_data)
         self._spot.rotation_mode = "QUATERNION"
 
         self._object_material = self._material("orbitset_object", (OBJECT_GREY,) * 3)
-        self._object = self._add_object("orbitset_object", bpy.data.meshes.new("orbitset_object"))
+        self._object = self._add_object("orbitset_object", bpy.data.meshes.new("orbitset_object"))  # removed via the object
         self._object.pass_index = OBJECT_PASS_INDEX
 
     def _configure_cycles(self, scene, device: str) -> None:
@@ -219,9 +218,10 @@ class BlenderBackend(Backend):
         Cycles rebuild its film); only the compositor is switched on and off per view."""
         layer = scene.view_layers[0]
         layer.use_pass_z = layer.use_pass_object_index = True
-        tree = self.bpy.data.node_groups.new("orbitset_passes", "CompositorNodeTree")
+        tree = self._new("node_groups", "orbitset_passes", "CompositorNodeTree")
         scene.compositing_node_group = tree
         layers = tree.nodes.new("CompositorNodeRLayers")
+        layers.scene, layers.layer = scene, layer.name  # not the context scene: this backend's own
         output = tree.nodes.new("CompositorNodeGroupOutput") if "CompositorNodeGroupOutput" in dir(self.bpy.types) else None
         if output is not None:  # keep the render result (the RGB image) what the render layer produced
             tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
@@ -235,14 +235,19 @@ class BlenderBackend(Backend):
             files.file_output_items.new("FLOAT", item)
             tree.links.new(layers.outputs[socket], files.inputs[item])
 
+    def _new(self, collection: str, *args, **kwargs):
+        """Create a datablock in ``bpy.data.<collection>`` and remember it for `close`."""
+        block = getattr(self.bpy.data, collection).new(*args, **kwargs)
+        self._owned.append((collection, block))
+        return block
+
     def _add_object(self, name: str, data):
-        obj = self.bpy.data.objects.new(name, data)
+        obj = self._new("objects", name, data)
         self._bl_scene.collection.objects.link(obj)
         return obj
 
     def _material(self, name: str, rgb: tuple[float, float, float]):
-        material = self.bpy.data.materials.new(name)
-        material.use_nodes = True
+        material = self._new("materials", name)
         bsdf = material.node_tree.nodes["Principled BSDF"]
         bsdf.inputs["Base Color"].default_value = (*rgb, 1.0)
         bsdf.inputs["Roughness"].default_value = 0.5
@@ -306,7 +311,7 @@ class BlenderBackend(Backend):
         rgb_path = self._tmp / "rgb.png"
         self._bl_scene.render.filepath = str(rgb_path)
         try:
-            self.bpy.ops.render.render(write_still=True)
+            self.bpy.ops.render.render(write_still=True, scene=self._bl_scene.name)
             result = RenderedView(rgb=self._read_png(rgb_path))
             if depth:
                 planar = self._read_exr(self._tmp / "pass_depth.exr")
@@ -363,10 +368,14 @@ class BlenderBackend(Backend):
             return
         self._closed = True
         self._cleanup()
-        if BlenderBackend._active is self:
-            BlenderBackend._active = None
-            self.bpy.ops.wm.read_factory_settings(use_empty=True)
+        data = self.bpy.data
+        object_mesh = self._object.data if hasattr(self, "_object") else None
+        for collection, block in reversed(self._owned):  # objects go before the data they use
+            getattr(data, collection).remove(block)
+        if object_mesh is not None:
+            data.meshes.remove(object_mesh)
+        self._owned.clear()
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RenderError("this Blender backend is closed (another BlenderBackend was created in this process)")
+            raise RenderError("this Blender backend is closed; create a new BlenderBackend")
