@@ -107,4 +107,5 @@ def register(app: click.Group) -> None:
         """Render a small dataset, train small SIE/VICReg and point-cloud models on CPU, evaluate, write results."""
         from orbitset.models.smoke import run_smoke
 
-        run_smoke(out, data=data, results=results, scale=scale)
+        if not run_smoke(out, data=data, results=results, scale=scale):
+            raise click.exceptions.Exit(1)

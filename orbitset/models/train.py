@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -230,9 +230,13 @@ def fit(
             model.train()
             sums: dict[str, float] = {}
             count, samples, began = 0, 0, time.perf_counter()
-            bar = tqdm(batches_for_epoch(epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
-                       unit="batch", leave=False)
+            batches = batches_for_epoch(epoch)
+            total = len(batches) if hasattr(batches, "__len__") else None
+            bar = tqdm(batches, total=total, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, unit="batch",
+                       leave=False)
             for batch in bar:
+                if len(batch["label"]) < 2:
+                    continue  # batch norm needs two samples: a last batch of one is skipped
                 batch = to_device(batch, device)
                 with autocast:
                     loss, terms = model.step(batch)
@@ -263,29 +267,22 @@ def fit(
     return history
 
 
-def _pair_loader(cfg: TrainConfig, split: str, epoch: int, **overrides):
+def _pair_loader(cfg: TrainConfig, split: str, **overrides):
     from orbitset.loaders import PairLoader
 
-    options = dict(batch_size=cfg.batch_size, split=split, num_workers=cfg.num_workers, seed=cfg.seed * 100003 + epoch,
+    options = dict(batch_size=cfg.batch_size, split=split, num_workers=cfg.num_workers, seed=cfg.seed,
                    shuffle=True, size=cfg.size, pairs_per_object=cfg.pairs_per_object)
     options.update(overrides)
     return PairLoader(cfg.data, **options)
 
 
-def _point_loader(cfg: TrainConfig, split: str, epoch: int, rotate: str | None, **overrides):
+def _point_loader(cfg: TrainConfig, split: str, rotate: str | None, **overrides):
     from orbitset.loaders import PointLoader
 
-    options = dict(batch_size=cfg.batch_size, split=split, num_workers=cfg.num_workers, seed=cfg.seed * 100003 + epoch,
+    options = dict(batch_size=cfg.batch_size, split=split, num_workers=cfg.num_workers, seed=cfg.seed,
                    shuffle=True, num_points=cfg.num_points, rotate=rotate)
     options.update(overrides)
     return PointLoader(cfg.data, **options)
-
-
-def _drop_incomplete(batches: Iterable[dict[str, Any]], batch_size: int) -> Iterator[dict[str, Any]]:
-    """Skip a last batch of one sample (batch norm needs two); smaller last batches are kept."""
-    for batch in batches:
-        if len(batch["label"]) >= min(2, batch_size):
-            yield batch
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list[dict[str, float]]:
@@ -300,16 +297,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
     cfg = cfg.resolved()
     manifest = load_manifest(cfg.data)
     cfg.num_classes = len(manifest.classes)
-    if not cfg.is_point_model and not cfg.rel_latent_names:
-        cfg.rel_latent_names = list(_pair_loader(cfg, "train", 0).rel_latent_names)
+    loader = _point_loader(cfg, "train", cfg.rotation) if cfg.is_point_model else _pair_loader(cfg, "train")
+    if not cfg.is_point_model:
+        cfg.rel_latent_names = list(loader.rel_latent_names)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg)
     optimizer = build_optimizer(model, cfg)
     write_config(run, cfg)
-    if cfg.is_point_model:
-        def batches(epoch: int):
-            return _drop_incomplete(_point_loader(cfg, "train", epoch, cfg.rotation), cfg.batch_size)
-    else:
-        def batches(epoch: int):
-            return _drop_incomplete(_pair_loader(cfg, "train", epoch), cfg.batch_size)
+
+    def batches(epoch: int) -> Iterable[dict[str, Any]]:
+        loader.set_epoch(epoch)  # views, pairs and order depend on (seed, epoch) only: a resumed run sees the same data
+        return loader
+
     return fit(model, optimizer, batches, cfg.epochs, run, cfg.device, resume, cfg.log_every, progress)

@@ -1,0 +1,192 @@
+"""`orbitset smoke`: show on a CPU, in minutes, that the reference models learn what they should.
+
+Renders a small 3DIEBench-style dataset of procedural objects if absent (raster backend, 64 px), trains the small-CNN
+SIE and VICReg, keeps a random-initialised trunk as a baseline, trains PointNet, VN-PointNet and the frame-averaged
+PointNet under the "z" protocol (rotations about Z, orbitset's up axis), evaluates them all with the same probe
+budget and writes a markdown report (docs/results.md) with the four claims of issue #6 checked against the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from orbitset.models.evaluate import EvalOptions, evaluate
+from orbitset.models.report import markdown_report
+from orbitset.models.train import TrainConfig, train
+
+
+@dataclass
+class SmokePlan:
+    """Sizes of the smoke run (chosen to finish in well under 30 minutes on a 2-core CPU)."""
+
+    objects: int = 300
+    views: int = 12
+    size: int = 64
+    render_workers: int = 2
+    image_epochs: int = 12
+    image_batch: int = 64
+    pairs_per_object: int = 4
+    point_epochs: int = 25
+    point_batch: int = 32
+    num_points: int = 256
+    point_params: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+        "pointnet": {"widths": [64, 128, 256], "head": [128]},
+        "vn-pointnet": {"widths": [21, 21, 42, 85], "k": 10, "head": [128]},
+        "fa-pointnet": {"widths": [64, 128, 256], "head": [128]},
+    })
+    probe_epochs: int = 100
+    probe_views: int = 4
+    probe_pairs: int = 4
+    margin_r2: float = 0.05
+
+
+class StageTimer:
+    """Wall-clock seconds per named stage."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Stage:
+            def __enter__(self):
+                self.start = time.perf_counter()
+                print(f"[smoke] {name} ...", flush=True)
+
+            def __exit__(self, *exc):
+                timer.seconds[name] = time.perf_counter() - self.start
+                print(f"[smoke] {name}: {timer.seconds[name]:.0f} s", flush=True)
+
+        return _Stage()
+
+
+def ensure_dataset(data: Path, plan: SmokePlan) -> None:
+    """Render the default smoke dataset into `data` unless a manifest is already there."""
+    if (data / "manifest.json").is_file():
+        return
+    from orbitset.render.dataset import render_dataset
+
+    render_dataset("3diebench", "procedural", data, backend="raster", objects=plan.objects, views=plan.views,
+                   size=plan.size, workers=plan.render_workers, seed=0)
+
+
+def _epochs(count: int, scale: float) -> int:
+    return max(1, round(count * scale))
+
+
+def check_claims(results: dict[str, dict[str, dict[str, Any]]], plan: SmokePlan) -> list[tuple[str, bool, str]]:
+    """(claim, holds, evidence) for the four claims of the smoke run."""
+    r2 = {run: results[run]["rotation"]["r2"] for run in ("sie", "vicreg", "random")}
+    top1 = {run: results[run]["classify"]["top1"] for run in ("sie", "vicreg")}
+    chance = results["sie"]["classify"]["chance"]
+    drops = {run: results[run]["pointcloud"]["z/z"] - results[run]["pointcloud"]["z/so3"]
+             for run in ("pointnet", "vn-pointnet", "fa-pointnet")}
+    inv = {run: results[run]["equivariance"]["invariance_error_features"] for run in ("vn-pointnet", "fa-pointnet")}
+    claims = [
+        (f"SIE rotation R^2 above VICReg's and the random trunk's by at least {plan.margin_r2}",
+         r2["sie"] >= max(r2["vicreg"], r2["random"]) + plan.margin_r2,
+         f"SIE {r2['sie']:.3f}, VICReg {r2['vicreg']:.3f}, random init {r2['random']:.3f}"),
+        ("linear top-1 above 3x chance for SIE and VICReg",
+         min(top1.values()) > 3 * chance,
+         f"SIE {top1['sie']:.3f}, VICReg {top1['vicreg']:.3f}, 3x chance {3 * chance:.3f}"),
+        ("VN-PointNet and FA keep z/SO3 within 5 points of z/z; PointNet drops by far more (> 15 points and more than both)",
+         max(drops["vn-pointnet"], drops["fa-pointnet"]) <= 0.05
+         and drops["pointnet"] > max(0.15, drops["vn-pointnet"], drops["fa-pointnet"]),
+         ", ".join(f"{run} drop {100 * d:.1f} points" for run, d in drops.items())),
+        ("invariance error of FA and of the VN invariant head below 1e-4 (float32)",
+         max(inv.values()) < 1e-4, ", ".join(f"{run} {e:.2e}" for run, e in inv.items())),
+    ]
+    return claims
+
+
+def write_results(path: Path, runs: list[Path], results: dict, claims, timer: StageTimer, plan: SmokePlan,
+                  data: Path, command: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = markdown_report(runs, path.with_name(path.stem + "-table.md"))
+    lines = [
+        "# Results: the smoke run",
+        "",
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: "
+        f"{platform.machine()} CPU with {torch.get_num_threads()} torch threads, no GPU "
+        f"({'CUDA available' if torch.cuda.is_available() else 'CPU only'}); Python {sys.version.split()[0]}, "
+        f"torch {torch.__version__}.",
+        "",
+        f"Dataset: `{data}`: 3DIEBench recipe, procedural assets, raster backend, {plan.objects} objects x "
+        f"{plan.views} views at {plan.size} px (80/20 train/val split). Image models: small CNN "
+        f"(128-d representation), {plan.image_epochs} epochs of {plan.pairs_per_object} pairs per object, "
+        f"batch {plan.image_batch}. Probes: same budget for every run ({plan.probe_epochs} epochs, Adam 1e-3, "
+        f"batch 256; classify on {plan.probe_views} random views per object, rotation on {plan.probe_pairs} pairs "
+        f"per object; R^2 with one global mean). Point clouds: {plan.num_points} points, trained with random "
+        f"rotations about Z (up) for {plan.point_epochs} epochs, tested about Z (z/z) and in SO(3) (z/SO3).",
+        "",
+        "## Claims",
+        "",
+        "| claim | holds | numbers |",
+        "|---|---|---|",
+        *[f"| {claim} | {'yes' if ok else '**no**'} | {evidence} |" for claim, ok, evidence in claims],
+        "",
+        "## All results",
+        "",
+        table.strip(),
+        "",
+        "## Time per stage (wall clock)",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+        *[f"| {name} | {seconds:.0f} |" for name, seconds in timer.seconds.items()],
+        f"| total | {sum(timer.seconds.values()):.0f} |",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+    (runs[0].parent / "smoke.json").write_text(json.dumps(
+        {"claims": [{"claim": c, "holds": ok, "evidence": e} for c, ok, e in claims], "results": results,
+         "seconds": timer.seconds, "plan": asdict(plan)}, indent=2, default=str))
+
+
+def run_smoke(out: str | Path, data: str | Path | None = None, results: str | Path = "docs/results.md",
+              scale: float = 1.0, plan: SmokePlan | None = None) -> bool:
+    """Run the whole smoke pipeline; returns whether every claim holds (the report is written either way)."""
+    plan = plan or SmokePlan()
+    out = Path(out)
+    data = Path(data) if data else out / "data"
+    timer = StageTimer()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    with timer("render dataset"):
+        ensure_dataset(data, plan)
+    image_runs = {"sie": ("sie", plan.image_epochs), "vicreg": ("vicreg", plan.image_epochs), "random": ("vicreg", 0)}
+    for run, (method, epochs) in image_runs.items():
+        with timer(f"train {run}"):
+            train(TrainConfig(method=method, data=str(data), out=str(out / run), backbone="small", size=plan.size,
+                              epochs=epochs and _epochs(epochs, scale), batch_size=plan.image_batch,
+                              pairs_per_object=plan.pairs_per_object, seed=0), progress=False)
+    for method, params in plan.point_params.items():
+        with timer(f"train {method}"):
+            train(TrainConfig(method=method, data=str(data), out=str(out / method), rotation="z",
+                              epochs=_epochs(plan.point_epochs, scale), batch_size=plan.point_batch,
+                              num_points=plan.num_points, params=params, seed=0), progress=False)
+    opts = EvalOptions(probe_epochs=plan.probe_epochs, views=plan.probe_views, pairs_per_object=plan.probe_pairs)
+    tasks = {"sie": ("classify", "rotation", "retrieval", "equivariance"), "vicreg": ("classify", "rotation", "retrieval"),
+             "random": ("classify", "rotation")}
+    tasks.update({m: ("pointcloud", "equivariance") for m in plan.point_params})
+    tasks["vn-pointnet"] += ("orbit-plot",)
+    tasks["pointnet"] += ("orbit-plot",)
+    collected: dict[str, dict[str, dict[str, Any]]] = {}
+    for run, names in tasks.items():
+        with timer(f"evaluate {run}"):
+            collected[run] = {task: evaluate(task, out / run, opts) for task in names}
+    claims = check_claims(collected, plan)
+    command = "orbitset smoke --out " + str(out) + (f" --scale {scale}" if scale != 1.0 else "")
+    write_results(Path(results), [out / run for run in tasks], collected, claims, timer, plan, data, command)
+    for claim, ok, evidence in claims:
+        print(f"[smoke] {'PASS' if ok else 'FAIL'}: {claim}: {evidence}")
+    print(f"[smoke] report: {results}; total {sum(timer.seconds.values()):.0f} s")
+    return all(ok for _, ok, _ in claims)

@@ -1,0 +1,81 @@
+"""Every method trains from the CLI on a tiny dataset, resumes from its checkpoint, and evaluates."""
+
+import json
+
+import pytest
+import torch
+
+from orbitset.cli import main
+from orbitset.models.train import CHECKPOINT_FILE, load_checkpoint
+from orbitset.testing import write_synthetic_dataset
+
+IMAGE_METHODS = ["sie", "sie-color", "vicreg", "simclr", "equimod", "sen", "augself"]
+POINT_METHODS = {"pointnet": "widths=[8,16]", "vn-pointnet": "widths=[4,4,8,8]", "fa-pointnet": "widths=[8,16]"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    write_synthetic_dataset(out, classes=2, objects_per_class=4, views=4, size=16, points=48)
+    return out
+
+
+def run_cli(*args):
+    assert main([str(a) for a in args]) == 0
+
+
+def image_train_args(method, data, out):
+    return ["train", method, "--data", data, "--out", out, "--backbone", "small", "--size", 16, "--batch-size", 3,
+            "--param", "projector_dims=[16,16]"]
+
+
+def point_train_args(method, data, out):
+    return ["train", method, "--data", data, "--out", out, "--batch-size", 3, "--num-points", 24, "--param",
+            POINT_METHODS[method], "--param", "head=[8]"]
+
+
+@pytest.mark.parametrize("method", IMAGE_METHODS + list(POINT_METHODS))
+def test_train_one_epoch_then_resume(method, data, tmp_path):
+    args = (image_train_args if method in IMAGE_METHODS else point_train_args)(method, data, tmp_path)
+    run_cli(*args, "--epochs", 1)
+    first = load_checkpoint(tmp_path / CHECKPOINT_FILE)
+    assert first["epoch"] == 1
+    run_cli(*args, "--epochs", 2, "--resume")
+    second = load_checkpoint(tmp_path / CHECKPOINT_FILE)
+    assert second["epoch"] == 2
+    assert any(not torch.equal(first["model"][k], v) for k, v in second["model"].items())
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert epochs[0] == 1 and epochs[-1] == 2  # the resumed run appended to the first epoch's metrics
+
+
+def test_image_evaluations_and_report(data, tmp_path):
+    run = tmp_path / "sie"
+    run_cli(*image_train_args("sie-color", data, run), "--epochs", 1)
+    for task in ("classify", "rotation", "color", "retrieval", "pre", "equivariance", "orbit-plot"):
+        run_cli("eval", task, "--run", run, "--probe-epochs", 2, "--probe-hidden", 16, "--batch-size", 4)
+        assert (run / "eval" / f"{task}.json").is_file()
+    rotation = json.loads((run / "eval" / "rotation.json").read_text())
+    assert rotation["r2"] <= 1 and rotation["train_pairs"] == 6
+    retrieval = json.loads((run / "eval" / "retrieval.json").read_text())
+    assert 0 < retrieval["mrr"] <= 1 and retrieval["views"] == 4
+    assert (run / "eval" / "orbit-plot.png").stat().st_size > 0
+    report = tmp_path / "report.md"
+    run_cli("report", run, "--out", report)
+    text = report.read_text()
+    assert "rotation R^2" in text and "sie (sie-color)" in text and (tmp_path / "report.png").is_file()
+
+
+def test_point_evaluations(data, tmp_path):
+    run = tmp_path / "fa"
+    run_cli(*point_train_args("fa-pointnet", data, run), "--epochs", 1)
+    for task in ("pointcloud", "equivariance", "orbit-plot"):
+        run_cli("eval", task, "--run", run, "--batch-size", 4)
+    result = json.loads((run / "eval" / "pointcloud.json").read_text())
+    assert set(result) >= {"z/z", "z/so3", "up_axis"} and result["up_axis"] == "z"
+    assert json.loads((run / "eval" / "equivariance.json").read_text())["invariance_error_features"] < 1e-4
+
+
+def test_task_that_does_not_apply_is_a_clear_error(data, tmp_path, capsys):
+    run_cli(*point_train_args("pointnet", data, tmp_path), "--epochs", 0)
+    assert main(["eval", "rotation", "--run", str(tmp_path)]) == 2
+    assert "does not apply" in capsys.readouterr().err
