@@ -34,8 +34,11 @@ thread count (default: all cores).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import shutil
+import sys
 import tempfile
 import weakref
 from dataclasses import dataclass
@@ -56,6 +59,22 @@ OBJECT_PASS_INDEX = 1
 SMOOTH_ANGLE = math.radians(30.0)
 OBJECT_GREY = 0.8
 _NO_HIT_DEPTH = 1e9  # Blender writes 1e10 in the depth pass where nothing is hit
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Send Blender's per-render log lines ("Fra:1 ... Sample", "Saved: ...") to /dev/null so progress bars stay
+    readable; they are written by C code to file descriptor 1, so the descriptor itself is redirected."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 @dataclass(frozen=True)
@@ -202,7 +221,8 @@ class BlenderBackend(Backend):
                 preferences.compute_device_type = kind
             except TypeError:  # this Blender build lacks the backend
                 continue
-            preferences.get_devices()
+            with _quiet_stdout():  # Blender logs the GPU libraries it cannot open
+                preferences.get_devices()
             devices = [d for d in preferences.devices if d.type == kind]
             if devices:
                 for d in preferences.devices:
@@ -311,7 +331,8 @@ class BlenderBackend(Backend):
         rgb_path = self._tmp / "rgb.png"
         self._bl_scene.render.filepath = str(rgb_path)
         try:
-            self.bpy.ops.render.render(write_still=True, scene=self._bl_scene.name)
+            with _quiet_stdout():
+                self.bpy.ops.render.render(write_still=True, scene=self._bl_scene.name)
             result = RenderedView(rgb=self._read_png(rgb_path))
             if depth:
                 planar = self._read_exr(self._tmp / "pass_depth.exr")
