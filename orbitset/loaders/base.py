@@ -96,6 +96,7 @@ class ObjectLoader:
         rank: int | None = None,
         world_size: int | None = None,
         prefetch_factor: int = 2,
+        multiprocessing_context: str | None = None,
     ):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -105,6 +106,7 @@ class ObjectLoader:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise OrbitsetError(f"device {str(self.device)!r} was asked for but CUDA is not available here; pass device='cpu'")
         self.batch_size, self.num_workers, self.prefetch_factor = batch_size, num_workers, prefetch_factor
+        self.multiprocessing_context = multiprocessing_context
         self.seed, self.shuffle, self.resampled, self.drop_last = seed, shuffle, resampled, drop_last
         self.on_error, self.verify = on_error, verify
         self.rank, self.world_size = distributed_rank_world(rank, world_size)
@@ -209,6 +211,7 @@ class ObjectLoader:
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
             prefetch_factor=self.prefetch_factor if self.num_workers else None,
+            multiprocessing_context=self.multiprocessing_context if self.num_workers else None,
         )
         for batch in self._to_device(iter(loader)):
             self._batches_done += 1

@@ -71,6 +71,9 @@ class PairLoader(ImageLoader):
                 f"rotation='quat_raw' needs Euler latents rot_x, rot_y, rot_z first (3DIEBench); this dataset's factors are "
                 f"{self.factor_names}; use rotation='quat'"
             )
+        # first call imports what the rotation maths needs (seconds) once here, not in every forked worker
+        identity, zeros = np.eye(3)[None], np.zeros((1, 3))
+        relative_rotation_as(rotation, identity, identity, zeros, zeros)
 
     def _read_object(self, obj: ObjectFields, subs: list[int], epoch: int) -> list[dict[str, Any]]:
         views = obj.num_views

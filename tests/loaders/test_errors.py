@@ -1,0 +1,82 @@
+"""Shards checked against the manifest; corrupt samples raise ShardError naming shard and key, or are skipped."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import pytest
+
+from orbitset.errors import ShardError
+from orbitset.loaders import PairLoader, ViewLoader
+from orbitset.shards import index_shard
+
+
+@pytest.fixture
+def copy(dataset, tmp_path):
+    target = tmp_path / "data"
+    shutil.copytree(dataset, target)
+    return target
+
+
+def corrupt_member(shard, key, field):
+    """Overwrite a member's data in place (same size, so only decoding can notice)."""
+    ref = index_shard(shard)[key][field]
+    with open(shard, "r+b") as handle:
+        handle.seek(ref.offset)
+        handle.write(b"\x00" * ref.size)
+
+
+def test_truncated_shard_is_refused_by_size(copy):
+    shard = copy / "train-000001.tar"
+    with open(shard, "r+b") as handle:
+        handle.truncate(shard.stat().st_size - 1024)
+    with pytest.raises(ShardError, match=r"train-000001\.tar.*manifest"):
+        PairLoader(copy, 2)
+
+
+def test_sha256_checked_when_asked(copy):
+    shard = copy / "train-000000.tar"
+    corrupt_member(shard, "class0__0000", "cls")  # same size, other bytes
+    PairLoader(copy, 2)  # the size check alone passes
+    with pytest.raises(ShardError, match=r"train-000000\.tar: sha256"):
+        PairLoader(copy, 2, verify="sha256")
+
+
+def corrupt_all_views(copy):
+    shard = copy / "train-000000.tar"
+    key = next(iter(index_shard(shard)))
+    for view in range(6):
+        corrupt_member(shard, key, f"{view:03d}.jpg")
+    return key
+
+
+def test_corrupt_image_raises_naming_shard_and_key(copy):
+    key = corrupt_all_views(copy)
+    with pytest.raises(ShardError, match=rf"train-000000\.tar sample '{key}' view \d: cannot decode"):
+        list(PairLoader(copy, 3))
+
+
+def test_corrupt_image_skipped_counted_and_reported(copy):
+    key = corrupt_all_views(copy)
+    loader = PairLoader(copy, 3, on_error="skip", num_workers=2)
+    with pytest.warns(UserWarning, match=r"1 object\(s\) were skipped in epoch 0.*" + key):
+        keys = [k for batch in loader for k in batch["key"]]
+    assert loader.skipped == 1 and len(keys) == 8 and key not in keys
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clean = ViewLoader(copy, 3, on_error="skip", split="val")
+        assert len([b for b in clean]) == 1 and clean.skipped == 0
+
+
+def test_unreadable_shard_skipped_as_its_objects(copy):
+    shard = copy / "train-000002.tar"  # holds one object
+    data = bytearray(shard.read_bytes())
+    data[:512] = b"\xff" * 512  # destroy the first header, keep the size
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=r"train-000002\.tar"):
+        PairLoader(copy, 2)
+    loader = PairLoader(copy, 2, on_error="skip")
+    with pytest.warns(UserWarning, match="train-000002.tar"):
+        keys = [k for batch in loader for k in batch["key"]]
+    assert len(keys) == 8 and loader.skipped == 1
