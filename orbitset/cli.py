@@ -54,6 +54,20 @@ def show(dataset: str, out: str | None, objects: int, views: int, split: str | N
     click.echo(f"wrote {contact_sheet(dataset, target, objects=objects, views=views, split=split, tile=tile)}")
 
 
+@app.command()
+@click.option("--out", type=click.Path(), default="demo-out", show_default=True, help="Folder for everything the demo makes.")
+@click.option("--objects", default=30, show_default=True, help="Procedural objects to render.")
+@click.option("--views", default=12, show_default=True, help="Views per object.")
+@click.option("--size", default=96, show_default=True, help="Image side in pixels.")
+@click.option("--workers", default=2, show_default=True, help="Render worker processes.")
+@click.option("--no-train", is_flag=True, help="Skip the training and evaluation step.")
+def demo(out: str, objects: int, views: int, size: int, workers: int, no_train: bool) -> None:
+    """Render the embedded objects, verify, show, load pairs and points, train and evaluate a model."""
+    from orbitset.demo import run_demo
+
+    run_demo(out, objects=objects, views=views, size=size, workers=workers, train=not no_train)
+
+
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)
 
