@@ -156,6 +156,21 @@ def _finish_shard(out: Path, shard: PlannedShard, results: dict[str, ObjectResul
     return record
 
 
+def check_backend_layers(backend: str, preset: str, layers: Sequence[str]) -> None:
+    """RenderError, before any rendering, when `backend` with `preset` cannot render the depth or mask `layers`."""
+    from orbitset.render.backends import backend_class
+
+    renders = backend_class(backend).image_layers(preset)
+    missing = [layer for layer in layers if layer in ("depth", "mask") and layer not in renders]
+    if missing:
+        keep = ",".join(layer for layer in layers if layer not in missing) or "none"
+        renders_text = ", ".join(("RGB", *renders)) if renders else "RGB only"
+        raise RenderError(
+            f"the {backend} backend's {preset!r} preset cannot render the {' and '.join(missing)} layer(s) the recipe "
+            f"asks for (it renders {renders_text}); pass --layers {keep} to leave them out, or use another preset"
+        )
+
+
 def render_dataset(
     recipe: "Recipe | str",
     assets: "AssetSource | str",
@@ -189,6 +204,7 @@ def render_dataset(
     recipe = get_recipe(recipe).with_overrides(views=views, size=size, layers=tuple(layers) if layers is not None else None)
     if not 0.0 <= val_fraction < 1.0:
         raise RenderError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    check_backend_layers(backend, preset, recipe.layers)
     source = open_assets(assets)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -146,6 +146,11 @@ class Backend(ABC):
     def render(self, view: ViewState, depth: bool = False, mask: bool = False) -> RenderedView:
         """Render one view; compute depth and mask only when asked."""
 
+    @classmethod
+    def image_layers(cls, preset: str) -> tuple[str, ...]:
+        """The per-view layers besides RGB ("depth", "mask") this backend renders with `preset`; all by default."""
+        return ("depth", "mask")
+
     def version(self) -> str:
         """Renderer name and version, recorded in each sample's meta.json."""
         return self.name

@@ -126,6 +126,11 @@ class BlenderBackend(Backend):
             self.close()
             raise
 
+    @classmethod
+    def image_layers(cls, preset: str) -> tuple[str, ...]:
+        """Cycles presets render depth and masks; Workbench renders RGB only."""
+        return () if preset in PRESETS and PRESETS[preset].engine != "CYCLES" else ("depth", "mask")
+
     # --- scene construction (once per process) ------------------------------------------------------------------
 
     def _build_scene(self, device: str, threads: int | None) -> None:
@@ -352,7 +357,7 @@ class BlenderBackend(Backend):
     def _set_passes(self, depth: bool, mask: bool) -> None:
         if self._passes == (depth, mask):
             return
-        if (depth or mask) and self.preset.engine != "CYCLES":
+        if (depth or mask) and not self.image_layers(self.preset_name):
             raise RenderError(f"the {self.preset_name!r} preset renders RGB only; use 'fast' or 'exact' for depth and masks")
         self._bl_scene.render.use_compositing = depth or mask
         self._passes = (depth, mask)
