@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from orbitset import geometry
 from orbitset.datasets.procedural import ProceduralSource
-from orbitset.render import factors
 from orbitset.render.points import farthest_point_order, surface_points
 from orbitset.render.recipes import get_recipe
+
+from .helpers import check_points_project_inside_mask
 
 
 def test_points_are_on_the_surface_with_unit_normals_and_deterministic():
@@ -43,32 +43,11 @@ def test_first_points_are_farthest_point_subsets():
 def test_points_project_inside_the_raster_mask():
     """Rotate the cloud to each view's pose, project with the stored camera; >= 95% of visible points hit the mask."""
     from orbitset.render.backends import get_backend
-    from orbitset.render.job import points_rng
 
     recipe = get_recipe("3diebench-t").with_overrides(size=96, views=6)
-    scene = recipe.scene_spec()
-    backend = get_backend("raster", scene)
-    source = ProceduralSource(instances_per_class=1, classes=["chair", "mug", "airplane"])
-    K = scene.intrinsics()
-    checked = 0
+    backend = get_backend("raster", recipe.scene_spec())
     try:
-        for ref in source.objects():
-            mesh, _ = source.load(ref)
-            backend.set_mesh(mesh)
-            points = surface_points(mesh, 2048, points_rng(0, ref.key))[:, :3].astype(np.float64)
-            latents = factors.sample_views(recipe, 0, ref.key)
-            for state in factors.view_states(recipe, latents, scene):
-                view = backend.render(state, depth=True, mask=True)
-                world = points @ (state.scale * state.rotation).T + state.translation
-                pixels, depth = geometry.project(world, K, state.camera_extrinsics)
-                cols, rows = np.round(pixels[:, 0]).astype(int), np.round(pixels[:, 1]).astype(int)
-                inside = (cols >= 0) & (cols < scene.width) & (rows >= 0) & (rows < scene.height) & (depth > 0)
-                rendered = view.depth[rows[inside], cols[inside]]
-                visible = np.abs(rendered - depth[inside]) < 0.01 + 0.01 * depth[inside]
-                hits = view.mask[rows[inside], cols[inside]][visible]
-                assert visible.sum() > 50, "too few visible points to judge"
-                assert hits.mean() >= 0.95, f"{ref.key}: only {hits.mean():.3f} of visible points land in the mask"
-                checked += 1
+        checked = check_points_project_inside_mask(backend, recipe, ProceduralSource(instances_per_class=1, classes=["chair", "mug", "airplane"]))
     finally:
         backend.close()
     assert checked == 18
