@@ -152,8 +152,8 @@ class ObjectLoader:
     def __getstate__(self) -> dict[str, Any]:
         """Picklable for spawned workers: open readers stay behind (each process opens its own)."""
         state = dict(self.__dict__)
-        state.pop("_readers", None)
-        state.pop("_reader_pid", None)
+        for name in ("_readers", "_reader_pid", "_loader", "_gpu_decoder"):
+            state.pop(name, None)
         return state
 
     def _reader(self, position: int) -> ShardReader:
@@ -205,20 +205,28 @@ class ObjectLoader:
         epoch, start = self.epoch, self._batches_done
         if start == 0:
             self.skipped, self._skip_messages = 0, []
-        batches = self._plan(epoch)[start:]
-        self._gpu_decoder = self._make_gpu_decoder()
-        dataset = _EpochBatches(self, batches, epoch)
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
-            prefetch_factor=self.prefetch_factor if self.num_workers else None,
-            multiprocessing_context=self.multiprocessing_context if self.num_workers else None,
-        )
+        total = len(self._plan(epoch))
+        loader = self._data_loader()
+        self._cursor[0], self._cursor[1] = epoch, start  # read by the workers when this iteration starts
         for batch in self._to_device(iter(loader)):
             self._batches_done += 1
             if batch is not None:
                 yield batch
-        if self._batches_done == start + len(batches):
+        if self._batches_done == total:
             self._end_epoch()
+
+    def _data_loader(self) -> torch.utils.data.DataLoader:
+        """The torch DataLoader over this loader's batches; its workers persist across epochs (one start only)."""
+        if getattr(self, "_loader", None) is None:
+            self._cursor = torch.zeros(2, dtype=torch.int64).share_memory_()  # (epoch, first batch), shared with workers
+            self._decode_on_gpu = self._make_gpu_decoder() is not None
+            self._loader = torch.utils.data.DataLoader(
+                _EpochBatches(self, self._cursor), batch_size=None, num_workers=self.num_workers,
+                pin_memory=self.device.type == "cuda", persistent_workers=self.num_workers > 0,
+                prefetch_factor=self.prefetch_factor if self.num_workers else None,
+                multiprocessing_context=self.multiprocessing_context if self.num_workers else None,
+            )
+        return self._loader
 
     def _end_epoch(self) -> None:
         if self.skipped:
@@ -325,16 +333,19 @@ def _hand_over(batch: dict[str, Any] | None, event) -> dict[str, Any] | None:
 
 
 class _EpochBatches(torch.utils.data.IterableDataset):
-    """The batches of one epoch (from the resume point); worker w of W makes batches w, w + W, ..."""
+    """The batches of the epoch named by the shared `cursor` (epoch, first batch); worker w of W makes batches
+    first + w, first + w + W, ... Each worker computes the (pure) plan itself, so persistent workers need no messages."""
 
-    def __init__(self, loader: ObjectLoader, batches: list[list[Item]], epoch: int):
-        self.loader, self.batches, self.epoch = loader, batches, epoch
+    def __init__(self, loader: ObjectLoader, cursor: torch.Tensor):
+        self.loader, self.cursor = loader, cursor
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for index in range(worker, len(self.batches), workers):
-            yield self.loader._make_batch(self.batches[index], self.epoch)
+        epoch, start = (int(v) for v in self.cursor)
+        batches = self.loader._plan(epoch)
+        for index in range(start + worker, len(batches), workers):
+            yield self.loader._make_batch(batches[index], epoch)
 
 
 class ImageLoader(ObjectLoader):
@@ -372,7 +383,8 @@ class ImageLoader(ObjectLoader):
     def _make_gpu_decoder(self) -> GpuJpegDecoder | None:
         if self.device.type != "cuda" or self.decode == "cpu" or GpuJpegDecoder.available_backend() is None:
             return None
-        return GpuJpegDecoder(self.device)
+        self._gpu_decoder = GpuJpegDecoder(self.device)
+        return self._gpu_decoder
 
     def _bgr(self, obj: ObjectFields) -> bool:
         return self.fix_channels and obj.meta.get("channel_order") == "bgr"
@@ -382,7 +394,7 @@ class ImageLoader(ObjectLoader):
         bgr = self._bgr(obj)
         blobs = [obj.image(v) for v in views]
         what = [obj.where(f"view {v}") for v in views]
-        if getattr(self, "_gpu_decoder", None) is not None:
+        if getattr(self, "_decode_on_gpu", False):
             return {"_images": blobs, "_bgr": bgr, "_what": what}
         pixels = []
         for blob, label in zip(blobs, what):
@@ -422,9 +434,10 @@ class ImageLoader(ObjectLoader):
             images = decoded.view(slots, -1, *decoded.shape[1:])
             return normalize(images, 2, self.dtype) if self.normalize else images
         pixels = raw.pop("_pixels").to(self.device, non_blocking=True)  # uint8 on the wire
-        if self.normalize:
-            pixels = normalize(pixels, 4, self.dtype)
-        return pixels.permute(0, 1, 4, 2, 3)
+        images = pixels.permute(0, 1, 4, 2, 3)  # each slot (N, 3, H, W) is channels-last as it stands
+        if not self.channels_last:
+            images = images.contiguous()  # reorder while still uint8 (a quarter of the float bytes)
+        return normalize(images, 2, self.dtype) if self.normalize else images
 
     def _layout(self, image: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> contiguous, in channels-last memory format when asked."""
