@@ -45,6 +45,11 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(score.mean())
 
 
+def _load() -> str:
+    """The 1/5/15-minute load averages (timings on a shared machine depend on them)."""
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def render_all(backend, meshes, states) -> tuple[list[np.ndarray], float]:
     images = []
     start = time.perf_counter()
@@ -75,7 +80,7 @@ def main() -> None:
     meshes = [source.load(ref)[0] for ref in refs]
     states = [factors.view_states(recipe, factors.sample_views(recipe, 0, ref.key), scene) for ref in refs]
     images_total = args.objects * args.views
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, no GPU assumed; "
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; load average {_load()}; "
           f"{args.objects} objects x {args.views} views at {args.size} px (3diebench factors, seed 0)")
 
     runs: dict[str, tuple[list[np.ndarray], float]] = {}
@@ -95,7 +100,8 @@ def main() -> None:
             runs[f"{name}/{preset}"] = render_all(backend, meshes, states)
         finally:
             backend.close()
-        print(f"  {name}/{preset}: {images_total / runs[f'{name}/{preset}'][1]:.3f} images/s", flush=True)
+        device = getattr(backend, "device", "OpenGL")
+        print(f"  {name}/{preset} ({device}): {images_total / runs[f'{name}/{preset}'][1]:.3f} images/s", flush=True)
 
     reference = runs.get("blender/reference")
     print(f"\n{'backend/preset':<22}{'images/s':>10}{'SSIM vs ref':>13}")
@@ -108,6 +114,7 @@ def main() -> None:
         print(f"\nfast vs exact: {rate['blender/fast'] / rate['blender/exact']:.1f}x images/s (target >= 3x), "
               f"fast SSIM {fast_ssim:.3f} (target >= 0.95)")
         print(f"raster vs exact: {rate['raster/fast'] / rate['blender/exact']:.1f}x images/s (target >= 20x)")
+    print(f"load average at the end: {_load()}")
 
 
 if __name__ == "__main__":
