@@ -10,7 +10,9 @@ the same images in 3DIEBench's original layout (SYNSET/OBJECT/image_i.jpg + late
 4. the GPU path (decode on the device) when CUDA is present;
 
 and the ratios orbitset(1 worker) / decode bound (target >= 0.8) and orbitset / loose files at equal workers
-(target >= 2). Throughputs are whole epochs (worker start included), best of --repeats runs.
+(target >= 2). Each figure is the best of --repeats interleaved rounds of --epochs epochs after a warm-up epoch
+(workers persist across epochs, for the baseline too); beside pairs/s it prints pairs per CPU-second of all the
+processes involved, a figure that other load on the machine does not distort.
 
 Usage: python benchmarks/loader.py [--objects 200] [--views 50] [--size 256] [--workers 2] [--work DIR]
 """
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from orbitset.loaders import MEAN_3DIEBENCH, STD_3DIEBENCH, PairLoader
+from orbitset.loaders.decode import decode_cpu
 from orbitset.schema import decode
 from orbitset.shards import ShardReader
 from orbitset.testing import write_synthetic_dataset
@@ -56,20 +59,52 @@ def write_datasets(work: Path, objects: int, views: int, size: int) -> tuple[Pat
     return shards, loose
 
 
-def decode_bound(shards: Path, pairs: int) -> float:
-    """Pairs/s of Pillow decoding 2 JPEGs per pair in a tight loop (bytes already in memory)."""
-    from PIL import Image
-
+def first_views(shards: Path) -> list[bytes]:
+    """Views 0 and 1 of every object, as JPEG bytes in memory."""
     blobs = []
     for shard in sorted(shards.glob("*.tar")):
         with ShardReader(shard) as reader:
             for key in reader.keys():
                 blobs += [reader.read(key, ["000.jpg"])["000.jpg"], reader.read(key, ["001.jpg"])["001.jpg"]]
-    start = time.perf_counter()
+    return blobs
+
+
+def decode_bound(blobs: list[bytes], pairs: int) -> tuple[float, float]:
+    """(pairs/s, pairs per CPU-second) of Pillow decoding 2 JPEGs per pair in a tight loop (bytes in memory)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     for index in range(2 * pairs):
-        with Image.open(io.BytesIO(blobs[index % len(blobs)])) as image:
-            np.asarray(image.convert("RGB"))
-    return pairs / (time.perf_counter() - start)
+        decode_cpu(blobs[index % len(blobs)], None)  # Image.open, decode, to an (H, W, 3) uint8 array
+    return pairs / (time.perf_counter() - wall), pairs / (time.process_time() - cpu)
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of this process and of the live processes `pids` (Linux /proc)."""
+    total = time.process_time()
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def _worker_pids(data_loader: torch.utils.data.DataLoader) -> list[int]:
+    iterator = getattr(data_loader, "_iterator", None)
+    return [worker.pid for worker in getattr(iterator, "_workers", [])]
+
+
+def epochs_rate(iterable, data_loader, epochs: int, device: str = "cpu") -> tuple[float, float]:
+    """(pairs/s, pairs per CPU-second of all processes) over `epochs` epochs, after one warm-up epoch."""
+    for _ in iterable:  # warm-up: starts the (persistent) workers, fills the page cache
+        pass
+    pids = _worker_pids(data_loader)
+    pairs = 0
+    wall, cpu = time.perf_counter(), _cpu_seconds(pids)
+    for _ in range(epochs):
+        for batch in iterable:
+            pairs += len(batch["key"]) if isinstance(batch, dict) else len(batch[0])
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return pairs / (time.perf_counter() - wall), pairs / (_cpu_seconds(pids) - cpu)
 
 
 class LooseFiles3DIEBench(torch.utils.data.Dataset):
@@ -106,22 +141,6 @@ class LooseFiles3DIEBench(torch.utils.data.Dataset):
         return image_a, image_b, torch.FloatTensor(rotation.as_quat()), self.labels[index]
 
 
-def epochs_rate(make_iterable, epochs: int, device: str = "cpu") -> float:
-    """Pairs/s over `epochs` whole epochs (iterator and worker start included)."""
-    pairs = 0
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for batch in make_iterable():
-            pairs += len(batch["key"]) if isinstance(batch, dict) else len(batch[0])
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return pairs / (time.perf_counter() - start)
-
-
-def best(function, repeats: int) -> float:
-    return max(function() for _ in range(repeats))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--objects", type=int, default=200)
@@ -129,8 +148,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="'all workers' count")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per measurement")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=None, help="folder for the datasets (reused when present)")
     args = parser.parse_args()
 
@@ -142,30 +161,23 @@ def main() -> None:
           f"CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}; torch {torch.__version__}")
     print(f"dataset: {args.objects} objects x {args.views} views, {args.size} px q90 JPEG "
           f"(written/reused in {time.perf_counter() - started:.0f} s at {work}); batch {args.batch_size}, "
-          f"{args.epochs} epochs per measurement, best of {args.repeats}")
+          f"{args.epochs} epochs per measurement, best of {args.repeats} rounds; load average {os.getloadavg()[0]:.1f}")
 
-    bound = best(lambda: decode_bound(shards, 2 * args.objects), args.repeats)
-    print(f"(1) bare decode bound (2 Pillow decodes per pair, 1 process): {bound:8.1f} pairs/s")
-
+    blobs = first_views(shards)
+    loose_files = LooseFiles3DIEBench(loose, args.views, args.size)
     worker_counts = sorted({0, 1, args.workers})
-    ours: dict[tuple[bool, int], float] = {}
-    theirs: dict[int, float] = {}
+    configs = {("bound", False, 1): lambda: decode_bound(blobs, 2 * args.objects)}
     for normalize in (False, True):
-        what = "normalised float on the CPU" if normalize else "uint8 (normalised later on the device)"
         for workers in worker_counts:
-            loader = PairLoader(shards, args.batch_size, num_workers=workers, seed=0, normalize=normalize)
-            ours[normalize, workers] = rate = best(lambda: epochs_rate(lambda: loader, args.epochs), args.repeats)
-            print(f"(2) orbitset PairLoader, {workers} worker(s), {what}: {rate:8.1f} pairs/s")
-    dataset = LooseFiles3DIEBench(loose, args.views, args.size)
-    for workers in worker_counts:
-        if workers == 0:
-            continue
-
-        def make():
-            return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=workers)
-
-        theirs[workers] = best(lambda: epochs_rate(make, args.epochs), args.repeats)
-        print(f"(3) 3DIEBench-style loose files, {workers} worker(s):             {theirs[workers]:8.1f} pairs/s")
+            pair_loader = PairLoader(shards, args.batch_size, num_workers=workers, seed=0, normalize=normalize)
+            configs["orbitset", normalize, workers] = (
+                lambda pl=pair_loader: epochs_rate(pl, pl._data_loader(), args.epochs)
+            )
+    for workers in worker_counts[1:]:
+        baseline = torch.utils.data.DataLoader(
+            loose_files, batch_size=args.batch_size, shuffle=True, num_workers=workers, persistent_workers=True
+        )
+        configs["loose", True, workers] = lambda dl=baseline: epochs_rate(dl, dl, args.epochs)
     if torch.cuda.is_available():
         for decode_mode in ("gpu", "cpu"):
             try:
@@ -173,16 +185,36 @@ def main() -> None:
             except Exception as exc:  # e.g. no GPU JPEG decoder installed
                 print(f"(4) GPU path, decode={decode_mode}: not run ({exc})")
                 continue
-            rate = best(lambda: epochs_rate(lambda: gpu, args.epochs, "cuda"), args.repeats)
-            print(f"(4) orbitset on CUDA, decode={decode_mode}, {args.workers} worker(s):       {rate:8.1f} pairs/s")
-    else:
-        print("(4) GPU path: not run (no CUDA device)")
+            configs["cuda-" + decode_mode, True, args.workers] = lambda g=gpu: epochs_rate(g, g._data_loader(), args.epochs, "cuda")
 
+    wall: dict[tuple, float] = {}
+    efficiency: dict[tuple, float] = {}
+    for _ in range(args.repeats):  # interleaved rounds: the machine's load hits every configuration alike
+        for name, measure in configs.items():
+            rate, per_cpu = measure()
+            wall[name], efficiency[name] = max(wall.get(name, 0.0), rate), max(efficiency.get(name, 0.0), per_cpu)
+
+    labels = {"bound": "(1) bare decode bound, 2 Pillow decodes per pair", "orbitset": "(2) orbitset PairLoader",
+              "loose": "(3) 3DIEBench-style loose files", "cuda-gpu": "(4) orbitset on CUDA, GPU decode",
+              "cuda-cpu": "(4) orbitset on CUDA, CPU decode"}
+    print(f"{'configuration':64s} {'pairs/s':>9s} {'pairs/CPU-s':>12s}")
+    for (name, normalize, workers) in configs:
+        form = "" if name == "bound" else (", normalised float" if normalize else ", uint8 (normalise on device)")
+        label = f"{labels[name]}{form}, {workers} worker(s)" if name != "bound" else labels[name]
+        print(f"{label:64s} {wall[name, normalize, workers]:9.1f} {efficiency[name, normalize, workers]:12.1f}")
+    if not torch.cuda.is_available():
+        print("(4) GPU path: not run (no CUDA device)")
+    bound = ("bound", False, 1)
+    print("ratios (wall pairs/s; in brackets pairs per CPU-second, which the machine's load does not distort):")
     for normalize in (False, True):
-        what = "normalised float" if normalize else "uint8"
-        print(f"ratio orbitset(1 worker, {what}) / decode bound:        {ours[normalize, 1] / bound:6.2f}  (target >= 0.8)")
-        for workers, rate in theirs.items():
-            print(f"ratio orbitset({what}) / loose files at {workers} worker(s):  {ours[normalize, workers] / rate:6.2f}  (target >= 2)")
+        form = "normalised float" if normalize else "uint8"
+        ours = ("orbitset", normalize, 1)
+        print(f"  orbitset 1 worker ({form}) / decode bound: {wall[ours] / wall[bound]:5.2f} "
+              f"[{efficiency[ours] / efficiency[bound]:5.2f}]  (target >= 0.8)")
+        for workers in worker_counts[1:]:
+            ours, theirs = ("orbitset", normalize, workers), ("loose", True, workers)
+            print(f"  orbitset ({form}) / loose files, {workers} worker(s): {wall[ours] / wall[theirs]:5.2f} "
+                  f"[{efficiency[ours] / efficiency[theirs]:5.2f}]  (target >= 2)")
 
 if __name__ == "__main__":
     main()

@@ -10,6 +10,7 @@ normalised on the device. On CUDA, batches come in pinned memory and are copied 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from itertools import groupby
 from typing import Any, Iterator
@@ -30,14 +31,30 @@ ROTATION_FACTORS = ("rot_x", "rot_y", "rot_z")
 TRANSLATION_NAMES = ("translation_x", "translation_y", "translation_z")
 
 
+_NPY_V1 = re.compile(rb"\x93NUMPY\x01\x00..\{'descr': '([<>|][fiu][1248])', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \}", re.S)
+
+
+def read_npy(data: bytes, what: str) -> np.ndarray:
+    """A plain numeric .npy array (read-only), parsing the common version-1 header directly (numpy's reader evaluates
+    it with `ast`, which costs more than decoding a view's latents is worth); anything else goes to `load_npy`."""
+    match = _NPY_V1.match(data)
+    if match is not None:
+        dtype = np.dtype(match.group(1).decode())
+        shape = tuple(int(n) for n in match.group(2).split(b",") if n.strip())
+        offset = 10 + int.from_bytes(data[8:10], "little")
+        count = int(np.prod(shape))
+        if len(data) - offset == count * dtype.itemsize:
+            return np.frombuffer(data, dtype, count, offset).reshape(shape)
+    return load_npy(data, what)
+
+
 class ObjectFields:
     """Lazy access to one object's fields in a shard: each field is read (one seek) and parsed on first use."""
 
-    def __init__(self, reader: ShardReader, key: str, entry: dict[str, MemberRef]):
-        self.reader, self.key, self.entry = reader, key, entry
+    def __init__(self, reader: ShardReader, key: str, entry: dict[str, MemberRef], views: list[str]):
+        self.reader, self.key, self.entry, self.views = reader, key, entry, views
         self.shard = reader.path.name
         self._cache: dict[str, Any] = {}
-        self.views = sorted(name for name in entry if name[:3].isdigit() and name.count(".") == 1)
 
     def where(self, what: str = "") -> str:
         return f"shard {self.shard} sample {self.key!r}" + (f" {what}" if what else "")
@@ -51,7 +68,7 @@ class ObjectFields:
         return self._cache[field]
 
     def array(self, field: str) -> np.ndarray:
-        return self._parsed(field, load_npy)
+        return self._parsed(field, read_npy)
 
     def has(self, field: str) -> bool:
         return field in self.entry
@@ -71,6 +88,11 @@ class ObjectFields:
         if not 0 <= view < len(self.views):
             raise ShardError(f"{self.where()} has no view {view} (it has {len(self.views)})")
         return self.raw(self.views[view])
+
+
+def view_fields(entry: dict[str, MemberRef]) -> list[str]:
+    """The view image fields of a sample (``000.jpg``, ``001.jpg``, ...) in view order."""
+    return sorted(name for name in entry if name[:3].isdigit() and name.count(".") == 1)
 
 
 class ObjectLoader:
@@ -121,12 +143,12 @@ class ObjectLoader:
     def _open_shards(self) -> None:
         """Localise and check every shard, index it once (shared with the workers); a bad shard is fatal or noted."""
         self._paths: list[str] = []
-        self._index: list[list[tuple[str, dict[str, MemberRef]]] | None] = []
+        self._index: list[list[tuple[str, dict[str, MemberRef], list[str]]] | None] = []
         self._bad: dict[int, str] = {}
         for position, ref in enumerate(self.shards):
             try:
                 path = localise(ref, self.verify)
-                entries = list(index_shard(path).items())
+                entries = [(key, entry, view_fields(entry)) for key, entry in index_shard(path).items()]
                 if ref.objects is not None and len(entries) != ref.objects:
                     raise ShardError(f"shard {ref.name} holds {len(entries)} samples but the manifest says {ref.objects}; re-download it")
             except ShardError as exc:
@@ -146,8 +168,7 @@ class ObjectLoader:
 
     def _first_object(self) -> ObjectFields:
         position = next(i for i, e in enumerate(self._index) if e)
-        key, entry = self._index[position][0]
-        return ObjectFields(self._reader(position), key, entry)
+        return ObjectFields(self._reader(position), *self._index[position][0])
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable for spawned workers: open readers stay behind (each process opens its own)."""
@@ -162,7 +183,7 @@ class ObjectLoader:
             self._readers: dict[int, ShardReader] = {}
             self._reader_pid = os.getpid()
         if position not in self._readers:
-            self._readers[position] = ShardReader(self._paths[position], index=dict(self._index[position]))
+            self._readers[position] = ShardReader(self._paths[position], index={key: entry for key, entry, _ in self._index[position]})
         return self._readers[position]
 
     # --- plan, length, state ---------------------------------------------------------------------------------
@@ -285,8 +306,7 @@ class ObjectLoader:
             try:
                 if position in self._bad:
                     raise ShardError(self._bad[position])
-                key, entry = self._index[position][ordinal]
-                obj = ObjectFields(self._reader(position), key, entry)
+                obj = ObjectFields(self._reader(position), *self._index[position][ordinal])
                 try:
                     records.extend(self._read_object(obj, subs, epoch))
                 except SchemaError as exc:
@@ -332,6 +352,15 @@ def _hand_over(batch: dict[str, Any] | None, event) -> dict[str, Any] | None:
     return batch
 
 
+def _uint8_batch(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
+    """An uninitialised uint8 tensor; in a worker, allocated straight in shared memory (as torch's default_collate
+    does), so that handing it to the main process copies nothing."""
+    if not shared:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.empty(0, dtype=torch.uint8)._typed_storage()._new_shared(int(np.prod(shape)))
+    return torch.empty(0, dtype=torch.uint8).new(storage).view(shape)
+
+
 class _EpochBatches(torch.utils.data.IterableDataset):
     """The batches of the epoch named by the shared `cursor` (epoch, first batch); worker w of W makes batches
     first + w, first + w + W, ... Each worker computes the (pure) plan itself, so persistent workers need no messages."""
@@ -352,7 +381,8 @@ class ImageLoader(ObjectLoader):
     """A loader whose items carry view images: decoding (CPU or GPU), resizing, channel fix and normalisation.
 
     Records list their images under ``_images`` (bytes, one per slot) with ``_bgr``; batches carry them as
-    (slots, N, H, W, 3) uint8 pixels (CPU decoding in the workers) or as JPEG bytes (GPU decoding on the device).
+    (slots, N, 3, H, W) uint8 pixels ((slots, N, H, W, 3) for channels_last) decoded by Pillow in the workers, or as
+    JPEG bytes decoded on the GPU.
     """
 
     def __init__(
@@ -399,7 +429,7 @@ class ImageLoader(ObjectLoader):
         pixels = []
         for blob, label in zip(blobs, what):
             try:
-                pixels.append(decode_cpu(blob, self.size, bgr))
+                pixels.append(decode_cpu(blob, self.size, bgr, channels_first=not self.channels_last))
             except Exception as exc:
                 raise ShardError(f"{label}: cannot decode the image ({type(exc).__name__}: {exc}); the shard is corrupt") from exc
         return {"_pixels": pixels}
@@ -416,9 +446,7 @@ class ImageLoader(ObjectLoader):
         shapes = {p.shape for r in records for p in r["_pixels"]}
         if len(shapes) > 1:
             raise ShardError(f"views of different sizes {sorted(shapes)} in one batch (keys {batch['key']}); pass size= to resize them")
-        pixels = torch.empty((slots, len(records), *shapes.pop()), dtype=torch.uint8)
-        if torch.utils.data.get_worker_info() is not None:
-            pixels.share_memory_()  # handed to the main process without another copy
+        pixels = _uint8_batch((slots, len(records), *shapes.pop()), shared=torch.utils.data.get_worker_info() is not None)
         array = pixels.numpy()
         for i, record in enumerate(records):
             for s, image in enumerate(record["_pixels"]):
@@ -433,10 +461,10 @@ class ImageLoader(ObjectLoader):
             decoded = self._gpu_decoder.decode(raw.pop("_jpeg"), self.size, raw.pop("_jpeg_bgr"), raw.pop("_jpeg_what"))
             images = decoded.view(slots, -1, *decoded.shape[1:])
             return normalize(images, 2, self.dtype) if self.normalize else images
-        pixels = raw.pop("_pixels").to(self.device, non_blocking=True)  # uint8 on the wire
-        images = pixels.permute(0, 1, 4, 2, 3)  # each slot (N, 3, H, W) is channels-last as it stands
-        if not self.channels_last:
-            images = images.contiguous()  # reorder while still uint8 (a quarter of the float bytes)
+        # uint8 on the wire: (slots, N, 3, H, W), or (slots, N, H, W, 3) for channels_last (then each slot, permuted,
+        # is a channels-last (N, 3, H, W) view as it stands)
+        pixels = raw.pop("_pixels").to(self.device, non_blocking=True)
+        images = pixels.permute(0, 1, 4, 2, 3) if self.channels_last else pixels
         return normalize(images, 2, self.dtype) if self.normalize else images
 
     def _layout(self, image: torch.Tensor) -> torch.Tensor:
