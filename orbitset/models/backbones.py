@@ -72,7 +72,7 @@ class ResNet18(nn.Module):
 class SmallCNN(nn.Module):
     """Four 3x3 conv-BN-ReLU stages (stride 2 after the first), global average pool: a trunk that trains on a CPU."""
 
-    def __init__(self, width: int = 32, out_dim: int = 128) -> None:
+    def __init__(self, width: int = 16, out_dim: int = 128) -> None:
         super().__init__()
         layers, channels = [], 3
         for index, multiplier in enumerate((1, 2, 4, 4)):

@@ -72,7 +72,7 @@ def pair_features(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, split:
     from orbitset.loaders import PairLoader
 
     loader = PairLoader(opts.data or cfg.data, batch_size=opts.batch_size, split=split, num_workers=opts.num_workers,
-                        seed=seed, shuffle=False, size=cfg.size, pairs_per_object=opts.pairs_per_object)
+                        seed=seed, shuffle=False, size=cfg.size, pairs_per_object=opts.pairs_per_object, device=opts.device)
     out: dict[str, list[torch.Tensor]] = {"rep_a": [], "rep_b": [], "rel_rotation": [], "rel_latents": [], "label": []}
     for batch in _batches(loader, opts.device):
         out["rep_a"].append(model.method.representation(batch["view_a"]).float().cpu())
@@ -94,7 +94,7 @@ def view_features(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, split:
     reps, labels = [], []
     for repeat in range(opts.views):
         loader = ViewLoader(opts.data or cfg.data, batch_size=opts.batch_size, mode="single", split=split,
-                            num_workers=opts.num_workers, seed=seed + repeat, shuffle=False, size=cfg.size)
+                            num_workers=opts.num_workers, seed=seed + repeat, shuffle=False, size=cfg.size, device=opts.device)
         for batch in _batches(loader, opts.device):
             reps.append(model.method.representation(batch["view"]).float().cpu())
             labels.append(batch["label"].cpu())
@@ -109,7 +109,7 @@ def orbit_features(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, split
     from orbitset.loaders import ViewLoader
 
     loader = ViewLoader(opts.data or cfg.data, batch_size=max(1, opts.batch_size // 16), mode="all", split=split,
-                        num_workers=opts.num_workers, seed=opts.seed, shuffle=False, size=cfg.size)
+                        num_workers=opts.num_workers, seed=opts.seed, shuffle=False, size=cfg.size, device=opts.device)
     out: dict[str, list[torch.Tensor]] = {"rep": [], "rotations": [], "latents": [], "label": []}
     for batch in _batches(loader, opts.device):
         views = batch["views"]
@@ -126,8 +126,24 @@ def orbit_features(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, split
 # --- probes ------------------------------------------------------------------------------------------------------
 
 
+class Standardize(nn.Module):
+    """x -> (x - mean) / std with the statistics of the probe's training features (an affine map: it changes what
+    the optimiser sees, not what a linear or MLP probe can express)."""
+
+    def __init__(self, features: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", features.mean(dim=0))
+        self.register_buffer("std", features.std(dim=0).clamp_min(1e-6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 def train_probe(probe: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: Callable, opts: EvalOptions) -> nn.Module:
-    """Fit `probe` on fixed features with Adam (`probe_lr`), mini-batches of `batch_size`, `probe_epochs` epochs."""
+    """Fit `probe` on fixed features with Adam (`probe_lr`), mini-batches of `batch_size`, `probe_epochs` epochs.
+
+    Features are standardised with the training statistics first (`Standardize`, part of the returned probe)."""
+    probe = nn.Sequential(Standardize(inputs), probe)
     generator = torch.Generator().manual_seed(opts.seed)
     optimizer = torch.optim.Adam(probe.parameters(), lr=opts.probe_lr)
     probe.train()
@@ -245,7 +261,7 @@ def _point_batches(cfg: TrainConfig, opts: EvalOptions, rotate: str | None, seed
 
     loader = PointLoader(opts.data or cfg.data, batch_size=opts.batch_size, split=opts.split,
                          num_workers=opts.num_workers, seed=seed, shuffle=False, num_points=cfg.num_points,
-                         rotate=rotate)
+                         rotate=rotate, device=opts.device)
     return _batches(loader, opts.device)
 
 
@@ -267,9 +283,9 @@ def equivariance_eval(model, cfg, opts):
     if cfg.is_point_model:
         classifier = model.classifier
         errors: dict[str, list[float]] = {}
-        for batch in _point_batches(cfg, opts, None, opts.seed):
+        for index, batch in enumerate(_point_batches(cfg, opts, None, opts.seed)):
             points = batch["points"].float()
-            rotations = equivariance.random_rotations(len(points), opts.seed + len(errors.get("features", []))).to(points.device)
+            rotations = equivariance.random_rotations(len(points), opts.seed + index).to(points.device)
             errors.setdefault("features", []).append(equivariance.invariance_error(classifier.features, points, rotations))
             errors.setdefault("logits", []).append(equivariance.invariance_error(classifier, points, rotations))
             if hasattr(classifier, "equivariant_features"):

@@ -5,16 +5,31 @@ Embeddings are (N, D) tensors; every loss is a scalar averaged over the batch.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 
+def _float32(fn):
+    """Compute a loss in float32 outside autocast (batch statistics are too coarse in bfloat16)."""
+
+    @functools.wraps(fn)
+    def wrapper(*tensors, **kwargs):
+        with torch.autocast(tensors[0].device.type, enabled=False):
+            return fn(*(t.float() if isinstance(t, torch.Tensor) else t for t in tensors), **kwargs)
+
+    return wrapper
+
+
+@_float32
 def variance_hinge(z: torch.Tensor, target: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
     """VICReg variance term: mean over dimensions of relu(target - std), std over the batch (with eps inside sqrt)."""
     std = torch.sqrt(z.var(dim=0) + eps)
     return F.relu(target - std).mean()
 
 
+@_float32
 def covariance_penalty(z: torch.Tensor) -> torch.Tensor:
     """VICReg covariance term: sum of squared off-diagonal covariances divided by the dimension."""
     n, d = z.shape
@@ -24,6 +39,7 @@ def covariance_penalty(z: torch.Tensor) -> torch.Tensor:
     return off_diagonal.pow(2).sum() / d
 
 
+@_float32
 def vicreg_terms(z_a: torch.Tensor, z_b: torch.Tensor) -> dict[str, torch.Tensor]:
     """The three VICReg terms (unweighted): invariance MSE, variance (mean of both views), covariance (sum of both)."""
     return {
@@ -33,6 +49,7 @@ def vicreg_terms(z_a: torch.Tensor, z_b: torch.Tensor) -> dict[str, torch.Tensor
     }
 
 
+@_float32
 def info_nce(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """Symmetric NT-Xent (SimCLR): each of the 2N embeddings must pick its partner among the 2N - 1 others."""
     z = F.normalize(torch.cat([z_a, z_b]), dim=1)

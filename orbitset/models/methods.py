@@ -53,13 +53,18 @@ def _dims(dims: Sequence[int] | None, in_dim: int) -> list[int]:
 class HyperPredictor(nn.Module):
     """SIE's hypernetwork predictor: W(c) = sum_i c_i W_i (a bias-free Linear from the condition to a D x D matrix).
 
-    ``forward(z, c)`` returns W(c) z per row; it is linear in the condition c by construction. The W_i are drawn with
-    standard deviation 1/sqrt(D), so that W(c) roughly preserves norms for a unit quaternion.
+    ``forward(z, c)`` returns W(c) z per row; it is linear in the condition c by construction. Initialisation: W_i
+    drawn with standard deviation `init_std`/sqrt(D), plus the identity on the quaternion's w component (index 3,
+    `identity_index`), so that the untrained predictor is close to the identity for small rotations (a choice of
+    orbitset; the reference gives no initialisation). `identity_index=None` gives a plain random init.
     """
 
-    def __init__(self, condition_dim: int, dim: int) -> None:
+    def __init__(self, condition_dim: int, dim: int, init_std: float = 0.1, identity_index: int | None = 3) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(condition_dim, dim, dim) / dim**0.5)
+        weight = torch.randn(condition_dim, dim, dim) * init_std / dim**0.5
+        if identity_index is not None and identity_index < condition_dim:
+            weight[identity_index] += torch.eye(dim)
+        self.weight = nn.Parameter(weight)
 
     def matrices(self, condition: torch.Tensor) -> torch.Tensor:
         """(N, C) -> (N, D, D) the matrices W(c)."""

@@ -137,7 +137,7 @@ class VNInvariant(nn.Module):
 
 def knn_edge_features(points: torch.Tensor, k: int) -> torch.Tensor:
     """(B, P, 3) -> (B, 3, 3, P, k) vector features per edge: x_j - x_i, x_i, x_j x x_i (cross product)."""
-    distances = torch.cdist(points, points)
+    distances = torch.cdist(points.double(), points.double())  # float64: rotations must not reorder near-ties
     index = distances.topk(k, dim=-1, largest=False).indices  # (B, P, k)
     neighbours = torch.gather(points.unsqueeze(1).expand(-1, points.shape[1], -1, -1), 2,
                               index.unsqueeze(-1).expand(-1, -1, -1, 3))  # (B, P, k, 3)

@@ -31,8 +31,8 @@ class SmokePlan:
     views: int = 12
     size: int = 64
     render_workers: int = 2
-    image_epochs: int = 12
-    image_batch: int = 64
+    image_epochs: int = 20
+    image_batch: int = 32
     pairs_per_object: int = 4
     point_epochs: int = 25
     point_batch: int = 32
@@ -42,9 +42,9 @@ class SmokePlan:
         "vn-pointnet": {"widths": [21, 21, 42, 85], "k": 10, "head": [128]},
         "fa-pointnet": {"widths": [64, 128, 256], "head": [128]},
     })
-    probe_epochs: int = 100
+    probe_epochs: int = 10
     probe_views: int = 4
-    probe_pairs: int = 4
+    probe_pairs: int = 20
     margin_r2: float = 0.05
 
 
@@ -159,30 +159,36 @@ def run_smoke(out: str | Path, data: str | Path | None = None, results: str | Pa
     out = Path(out)
     data = Path(data) if data else out / "data"
     timer = StageTimer()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     with timer("render dataset"):
         ensure_dataset(data, plan)
-    image_runs = {"sie": ("sie", plan.image_epochs), "vicreg": ("vicreg", plan.image_epochs), "random": ("vicreg", 0)}
-    for run, (method, epochs) in image_runs.items():
-        with timer(f"train {run}"):
-            train(TrainConfig(method=method, data=str(data), out=str(out / run), backbone="small", size=plan.size,
-                              epochs=epochs and _epochs(epochs, scale), batch_size=plan.image_batch,
-                              pairs_per_object=plan.pairs_per_object, seed=0), progress=False)
-    for method, params in plan.point_params.items():
-        with timer(f"train {method}"):
-            train(TrainConfig(method=method, data=str(data), out=str(out / method), rotation="z",
-                              epochs=_epochs(plan.point_epochs, scale), batch_size=plan.point_batch,
-                              num_points=plan.num_points, params=params, seed=0), progress=False)
     opts = EvalOptions(probe_epochs=plan.probe_epochs, views=plan.probe_views, pairs_per_object=plan.probe_pairs)
+    image_runs = {"sie": ("sie", plan.image_epochs), "vicreg": ("vicreg", plan.image_epochs), "random": ("vicreg", 0)}
     tasks = {"sie": ("classify", "rotation", "retrieval", "equivariance"), "vicreg": ("classify", "rotation", "retrieval"),
              "random": ("classify", "rotation")}
     tasks.update({m: ("pointcloud", "equivariance") for m in plan.point_params})
-    tasks["vn-pointnet"] += ("orbit-plot",)
     tasks["pointnet"] += ("orbit-plot",)
+    tasks["vn-pointnet"] += ("orbit-plot",)
+    configs = {
+        run: TrainConfig(method=method, data=str(data), out=str(out / run), backbone="small", size=plan.size,
+                         epochs=epochs and _epochs(epochs, scale), batch_size=plan.image_batch,
+                         pairs_per_object=plan.pairs_per_object, seed=0)
+        for run, (method, epochs) in image_runs.items()
+    }
+    configs.update({
+        method: TrainConfig(method=method, data=str(data), out=str(out / method), rotation="z",
+                            epochs=_epochs(plan.point_epochs, scale), batch_size=plan.point_batch,
+                            num_points=plan.num_points, params=params, seed=0)
+        for method, params in plan.point_params.items()
+    })
     collected: dict[str, dict[str, dict[str, Any]]] = {}
-    for run, names in tasks.items():
+    for run, cfg in configs.items():
+        with timer(f"train {run}"):
+            train(cfg, progress=False)
         with timer(f"evaluate {run}"):
-            collected[run] = {task: evaluate(task, out / run, opts) for task in names}
+            collected[run] = {task: evaluate(task, out / run, opts) for task in tasks[run]}
+        print(f"[smoke] {run}: " + "; ".join(
+            f"{task} " + ", ".join(f"{k} {v:.3g}" for k, v in r.items() if isinstance(v, float))
+            for task, r in collected[run].items()), flush=True)
     claims = check_claims(collected, plan)
     command = "orbitset smoke --out " + str(out) + (f" --scale {scale}" if scale != 1.0 else "")
     write_results(Path(results), [out / run for run in tasks], collected, claims, timer, plan, data, command)

@@ -91,11 +91,13 @@ class ImageModel(nn.Module):
     """A method plus the online probes SIE uses, trained on detached features so that learning is visible:
     a linear classifier on rep_a and a linear regressor of the relative quaternion from [rep_a, rep_b]."""
 
-    def __init__(self, method: Method, num_classes: int, condition: str, rel_latent_names: list[str]) -> None:
+    def __init__(self, method: Method, num_classes: int, condition: str, rel_latent_names: list[str],
+                 online_probes: bool = True) -> None:
         super().__init__()
         self.method = method
         self.condition = condition
         self.rel_latent_names = list(rel_latent_names)
+        self.online_probes = online_probes
         self.classifier = nn.Linear(method.rep_dim, max(num_classes, 1))
         self.regressor = nn.Linear(2 * method.rep_dim, 4)
 
@@ -106,6 +108,8 @@ class ImageModel(nn.Module):
         out = self.method(batch["view_a"], batch["view_b"], self.pair_condition(batch))
         terms = {"loss": float(out.loss.detach()), **{k: float(v.detach()) for k, v in out.terms.items()}}
         loss = out.loss
+        if not self.online_probes:
+            return loss, terms
         rep_a, rep_b = out.rep_a.detach().float(), out.rep_b.detach().float()
         logits = self.classifier(rep_a)
         labels = batch["label"].long()
@@ -136,7 +140,7 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     if cfg.is_point_model:
         return PointModel(build_point_model(cfg.method, cfg.num_classes, **cfg.params))
     method = build_method(cfg.method, build_backbone(cfg.backbone, cfg.size), cfg.condition, **cfg.params)
-    return ImageModel(method, cfg.num_classes, cfg.condition, cfg.rel_latent_names)
+    return ImageModel(method, cfg.num_classes, cfg.condition, cfg.rel_latent_names, cfg.online_probes)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -271,7 +275,7 @@ def _pair_loader(cfg: TrainConfig, split: str, **overrides):
     from orbitset.loaders import PairLoader
 
     options = dict(batch_size=cfg.batch_size, split=split, num_workers=cfg.num_workers, seed=cfg.seed,
-                   shuffle=True, size=cfg.size, pairs_per_object=cfg.pairs_per_object)
+                   shuffle=True, size=cfg.size, pairs_per_object=cfg.pairs_per_object, device=cfg.device)
     options.update(overrides)
     return PairLoader(cfg.data, **options)
 
@@ -280,7 +284,7 @@ def _point_loader(cfg: TrainConfig, split: str, rotate: str | None, **overrides)
     from orbitset.loaders import PointLoader
 
     options = dict(batch_size=cfg.batch_size, split=split, num_workers=cfg.num_workers, seed=cfg.seed,
-                   shuffle=True, num_points=cfg.num_points, rotate=rotate)
+                   shuffle=True, num_points=cfg.num_points, rotate=rotate, device=cfg.device)
     options.update(overrides)
     return PointLoader(cfg.data, **options)
 
