@@ -173,6 +173,8 @@ def main() -> None:
             configs["orbitset", normalize, workers] = (
                 lambda pl=pair_loader: epochs_rate(pl, pl._data_loader(), args.epochs)
             )
+    channels_last = PairLoader(shards, args.batch_size, num_workers=1, seed=0, normalize=False, channels_last=True)
+    configs["orbitset-cl", False, 1] = lambda: epochs_rate(channels_last, channels_last._data_loader(), args.epochs)
     for workers in worker_counts[1:]:
         baseline = torch.utils.data.DataLoader(
             loose_files, batch_size=args.batch_size, shuffle=True, num_workers=workers, persistent_workers=True
@@ -195,6 +197,7 @@ def main() -> None:
             wall[name], efficiency[name] = max(wall.get(name, 0.0), rate), max(efficiency.get(name, 0.0), per_cpu)
 
     labels = {"bound": "(1) bare decode bound, 2 Pillow decodes per pair", "orbitset": "(2) orbitset PairLoader",
+              "orbitset-cl": "(2) orbitset PairLoader, channels-last",
               "loose": "(3) 3DIEBench-style loose files", "cuda-gpu": "(4) orbitset on CUDA, GPU decode",
               "cuda-cpu": "(4) orbitset on CUDA, CPU decode"}
     print(f"{'configuration':64s} {'pairs/s':>9s} {'pairs/CPU-s':>12s}")

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
+from PIL import Image
+
+from orbitset.errors import ShardError
 
 from orbitset.loaders import PairLoader, ViewLoader
 from orbitset.loaders.decode import GpuJpegDecoder
@@ -38,7 +43,11 @@ def test_gpu_normalised_channels_last_and_fallback(dataset):
     assert gpu["view"].is_contiguous(memory_format=torch.channels_last)
     assert (cpu["view"] - gpu["view"].cpu()).abs().mean().item() < 2.0 / (255 * 0.0969)
     decoder = GpuJpegDecoder("cuda")
-    png = __import__("io").BytesIO()
-    __import__("PIL.Image", fromlist=["Image"]).new("RGB", (8, 8), (10, 20, 30)).save(png, format="PNG")
-    out = decoder.decode([png.getvalue()], None, [False], ["png test image"])  # not a JPEG: Pillow fallback
-    assert out.shape == (1, 3, 8, 8) and out[0, :, 0, 0].tolist() == [10, 20, 30] and decoder.fallbacks == 1
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(png, format="PNG")
+    out = decoder.decode([png.getvalue()], None, [True], ["png test image"])  # nvJPEG rejects PNG: Pillow fallback
+    assert out.shape == (1, 3, 8, 8) and out.is_cuda and out[0, :, 0, 0].tolist() == [30, 20, 10]  # bgr swapped
+    if decoder.backend in ("torchvision", "torchcodec"):  # nvImageCodec decodes PNG itself
+        assert decoder.fallbacks == 1
+    with pytest.raises(ShardError, match="broken image"):
+        decoder.decode([b"not an image"], None, [False], ["broken image"])
