@@ -1,6 +1,9 @@
 """Executors run object tasks and yield their results (in completion order); the driver writes the shards.
 
-- `LocalExecutor`: `workers` long-lived worker processes (forked), each building its backend once. An object
+- `LocalExecutor`: `workers` long-lived worker processes, each building its backend once. Workers are forked (no
+  re-import of ``__main__``) unless this process already holds Blender state (``bpy`` imported), which a forked child
+  would inherit mid-flight and deadlock on: then they are spawned. A worker that does not start its backend within
+  `startup_timeout` seconds stops the run with an error instead of waiting forever. An object
   that runs past `timeout` seconds has its worker killed and is recorded as a failure; a worker retires after
   `recycle_after` objects or when its resident memory exceeds `memory_limit_mb` (Blender leaks in long loops), and
   a fresh one takes its place. A worker that dies mid-object records that object as failed.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -29,11 +33,13 @@ EXECUTORS = ("local", "ray")
 
 @dataclass(frozen=True)
 class WorkerLimits:
-    """Per-object timeout (s), objects per worker before it is recycled, and its memory ceiling (MiB)."""
+    """Per-object timeout (s), objects per worker before it is recycled, its memory ceiling (MiB), and how long a
+    worker may take to build its backend (s)."""
 
     timeout: float = 600.0
     recycle_after: int = 200
     memory_limit_mb: float = 8192.0
+    startup_timeout: float = 300.0
 
 
 def resident_mb() -> float:
@@ -61,8 +67,11 @@ def worker_backend(job: JobSpec):
     return _BACKENDS[key]
 
 
-def _worker_main(connection, job: JobSpec, limits: WorkerLimits) -> None:
-    """Worker loop: send ("ready",), then per task ("result", ObjectResult, retiring)."""
+def _worker_main(connection, job: JobSpec, limits: WorkerLimits, drop_paths: tuple[str, ...] = ()) -> None:
+    """Worker loop: send ("ready",), then per task ("result", ObjectResult, retiring).
+
+    `drop_paths` are removed from sys.path first: see `blender_script_paths`."""
+    sys.path[:] = [p for p in sys.path if p not in drop_paths]
     import torch
 
     torch.set_num_threads(1)  # one renderer per core; small geometry ops need no thread pool
@@ -86,15 +95,33 @@ def _worker_main(connection, job: JobSpec, limits: WorkerLimits) -> None:
     backend.close()
 
 
+def worker_start_method() -> str:
+    """"fork" (fast, no re-import of ``__main__``) unless Blender is loaded in this process, then "spawn"."""
+    return "spawn" if "bpy" in sys.modules else "fork"
+
+
+def blender_script_paths() -> tuple[str, ...]:
+    """The folders that importing bpy added to sys.path (Blender's bundled and user script folders). A spawned worker
+    inherits the parent's sys.path, and there ``import bpy`` would find Blender's pure-Python ``bpy`` package instead
+    of the extension module; workers remove these paths before importing anything."""
+    module_file = getattr(sys.modules.get("bpy"), "__file__", None) or ""
+    marker = os.sep + "bpy" + os.sep
+    if marker not in module_file:
+        return ()
+    install_root = module_file[: module_file.index(marker) + len(marker)]
+    user_scripts = os.sep + "blender" + os.sep
+    return tuple(p for p in sys.path if p.startswith(install_root) or (user_scripts in p and os.sep + "scripts" in p))
+
+
 class _Worker:
     def __init__(self, context, job: JobSpec, limits: WorkerLimits):
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child, job, limits), daemon=True)
+        self.process = context.Process(target=_worker_main, args=(child, job, limits, blender_script_paths()), daemon=True)
         self.process.start()
         child.close()
         self.ready = False
         self.task: ObjectTask | None = None
-        self.started = 0.0
+        self.started = time.monotonic()
 
     def stop(self, kill: bool = False) -> None:
         if kill:
@@ -121,7 +148,7 @@ class LocalExecutor:
         self.limits = limits
 
     def run(self, job: JobSpec, tasks: Iterable[ObjectTask]) -> Iterator[ObjectResult]:
-        context = multiprocessing.get_context("fork")  # no re-import of __main__; the driver never opens a GL context
+        context = multiprocessing.get_context(worker_start_method())
         pending = deque(tasks)
         pool = [_Worker(context, job, self.limits) for _ in range(min(self.workers, max(1, len(pending))))]
         try:
@@ -135,6 +162,11 @@ class LocalExecutor:
                     yield from self._receive(context, job, pool, index)
                 now = time.monotonic()
                 for index, worker in enumerate(pool):
+                    if not worker.ready and now - worker.started > self.limits.startup_timeout:
+                        raise RenderError(
+                            f"a render worker did not start backend {job.backend!r} within {self.limits.startup_timeout:g} s; "
+                            "check that the renderer runs in this environment (try --workers 1) or raise the startup timeout"
+                        )
                     if worker.task is not None and now - worker.started > self.limits.timeout:
                         key = worker.task.ref.key
                         worker.stop(kill=True)

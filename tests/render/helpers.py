@@ -68,3 +68,10 @@ class HangingBackend(RasterBackend):
         if len(mesh.vertices) == HANG_VERTICES:
             time.sleep(3600)
         super().set_mesh(mesh)
+
+
+class NeverStartsBackend(RasterBackend):
+    """A backend whose construction hangs, as a renderer stuck on a driver or a lock would."""
+
+    def __init__(self, scene, preset: str = "fast"):
+        time.sleep(3600)
