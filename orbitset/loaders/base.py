@@ -145,6 +145,7 @@ class ObjectLoader:
         self._paths: list[str] = []
         self._index: list[list[tuple[str, dict[str, MemberRef], list[str]]] | None] = []
         self._bad: dict[int, str] = {}
+        self._unplanned: list[str] = []  # unreadable shards of unknown object count: one skip each per epoch
         for position, ref in enumerate(self.shards):
             try:
                 path = localise(ref, self.verify)
@@ -157,8 +158,8 @@ class ObjectLoader:
                 self._paths.append("")
                 self._index.append(None)
                 self._bad[position] = str(exc)
-                if ref.objects is None:  # its objects cannot be planned: count the shard as one skip now
-                    self._note_skip([str(exc)])
+                if ref.objects is None:  # its objects cannot be planned: count the shard as one skip per epoch
+                    self._unplanned.append(str(exc))
                 continue
             self._paths.append(str(path))
             self._index.append(entries)
@@ -226,6 +227,7 @@ class ObjectLoader:
         epoch, start = self.epoch, self._batches_done
         if start == 0:
             self.skipped, self._skip_messages = 0, []
+            self._note_skip(self._unplanned)
         total = len(self._plan(epoch))
         loader = self._data_loader()
         self._cursor[0], self._cursor[1] = epoch, start  # read by the workers when this iteration starts

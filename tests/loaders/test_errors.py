@@ -80,3 +80,15 @@ def test_unreadable_shard_skipped_as_its_objects(copy):
     with pytest.warns(UserWarning, match="train-000002.tar"):
         keys = [k for batch in loader for k in batch["key"]]
     assert len(keys) == 8 and loader.skipped == 1
+
+
+def test_unreadable_shard_in_a_plain_list_is_reported_each_epoch(copy):
+    shards = sorted(copy.glob("train-*.tar"))
+    data = bytearray(shards[2].read_bytes())
+    data[:512] = b"\xff" * 512
+    shards[2].write_bytes(bytes(data))
+    loader = PairLoader(shards, 4, on_error="skip")  # no manifest: the shard's object count is unknown
+    for epoch in range(2):
+        with pytest.warns(UserWarning, match="train-000002.tar"):
+            keys = [k for batch in loader for k in batch["key"]]
+        assert len(keys) == 8 and loader.skipped == 1 and loader.epoch == epoch + 1
