@@ -170,7 +170,6 @@ def test_broken_meshes_are_recorded_and_skipped(tmp_path):
 
 
 @pytest.mark.ray
-@pytest.mark.slow  # ~55 s on the 2-core box: Ray start-up dominates
 def test_ray_executor_gives_the_same_dataset(reference, tmp_path):
     import ray
 
