@@ -31,7 +31,7 @@ class SmokePlan:
     views: int = 12
     size: int = 64
     render_workers: int = 2
-    image_epochs: int = 20
+    image_epochs: int = 40
     image_batch: int = 32
     pairs_per_object: int = 4
     point_epochs: int = 25
