@@ -3,8 +3,11 @@
 A loader is an iterable of dict batches. Per epoch it computes its rank's plan (`orbitset.loaders.plan`), hands whole
 batches round-robin to torch DataLoader workers, and each worker reads, for every object of its batch, only the
 fields it needs by seeking into the shard (`orbitset.shards.ShardReader` with an index built once in the main
-process). Images travel from the workers as uint8 (decoded by Pillow) or, for GPU decoding, as JPEG bytes; they are
-normalised on the device. On CUDA, batches come in pinned memory and are copied on a side stream one batch ahead.
+process). Parsed small fields (latents, rotations, meta) stay cached per process across epochs (`FieldCache`).
+Images travel from the workers as (H, W, 3) uint8 pixels decoded by Pillow into reused shared-memory buffers
+(`orbitset.loaders.buffers`), or, for GPU decoding, as JPEG bytes; the main process copies or normalises them out
+(on the device when there is one). On CUDA, batches are staged in pinned memory and copied on a side stream one
+batch ahead.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections import OrderedDict
 from itertools import groupby
 from typing import Any, Iterator
 
@@ -19,7 +23,8 @@ import numpy as np
 import torch
 
 from orbitset.errors import OrbitsetError, SchemaError, ShardError
-from orbitset.loaders.decode import GpuJpegDecoder, decode_cpu, normalize
+from orbitset.loaders.buffers import BatchBuffers, shared_uint8
+from orbitset.loaders.decode import GpuJpegDecoder, decode_cpu, normalize, normalize_hwc
 from orbitset.loaders.plan import Item, distributed_rank_world, make_batches, object_rng, rank_objects
 from orbitset.loaders.sources import Source, localise, resolve_source
 from orbitset.schema import load_json, load_npy
@@ -48,13 +53,42 @@ def read_npy(data: bytes, what: str) -> np.ndarray:
     return load_npy(data, what)
 
 
-class ObjectFields:
-    """Lazy access to one object's fields in a shard: each field is read (one seek) and parsed on first use."""
+class FieldCache:
+    """Parsed fields of recently read objects, per process, kept across epochs: least recently used objects are
+    dropped beyond `max_bytes` (counted as the fields' encoded sizes, which numeric arrays share their memory with)."""
 
-    def __init__(self, reader: ShardReader, key: str, entry: dict[str, MemberRef], views: list[str]):
+    def __init__(self, max_bytes: int = 64 << 20):
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._objects: OrderedDict[Any, tuple[dict[str, Any], list[int]]] = OrderedDict()
+
+    def fields(self, object_id: Any) -> dict[str, Any]:
+        """The (mutable) dict of parsed fields of `object_id`; add to it with `store`."""
+        if object_id in self._objects:
+            self._objects.move_to_end(object_id)
+        else:
+            self._objects[object_id] = ({}, [0])
+        return self._objects[object_id][0]
+
+    def store(self, object_id: Any, field: str, value: Any, nbytes: int) -> None:
+        values, size = self.fields(object_id), self._objects[object_id][1]
+        values[field] = value
+        size[0] += nbytes
+        self.bytes += nbytes
+        while self.bytes > self.max_bytes and len(self._objects) > 1:
+            _, (_, dropped) = self._objects.popitem(last=False)
+            self.bytes -= dropped[0]
+
+
+class ObjectFields:
+    """Lazy access to one object's fields in a shard: each field is read (one seek) and parsed on first use, and
+    kept in `cache` (a `FieldCache`, under `object_id`) for later reads of the object."""
+
+    def __init__(self, reader: ShardReader, key: str, entry: dict[str, MemberRef], views: list[str],
+                 cache: FieldCache | None = None, object_id: Any = None):
         self.reader, self.key, self.entry, self.views = reader, key, entry, views
         self.shard = reader.path.name
-        self._cache: dict[str, Any] = {}
+        self._cache, self._id = cache if cache is not None else FieldCache(), object_id if object_id is not None else key
+        self._values = self._cache.fields(self._id)
 
     def where(self, what: str = "") -> str:
         return f"shard {self.shard} sample {self.key!r}" + (f" {what}" if what else "")
@@ -63,9 +97,10 @@ class ObjectFields:
         return self.reader.read(self.key, [field])[field]
 
     def _parsed(self, field: str, parse) -> Any:
-        if field not in self._cache:
-            self._cache[field] = parse(self.raw(field), self.where(f"field {field!r}"))
-        return self._cache[field]
+        if field not in self._values:
+            data = self.raw(field)
+            self._cache.store(self._id, field, parse(data, self.where(f"field {field!r}")), len(data))
+        return self._values[field]
 
     def array(self, field: str) -> np.ndarray:
         return self._parsed(field, read_npy)
@@ -169,12 +204,12 @@ class ObjectLoader:
 
     def _first_object(self) -> ObjectFields:
         position = next(i for i, e in enumerate(self._index) if e)
-        return ObjectFields(self._reader(position), *self._index[position][0])
+        return self._object(position, 0)
 
     def __getstate__(self) -> dict[str, Any]:
-        """Picklable for spawned workers: open readers stay behind (each process opens its own)."""
+        """Picklable for spawned workers: open readers, caches and buffers stay behind (each process has its own)."""
         state = dict(self.__dict__)
-        for name in ("_readers", "_reader_pid", "_loader", "_gpu_decoder"):
+        for name in ("_readers", "_field_cache", "_reader_pid", "_loader", "_gpu_decoder", "_buffers"):
             state.pop(name, None)
         return state
 
@@ -182,10 +217,16 @@ class ObjectLoader:
         """This process's reader of a shard (file handles are never shared across forked workers)."""
         if getattr(self, "_reader_pid", None) != os.getpid():
             self._readers: dict[int, ShardReader] = {}
+            self._field_cache = FieldCache()
             self._reader_pid = os.getpid()
         if position not in self._readers:
             self._readers[position] = ShardReader(self._paths[position], index={key: entry for key, entry, _ in self._index[position]})
         return self._readers[position]
+
+    def _object(self, position: int, ordinal: int) -> ObjectFields:
+        """Object `ordinal` of shard `position`, with this process's cache of its parsed fields."""
+        reader = self._reader(position)
+        return ObjectFields(reader, *self._index[position][ordinal], cache=self._field_cache, object_id=(position, ordinal))
 
     # --- plan, length, state ---------------------------------------------------------------------------------
 
@@ -243,8 +284,9 @@ class ObjectLoader:
         if getattr(self, "_loader", None) is None:
             self._cursor = torch.zeros(2, dtype=torch.int64).share_memory_()  # (epoch, first batch), shared with workers
             self._decode_on_gpu = self._make_gpu_decoder() is not None
+            self._buffers = self._batch_buffers() if self.num_workers else None
             self._loader = torch.utils.data.DataLoader(
-                _EpochBatches(self, self._cursor), batch_size=None, num_workers=self.num_workers,
+                _EpochBatches(self, self._cursor, self._buffers), batch_size=None, num_workers=self.num_workers,
                 pin_memory=self.device.type == "cuda", persistent_workers=self.num_workers > 0,
                 prefetch_factor=self.prefetch_factor if self.num_workers else None,
                 multiprocessing_context=self.multiprocessing_context if self.num_workers else None,
@@ -264,6 +306,10 @@ class ObjectLoader:
         self._skip_messages.extend(messages[: max(0, 10 - len(self._skip_messages))])
 
     def _make_gpu_decoder(self) -> GpuJpegDecoder | None:
+        return None
+
+    def _batch_buffers(self) -> BatchBuffers | None:
+        """Reusable shared buffers for the workers' batches (image loaders), made before the workers start."""
         return None
 
     def _to_device(self, raw_batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any] | None]:
@@ -299,8 +345,9 @@ class ObjectLoader:
 
     # --- worker side ---------------------------------------------------------------------------------------------
 
-    def _make_batch(self, items: list[Item], epoch: int) -> dict[str, Any]:
-        """Read and collate one batch (runs in a worker); skipped objects are listed under ``_skipped``."""
+    def _make_batch(self, items: list[Item], epoch: int, buffers: BatchBuffers | None = None) -> dict[str, Any]:
+        """Read and collate one batch (runs in a worker, into `buffers` when given); skipped objects are listed under
+        ``_skipped``."""
         records: list[dict[str, Any]] = []
         skipped: list[str] = []
         for (position, ordinal), group in groupby(items, key=lambda item: item[:2]):
@@ -308,7 +355,7 @@ class ObjectLoader:
             try:
                 if position in self._bad:
                     raise ShardError(self._bad[position])
-                obj = ObjectFields(self._reader(position), *self._index[position][ordinal])
+                obj = self._object(position, ordinal)
                 try:
                     records.extend(self._read_object(obj, subs, epoch))
                 except SchemaError as exc:
@@ -321,7 +368,7 @@ class ObjectLoader:
                 skipped.extend([str(exc)] * len(subs))
         if not records:
             return {"_skipped": skipped, "_empty": True}
-        batch = self._collate(records)
+        batch = self._collate(records, buffers)
         batch["_skipped"] = skipped
         return batch
 
@@ -329,7 +376,7 @@ class ObjectLoader:
         """One record per sub-index in `subs` for object `obj` (runs in a worker)."""
         raise NotImplementedError
 
-    def _collate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def _collate(self, records: list[dict[str, Any]], buffers: BatchBuffers | None = None) -> dict[str, Any]:
         """Stack records: numeric fields to tensors (floats as float32), ``key`` to a list."""
         batch: dict[str, Any] = {"key": [r["key"] for r in records]}
         for name, value in records[0].items():
@@ -354,38 +401,38 @@ def _hand_over(batch: dict[str, Any] | None, event) -> dict[str, Any] | None:
     return batch
 
 
-def _uint8_batch(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
-    """An uninitialised uint8 tensor; in a worker, allocated straight in shared memory (as torch's default_collate
-    does), so that handing it to the main process copies nothing."""
-    if not shared:
-        return torch.empty(shape, dtype=torch.uint8)
-    storage = torch.empty(0, dtype=torch.uint8)._typed_storage()._new_shared(int(np.prod(shape)))
-    return torch.empty(0, dtype=torch.uint8).new(storage).view(shape)
-
-
 class _EpochBatches(torch.utils.data.IterableDataset):
     """The batches of the epoch named by the shared `cursor` (epoch, first batch); worker w of W makes batches
-    first + w, first + w + W, ... Each worker computes the (pure) plan itself, so persistent workers need no messages."""
+    first + w, first + w + W, ... Each worker computes the (pure) plan itself, so persistent workers need no messages.
+    Worker w collates into its row of `buffers` (when given), all free again at the start of each iteration."""
 
-    def __init__(self, loader: ObjectLoader, cursor: torch.Tensor):
-        self.loader, self.cursor = loader, cursor
+    def __init__(self, loader: ObjectLoader, cursor: torch.Tensor, buffers: BatchBuffers | None = None):
+        self.loader, self.cursor, self.buffers = loader, cursor, buffers
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is not None and self.buffers is not None:
+            self.buffers.reset(worker)
         epoch, start = (int(v) for v in self.cursor)
         batches = self.loader._plan(epoch)
         for index in range(start + worker, len(batches), workers):
-            yield self.loader._make_batch(batches[index], epoch)
+            yield self.loader._make_batch(batches[index], epoch, self.buffers)
 
 
 class ImageLoader(ObjectLoader):
     """A loader whose items carry view images: decoding (CPU or GPU), resizing, channel fix and normalisation.
 
-    Records list their images under ``_images`` (bytes, one per slot) with ``_bgr``; batches carry them as
-    (slots, N, 3, H, W) uint8 pixels ((slots, N, H, W, 3) for channels_last) decoded by Pillow in the workers, or as
-    JPEG bytes decoded on the GPU.
+    Records list their images under ``_pixels`` ((H, W, 3) uint8 arrays decoded by Pillow in the workers) or, for GPU
+    decoding, ``_images`` (JPEG bytes, with ``_bgr``). Workers collate pixels into (slots, N, H, W, 3) uint8 batches
+    ((N, slots, H, W, 3) when `images_by_record`), in a reused shared buffer when one is free; the main process turns
+    them into (slots, N, 3, H, W) images: channels-last memory by default (free: the decoder's own layout), contiguous
+    with ``channels_last=False`` (one transposing pass in the main process).
     """
+
+    #: Images per record (PairLoader: 2), and whether a batch's images are stored record by record.
+    image_slots = 1
+    images_by_record = False
 
     def __init__(
         self,
@@ -395,7 +442,7 @@ class ImageLoader(ObjectLoader):
         size: int | None = None,
         normalize: bool = True,
         dtype: torch.dtype = torch.float32,
-        channels_last: bool = False,
+        channels_last: bool = True,
         fix_channels: bool = True,
         decode: str = "auto",
         **kwargs,
@@ -418,11 +465,27 @@ class ImageLoader(ObjectLoader):
         self._gpu_decoder = GpuJpegDecoder(self.device)
         return self._gpu_decoder
 
+    def _batch_buffers(self) -> BatchBuffers | None:
+        """Buffers sized for full batches of images at `size`, else of the first object's first view (batches of
+        other sizes use fresh blocks; so do all when that view cannot be read: the workers report it)."""
+        if self._decode_on_gpu:
+            return None
+        if self.size is not None:
+            height = width = self.size
+        else:
+            try:
+                height, width, _ = decode_cpu(self._first_object().image(0), None).shape
+            except Exception:
+                return None
+        nbytes = self.batch_size * self.image_slots * height * width * 3
+        # per worker: the prefetched batches, the one being made and the one the main process is copying out
+        return BatchBuffers.for_batches(self.num_workers, self.prefetch_factor + 2, nbytes)
+
     def _bgr(self, obj: ObjectFields) -> bool:
         return self.fix_channels and obj.meta.get("channel_order") == "bgr"
 
     def _image_record(self, obj: ObjectFields, views: list[int]) -> dict[str, Any]:
-        """Image fields of a record: bytes of `views` (GPU path) or their decoded pixels (CPU path)."""
+        """Image fields of a record: bytes of `views` (GPU path) or their decoded (H, W, 3) pixels (CPU path)."""
         bgr = self._bgr(obj)
         blobs = [obj.image(v) for v in views]
         what = [obj.where(f"view {v}") for v in views]
@@ -431,12 +494,12 @@ class ImageLoader(ObjectLoader):
         pixels = []
         for blob, label in zip(blobs, what):
             try:
-                pixels.append(decode_cpu(blob, self.size, bgr, channels_first=not self.channels_last))
+                pixels.append(decode_cpu(blob, self.size, bgr))
             except Exception as exc:
                 raise ShardError(f"{label}: cannot decode the image ({type(exc).__name__}: {exc}); the shard is corrupt") from exc
         return {"_pixels": pixels}
 
-    def _collate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def _collate(self, records: list[dict[str, Any]], buffers: BatchBuffers | None = None) -> dict[str, Any]:
         batch = super()._collate(records)
         slots = len(records[0].get("_pixels", records[0].get("_images", ())))
         if "_images" in records[0]:
@@ -448,28 +511,51 @@ class ImageLoader(ObjectLoader):
         shapes = {p.shape for r in records for p in r["_pixels"]}
         if len(shapes) > 1:
             raise ShardError(f"views of different sizes {sorted(shapes)} in one batch (keys {batch['key']}); pass size= to resize them")
-        pixels = _uint8_batch((slots, len(records), *shapes.pop()), shared=torch.utils.data.get_worker_info() is not None)
+        shape = (len(records), slots, *shapes.pop()) if self.images_by_record else (slots, len(records), *shapes.pop())
+        worker = torch.utils.data.get_worker_info()
+        claimed = buffers.claim(worker.id, shape) if buffers is not None and worker is not None else None
+        if claimed is not None:
+            batch["_buffer"], pixels = claimed
+        else:  # in a worker, straight in shared memory (as torch's default_collate), so that handing it over copies nothing
+            pixels = shared_uint8(shape) if worker is not None else torch.empty(shape, dtype=torch.uint8)
         array = pixels.numpy()
         for i, record in enumerate(records):
             for s, image in enumerate(record["_pixels"]):
-                array[s, i] = image
-        batch["_pixels"] = pixels
+                array[(i, s) if self.images_by_record else (s, i)] = image
+        batch["_pixels"] = shape if claimed is not None else pixels
         return batch
 
     def _images(self, raw: dict[str, Any]) -> torch.Tensor:
-        """(slots, N, 3, H, W) images on the device (channels-last strides), uint8 or normalised `dtype`."""
+        """(slots, N, 3, H, W) images on the device, uint8 or normalised `dtype`, channels-last memory unless
+        ``channels_last=False`` (see the class docstring); a worker's buffer is released once copied out."""
         if "_jpeg" in raw:
             slots = raw.pop("_slots")
             decoded = self._gpu_decoder.decode(raw.pop("_jpeg"), self.size, raw.pop("_jpeg_bgr"), raw.pop("_jpeg_what"))
             images = decoded.view(slots, -1, *decoded.shape[1:])
-            return normalize(images, 2, self.dtype) if self.normalize else images
-        # uint8 on the wire: (slots, N, 3, H, W), or (slots, N, H, W, 3) for channels_last (then each slot, permuted,
-        # is a channels-last (N, 3, H, W) view as it stands)
-        pixels = raw.pop("_pixels").to(self.device, non_blocking=True)
-        images = pixels.permute(0, 1, 4, 2, 3) if self.channels_last else pixels
-        return normalize(images, 2, self.dtype) if self.normalize else images
+            images = normalize(images, 2, self.dtype) if self.normalize else images
+            return images.movedim(2, -1).contiguous().movedim(-1, 2) if self.channels_last else images
+        pixels, slot = raw.pop("_pixels"), raw.pop("_buffer", None)
+        as_they_are = not self.normalize and self.channels_last and self.device.type == "cpu"
+        if slot is not None and as_they_are:  # no copy: the buffer is released when the user's tensors are freed
+            pixels, slot = self._buffers.hand_out(*slot, pixels), None
+        try:
+            if slot is not None:
+                pixels = self._buffers.view(*slot, pixels)
+            if self.device.type == "cuda":
+                if slot is not None:  # stage in pinned memory (the pin-memory thread only saw the buffer's number)
+                    pixels = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True).copy_(pixels)
+                pixels = pixels.to(self.device, non_blocking=True)
+            images = self._from_hwc(pixels)
+        finally:
+            if slot is not None:
+                self._buffers.release(*slot)
+        return images.transpose(0, 1) if self.images_by_record else images
 
-    def _layout(self, image: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> contiguous, in channels-last memory format when asked."""
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        return image.contiguous(memory_format=fmt)
+    def _from_hwc(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(A, B, H, W, 3) contiguous uint8 -> (A, B, 3, H, W), uint8 or normalised, in the requested memory layout
+        (a view of `pixels` only for uint8 channels-last)."""
+        if self.normalize:
+            return normalize_hwc(pixels, self.dtype, self.channels_last)
+        if not self.channels_last:
+            return pixels.movedim(-1, -3).contiguous()
+        return pixels.movedim(-1, -3)

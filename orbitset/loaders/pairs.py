@@ -9,6 +9,7 @@ import torch
 
 from orbitset import geometry
 from orbitset.errors import OrbitsetError, SchemaError, ShardError
+from orbitset.loaders.buffers import BatchBuffers
 from orbitset.loaders.base import ROTATION_FACTORS, TRANSLATION_NAMES, ImageLoader, ObjectFields
 from orbitset.loaders.sources import Source
 
@@ -51,8 +52,12 @@ class PairLoader(ImageLoader):
     pixels; None = stored size), `resampled` (draw objects with replacement), `drop_last`, `on_error` ("raise" or
     "skip": skip corrupt objects, count them in `skipped` and warn at the end of the epoch), `verify` ("size",
     "sha256" or "none": checks of the shards against the manifest), `fix_channels` (swap R and B for samples whose
-    meta.json says channel_order "bgr", e.g. converted original 3DIEBench; on by default), `channels_last`.
+    meta.json says channel_order "bgr", e.g. converted original 3DIEBench; on by default), `channels_last` (True,
+    the default: image tensors are (N, 3, H, W) views in channels-last memory, the decoder's own layout, which costs
+    nothing and suits convolutions; False: contiguous (N, 3, H, W), at the cost of one transposing pass per batch).
     """
+
+    image_slots = 2
 
     def __init__(self, source: Source, batch_size: int, *, pairs_per_object: int = 1, rotation: str = "quat", **kwargs):
         if rotation not in ROTATION_FORMATS:
@@ -105,8 +110,8 @@ class PairLoader(ImageLoader):
             records.append(record)
         return records
 
-    def _collate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = super()._collate(records)
+    def _collate(self, records: list[dict[str, Any]], buffers: BatchBuffers | None = None) -> dict[str, Any]:
+        batch = super()._collate(records, buffers)
         rot_a = np.stack([r["rot_a"] for r in records]).astype(np.float64)
         rot_b = np.stack([r["rot_b"] for r in records]).astype(np.float64)
         euler_a = euler_b = None
@@ -122,5 +127,5 @@ class PairLoader(ImageLoader):
         if batch is None:
             return None
         images = self._images(batch)
-        batch["view_a"], batch["view_b"] = self._layout(images[0]), self._layout(images[1])
+        batch["view_a"], batch["view_b"] = images[0], images[1]
         return batch

@@ -19,7 +19,8 @@ class ViewLoader(ImageLoader):
     ``mode="single"``: one view per object, drawn by a generator seeded with (seed, epoch, key); keys ``view``
     (N, 3, H, W), ``rotation`` (N, 3, 3), ``latents`` (N, F), ``label`` (N,), ``key``, ``index`` (N,) view index.
     ``mode="all"``: every view in index order; keys ``views`` (N, V, 3, H, W), ``rotations`` (N, V, 3, 3),
-    ``latents`` (N, V, F), ``label``, ``key``; every object must have the same number of views V.
+    ``latents`` (N, V, F), ``label``, ``key``; every object must have the same number of views V (with
+    ``channels_last=False``, ``views`` is contiguous; by default each image is channels-last in memory).
     Other options as `PairLoader` (images uint8 or normalised, `size`, `fix_channels`, distribution, resumption).
     """
 
@@ -29,6 +30,8 @@ class ViewLoader(ImageLoader):
         self.mode = mode
         super().__init__(source, batch_size, **kwargs)
         self.num_views = self._first_object().num_views
+        if mode == "all":
+            self.image_slots, self.images_by_record = self.num_views, True
 
     def _read_object(self, obj: ObjectFields, subs: list[int], epoch: int) -> list[dict[str, Any]]:
         latents, rotations, label = obj.array("latents.npy"), obj.array("rotations.npy"), obj.meta["class_index"]
@@ -50,7 +53,8 @@ class ViewLoader(ImageLoader):
             return None
         images = self._images(batch)
         if self.mode == "all":
-            batch["views"] = images.transpose(0, 1).contiguous()
+            views = images.transpose(0, 1)
+            batch["views"] = views if self.channels_last else views.contiguous()
         else:
-            batch["view"] = self._layout(images[0])
+            batch["view"] = images[0]
         return batch
