@@ -4,7 +4,9 @@ Writes its own dataset (`orbitset.testing.write_synthetic_dataset`: 256 px, qual
 the same images in 3DIEBench's original layout (SYNSET/OBJECT/image_i.jpg + latent_i.npy), then prints, in one run:
 
 1. the bare decode bound: Pillow decoding the same JPEGs in a tight loop, 2 per pair (pairs/s, one process);
-2. orbitset PairLoader pairs/s with 0 (inline), 1 and all workers (normalised float batches on the CPU);
+2. orbitset PairLoader pairs/s with 0 (inline), 1 and all workers: uint8 batches (what training on a GPU uses:
+   normalisation happens on the device) and normalised float batches on the CPU, both channels-last (the default),
+   and uint8 contiguous NCHW batches (``channels_last=False``) with 1 worker;
 3. the loose-file baseline, written the way 3DIEBench's loader works (per pair: two PIL opens, two np.load latents,
    scipy Euler -> relative quaternion, resize, to-tensor, normalise; torch DataLoader), at the same worker counts;
 4. the GPU path (decode on the device) when CUDA is present;
@@ -173,8 +175,8 @@ def main() -> None:
             configs["orbitset", normalize, workers] = (
                 lambda pl=pair_loader: epochs_rate(pl, pl._data_loader(), args.epochs)
             )
-    channels_last = PairLoader(shards, args.batch_size, num_workers=1, seed=0, normalize=False, channels_last=True)
-    configs["orbitset-cl", False, 1] = lambda: epochs_rate(channels_last, channels_last._data_loader(), args.epochs)
+    channels_first = PairLoader(shards, args.batch_size, num_workers=1, seed=0, normalize=False, channels_last=False)
+    configs["orbitset-nchw", False, 1] = lambda: epochs_rate(channels_first, channels_first._data_loader(), args.epochs)
     for workers in worker_counts[1:]:
         baseline = torch.utils.data.DataLoader(
             loose_files, batch_size=args.batch_size, shuffle=True, num_workers=workers, persistent_workers=True
@@ -197,7 +199,7 @@ def main() -> None:
             wall[name], efficiency[name] = max(wall.get(name, 0.0), rate), max(efficiency.get(name, 0.0), per_cpu)
 
     labels = {"bound": "(1) bare decode bound, 2 Pillow decodes per pair", "orbitset": "(2) orbitset PairLoader",
-              "orbitset-cl": "(2) orbitset PairLoader, channels-last",
+              "orbitset-nchw": "(2) orbitset PairLoader, contiguous NCHW",
               "loose": "(3) 3DIEBench-style loose files", "cuda-gpu": "(4) orbitset on CUDA, GPU decode",
               "cuda-cpu": "(4) orbitset on CUDA, CPU decode"}
     print(f"{'configuration':64s} {'pairs/s':>9s} {'pairs/CPU-s':>12s}")
@@ -218,6 +220,7 @@ def main() -> None:
             ours, theirs = ("orbitset", normalize, workers), ("loose", True, workers)
             print(f"  orbitset ({form}) / loose files, {workers} worker(s): {wall[ours] / wall[theirs]:5.2f} "
                   f"[{efficiency[ours] / efficiency[theirs]:5.2f}]  (target >= 2)")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 if __name__ == "__main__":
     main()

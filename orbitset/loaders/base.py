@@ -24,7 +24,7 @@ import torch
 
 from orbitset.errors import OrbitsetError, SchemaError, ShardError
 from orbitset.loaders.buffers import BatchBuffers, shared_uint8
-from orbitset.loaders.decode import GpuJpegDecoder, decode_cpu, normalize, normalize_hwc
+from orbitset.loaders.decode import GpuJpegDecoder, decode_cpu, normalize, normalize_hwc, to_channels_first
 from orbitset.loaders.plan import Item, distributed_rank_world, make_batches, object_rng, rank_objects
 from orbitset.loaders.sources import Source, localise, resolve_source
 from orbitset.schema import load_json, load_npy
@@ -556,6 +556,4 @@ class ImageLoader(ObjectLoader):
         (a view of `pixels` only for uint8 channels-last)."""
         if self.normalize:
             return normalize_hwc(pixels, self.dtype, self.channels_last)
-        if not self.channels_last:
-            return pixels.movedim(-1, -3).contiguous()
-        return pixels.movedim(-1, -3)
+        return pixels.movedim(-1, -3) if self.channels_last else to_channels_first(pixels)
