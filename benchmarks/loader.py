@@ -12,9 +12,11 @@ the same images in 3DIEBench's original layout (SYNSET/OBJECT/image_i.jpg + late
 4. the GPU path (decode on the device) when CUDA is present;
 
 and the ratios orbitset(1 worker) / decode bound (target >= 0.8) and orbitset / loose files at equal workers
-(target >= 2). Each figure is the best of --repeats interleaved rounds of --epochs epochs after a warm-up epoch
-(workers persist across epochs, for the baseline too); beside pairs/s it prints pairs per CPU-second of all the
-processes involved, a figure that other load on the machine does not distort.
+(target >= 2). Each pairs/s figure is the best of --repeats interleaved rounds of --epochs epochs after a warm-up
+epoch (workers persist across epochs, for the baseline too); beside pairs/s it prints pairs per CPU-second of all the
+processes involved, which other load on the machine distorts less. The ratios are the median over the rounds of the
+ratio within each round (its figures measured seconds apart), so that a moment of idle machine lucky for one
+configuration does not decide them.
 
 Usage: python benchmarks/loader.py [--objects 200] [--views 50] [--size 256] [--workers 2] [--work DIR]
 """
@@ -151,7 +153,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="'all workers' count")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per measurement")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--work", type=Path, default=None, help="folder for the datasets (reused when present)")
     args = parser.parse_args()
 
@@ -191,12 +193,16 @@ def main() -> None:
                 continue
             configs["cuda-" + decode_mode, True, args.workers] = lambda g=gpu: epochs_rate(g, g._data_loader(), args.epochs, "cuda")
 
-    wall: dict[tuple, float] = {}
-    efficiency: dict[tuple, float] = {}
+    rounds: list[dict[tuple, tuple[float, float]]] = []
     for _ in range(args.repeats):  # interleaved rounds: the machine's load hits every configuration alike
-        for name, measure in configs.items():
-            rate, per_cpu = measure()
-            wall[name], efficiency[name] = max(wall.get(name, 0.0), rate), max(efficiency.get(name, 0.0), per_cpu)
+        rounds.append({name: measure() for name, measure in configs.items()})
+    wall = {name: max(r[name][0] for r in rounds) for name in configs}
+    efficiency = {name: max(r[name][1] for r in rounds) for name in configs}
+
+    def ratio(ours: tuple, theirs: tuple) -> str:
+        """Median over rounds of the ratio within a round (measured seconds apart), wall [CPU-second]."""
+        within = [np.median([r[ours][k] / r[theirs][k] for r in rounds]) for k in (0, 1)]
+        return f"{within[0]:5.2f} [{within[1]:5.2f}]"
 
     labels = {"bound": "(1) bare decode bound, 2 Pillow decodes per pair", "orbitset": "(2) orbitset PairLoader",
               "orbitset-nchw": "(2) orbitset PairLoader, contiguous NCHW",
@@ -210,16 +216,15 @@ def main() -> None:
     if not torch.cuda.is_available():
         print("(4) GPU path: not run (no CUDA device)")
     bound = ("bound", False, 1)
-    print("ratios (wall pairs/s; in brackets pairs per CPU-second, which the machine's load does not distort):")
+    print("ratios: median over the rounds of the ratio within each round (wall pairs/s; in brackets pairs per CPU-second,\n"
+          "which the machine's load distorts less):")
     for normalize in (False, True):
         form = "normalised float" if normalize else "uint8"
         ours = ("orbitset", normalize, 1)
-        print(f"  orbitset 1 worker ({form}) / decode bound: {wall[ours] / wall[bound]:5.2f} "
-              f"[{efficiency[ours] / efficiency[bound]:5.2f}]  (target >= 0.8)")
+        print(f"  orbitset 1 worker ({form}) / decode bound: {ratio(ours, bound)}  (target >= 0.8)")
         for workers in worker_counts[1:]:
             ours, theirs = ("orbitset", normalize, workers), ("loose", True, workers)
-            print(f"  orbitset ({form}) / loose files, {workers} worker(s): {wall[ours] / wall[theirs]:5.2f} "
-                  f"[{efficiency[ours] / efficiency[theirs]:5.2f}]  (target >= 2)")
+            print(f"  orbitset ({form}) / loose files, {workers} worker(s): {ratio(ours, theirs)}  (target >= 2)")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 if __name__ == "__main__":
