@@ -4,7 +4,9 @@ A source is a dataset folder (holding ``manifest.json``), a manifest file or URL
 Shards listed in a manifest are checked against it before use: their size always, their sha256 when the loader is
 asked to (``verify="sha256"``) and whenever a remote shard is first downloaded into the cache. Remote shards
 (``http(s)://`` with the standard library, other schemes through fsspec) are downloaded once into the cache folder
-(``$ORBITSET_CACHE`` or ``~/.cache/orbitset/shards``) and then read with seeks like local ones.
+(``$ORBITSET_CACHE`` or ``~/.cache/orbitset/shards``) and then read with seeks like local ones; shards a manifest
+lists are fetched by `orbitset.manifests.download.fetch_file` (resumed, retried, verified before they appear),
+bare shard URLs without a manifest by a plain copy.
 """
 
 from __future__ import annotations
@@ -166,6 +168,15 @@ def localise(ref: ShardRef, verify: str) -> Path:
             _check_size(ref, path)
         if verify == "sha256":
             _check_sha256(ref, path)
+        return path
+    if ref.bytes is not None and ref.sha256 is not None:  # listed by a manifest: resumable, retried, verified
+        from orbitset.manifests.download import DownloadOptions, fetch_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fetch_file([ref.location], path.parent, path.name, ref.bytes, ref.sha256, DownloadOptions(progress=False))
+        except DownloadError as exc:
+            raise ShardError(f"shard {ref.name} could not be fetched from {ref.location}: {exc}") from exc
         return path
     _download(ref.location, path)
     try:

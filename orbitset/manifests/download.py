@@ -283,6 +283,15 @@ def _append(url: str, partial: Path, have: int, expected: int, options: Download
     return have
 
 
+@dataclass(frozen=True)
+class _Expected:
+    """What a fetched file must be: its plain name, size in bytes and sha256."""
+
+    name: str
+    bytes: int
+    sha256: str
+
+
 def fetch_shard(
     entry: ShardEntry,
     manifest_urls: list[str],
@@ -293,12 +302,32 @@ def fetch_shard(
     sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
     """Make ``out/entry.name`` a verified copy of the shard; True if bytes were fetched, False if it was kept."""
+    urls = [sibling_url(url, entry.name) for url in manifest_urls]
+    return fetch_file(urls, out, entry.name, entry.bytes, entry.sha256, options, progress, stop, sleep)
+
+
+def fetch_file(
+    urls: list[str],
+    out: Path,
+    name: str,
+    size: int,
+    sha256: str,
+    options: DownloadOptions,
+    progress: _Progress | None = None,
+    stop: threading.Event | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Make ``out/name`` a verified copy (`size` bytes, `sha256`) of the file at any of `urls` (tried in turn, as
+    mirrors): resumes ``out/.name.partial`` with HTTP Range, retries with backoff, fetches once more from scratch
+    if the hash is wrong, then raises DownloadError. True if bytes were fetched, False if a good copy was kept."""
+    progress = progress or _Progress(size, enabled=False)
+    stop = stop or threading.Event()
+    entry = _Expected(name, size, sha256)
     final = _target(out, entry.name)
     partial = _target(out, "." + entry.name + PARTIAL_SUFFIX)
     if final.exists() and final.stat().st_size == entry.bytes and file_sha256(final) == entry.sha256:
         progress.update(entry.bytes)
         return False
-    urls = [sibling_url(url, entry.name) for url in manifest_urls]
     unavailable: set[str] = set()
     errors: list[str] = []
     attempt = verify_failures = 0
