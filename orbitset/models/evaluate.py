@@ -3,7 +3,11 @@
 Tasks (`TASKS`); each returns a dict of metrics and is written to ``RUN/eval/TASK.json`` by `evaluate`:
 - ``classify``: linear probe on the representation, `views` random views per object, top-1 on validation objects;
 - ``rotation``: MLP probe (2D -> 1024 -> 1024 -> 4) on [rep_a, rep_b] predicting the relative quaternion; R^2 with
-  one global mean (`orbitset.models.losses.r2_score`);
+  one global mean (`orbitset.models.losses.r2_score`), reported with the R^2 of the constant predictor (the
+  per-component training mean, ``r2_mean_baseline``), which a useful probe must beat;
+
+Probes are fitted on features computed once (frozen trunk) with AdamW; a slice of the *training* objects
+(`holdout_fraction`, whole objects) is held out for early stopping (`patience` epochs), never the evaluated split.
 - ``color``: the same probe predicting the (floor, spot) hue deltas;
 - ``retrieval``: predict view j's embedding from view 0's and rank the true view among the object's views by cosine
   similarity (MRR, H@1, H@5); invariant methods predict with the identity;
@@ -52,6 +56,9 @@ class EvalOptions:
     probe_epochs: int = 300
     probe_lr: float = 1e-3
     probe_hidden: int = 1024
+    probe_weight_decay: float = 0.0
+    holdout_fraction: float = 0.0
+    patience: int = 10
     views: int = 1
     pairs_per_object: int = 1
     seed: int = 0
@@ -74,7 +81,9 @@ def pair_features(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, split:
     loader = PairLoader(opts.data or cfg.data, batch_size=opts.batch_size, split=split, num_workers=opts.num_workers,
                         seed=seed, shuffle=False, size=cfg.size, pairs_per_object=opts.pairs_per_object, device=opts.device)
     out: dict[str, list[torch.Tensor]] = {"rep_a": [], "rep_b": [], "rel_rotation": [], "rel_latents": [], "label": []}
+    keys: list[str] = []
     for batch in _batches(loader, opts.device):
+        keys.extend(batch["key"])
         out["rep_a"].append(model.method.representation(batch["view_a"]).float().cpu())
         out["rep_b"].append(model.method.representation(batch["view_b"]).float().cpu())
         for key in ("rel_rotation", "rel_latents", "label"):
@@ -83,6 +92,7 @@ def pair_features(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, split:
         raise OrbitsetError(f"the {split!r} split of {opts.data or cfg.data} has no objects")
     features = {k: torch.cat(v) for k, v in out.items()}
     features["rel_latent_names"] = list(loader.rel_latent_names)  # type: ignore[assignment]
+    features["keys"] = keys  # type: ignore[assignment]
     return features
 
 
@@ -91,16 +101,17 @@ def view_features(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, split:
     """Representations of `opts.views` random views per object (one pass of the single-view loader per view)."""
     from orbitset.loaders import ViewLoader
 
-    reps, labels = [], []
+    reps, labels, keys = [], [], []
     for repeat in range(opts.views):
         loader = ViewLoader(opts.data or cfg.data, batch_size=opts.batch_size, mode="single", split=split,
                             num_workers=opts.num_workers, seed=seed + repeat, shuffle=False, size=cfg.size, device=opts.device)
         for batch in _batches(loader, opts.device):
             reps.append(model.method.representation(batch["view"]).float().cpu())
+            keys.extend(batch["key"])
             labels.append(batch["label"].cpu())
     if not labels:
         raise OrbitsetError(f"the {split!r} split of {opts.data or cfg.data} has no objects")
-    return {"rep": torch.cat(reps), "label": torch.cat(labels)}
+    return {"rep": torch.cat(reps), "label": torch.cat(labels), "keys": keys}
 
 
 @torch.no_grad()
@@ -139,23 +150,57 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def train_probe(probe: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: Callable, opts: EvalOptions) -> nn.Module:
-    """Fit `probe` on fixed features with Adam (`probe_lr`), mini-batches of `batch_size`, `probe_epochs` epochs.
+def holdout_mask(keys: list[str], fraction: float, seed: int) -> torch.Tensor:
+    """Boolean mask of the rows whose object is in a seeded random `fraction` of the distinct objects (whole objects,
+    so that no held-out object also has rows in the fitting set)."""
+    objects = sorted(set(keys))
+    count = int(round(len(objects) * fraction))
+    if fraction > 0 and not 0 < count < len(objects):
+        raise OrbitsetError(f"holdout_fraction={fraction} of {len(objects)} training objects holds out none or all; "
+                            "use more objects or a fraction between 0 and 1")
+    chosen = torch.randperm(len(objects), generator=torch.Generator().manual_seed(seed))[:count].tolist()
+    held = {objects[i] for i in chosen}
+    return torch.tensor([key in held for key in keys], dtype=torch.bool)
 
-    Features are standardised with the training statistics first (`Standardize`, part of the returned probe)."""
-    probe = nn.Sequential(Standardize(inputs), probe)
+
+def train_probe(probe: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: Callable, opts: EvalOptions,
+                keys: list[str] | None = None) -> nn.Module:
+    """Fit `probe` on fixed features with AdamW (`probe_lr`, `probe_weight_decay`), mini-batches of `batch_size`, up
+    to `probe_epochs` epochs.
+
+    With `keys` (the object of every row) and `holdout_fraction` > 0, that fraction of the training objects is held
+    out and the probe keeps the weights of its best held-out loss, stopping after `patience` epochs without
+    improvement. Features are standardised with the fitting rows' statistics first (`Standardize`, part of the
+    returned probe)."""
+    fit = torch.ones(len(inputs), dtype=torch.bool)
+    if keys is not None and opts.holdout_fraction > 0:
+        fit = ~holdout_mask(keys, opts.holdout_fraction, opts.seed)
+    x_fit, y_fit, x_held, y_held = inputs[fit], targets[fit], inputs[~fit], targets[~fit]
+    probe = nn.Sequential(Standardize(x_fit), probe)
     generator = torch.Generator().manual_seed(opts.seed)
-    optimizer = torch.optim.Adam(probe.parameters(), lr=opts.probe_lr)
-    probe.train()
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=opts.probe_lr, weight_decay=opts.probe_weight_decay)
+    best, best_state, since_best = float("inf"), None, 0
     for _ in range(opts.probe_epochs):
-        order = torch.randperm(len(inputs), generator=generator)
-        for start in range(0, len(inputs), opts.batch_size):
+        probe.train()
+        order = torch.randperm(len(x_fit), generator=generator)
+        for start in range(0, len(x_fit), opts.batch_size):
             index = order[start : start + opts.batch_size]
             if len(index) < 2:
                 continue
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(probe(inputs[index]), targets[index]).backward()
+            loss_fn(probe(x_fit[index]), y_fit[index]).backward()
             optimizer.step()
+        if len(x_held):
+            with torch.no_grad():
+                held_loss = float(loss_fn(probe.eval()(x_held), y_held))
+            if held_loss < best:
+                best, best_state, since_best = held_loss, {k: v.clone() for k, v in probe.state_dict().items()}, 0
+            else:
+                since_best += 1
+                if since_best >= opts.patience:
+                    break
+    if best_state is not None:
+        probe.load_state_dict(best_state)
     return probe.eval()
 
 
@@ -170,7 +215,7 @@ def classify(model: ImageModel, cfg: TrainConfig, opts: EvalOptions) -> dict[str
     test = view_features(model, cfg, opts, opts.split, opts.seed + 1000)
     torch.manual_seed(opts.seed)
     probe = train_probe(nn.Linear(train["rep"].shape[1], cfg.num_classes), train["rep"], train["label"].long(),
-                        F.cross_entropy, opts)
+                        F.cross_entropy, opts, train["keys"])
     with torch.no_grad():
         top1 = float((probe(test["rep"]).argmax(1) == test["label"]).float().mean())
     return {"top1": top1, "chance": 1.0 / cfg.num_classes, "train_samples": len(train["rep"]),
@@ -184,12 +229,20 @@ def _regression(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, target: 
     x_test = torch.cat([test["rep_a"], test["rep_b"]], 1)
     y_train, y_test = target(train).float(), target(test).float()
     torch.manual_seed(opts.seed)
-    probe = train_probe(mlp_probe(x_train.shape[1], opts.probe_hidden, y_train.shape[1]), x_train, y_train,
-                        F.mse_loss, opts)
+    # The probe predicts the offset from the training mean, so that it starts at the constant predictor.
+    mean = y_train.mean(dim=0)
+    fitted = train_probe(mlp_probe(x_train.shape[1], opts.probe_hidden, y_train.shape[1]), x_train, y_train - mean,
+                         F.mse_loss, opts, train["keys"])
+
+    def probe(x: torch.Tensor) -> torch.Tensor:
+        return fitted(x) + mean
+
     with torch.no_grad():
         r2_test = r2_score(probe(x_test), y_test)
         r2_train = r2_score(probe(x_train), y_train)
-    return {"r2": r2_test, "r2_train": r2_train, "train_pairs": len(x_train), "test_pairs": len(x_test)}
+    baseline = r2_score(mean.expand_as(y_test), y_test)
+    return {"r2": r2_test, "r2_train": r2_train, "r2_mean_baseline": baseline, "train_pairs": len(x_train),
+            "test_pairs": len(x_test)}
 
 
 def rotation(model, cfg, opts):
