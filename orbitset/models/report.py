@@ -13,6 +13,7 @@ from orbitset.errors import OrbitsetError
 COLUMNS = (
     ("top-1", "classify", "top1"),
     ("rotation R^2", "rotation", "r2"),
+    ("R^2 of the mean", "rotation", "r2_mean_baseline"),
     ("colour R^2", "color", "r2"),
     ("MRR", "retrieval", "mrr"),
     ("H@1", "retrieval", "h@1"),
