@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def metric_table(runs: list[str | os.PathLike]) -> dict[str, dict[str, float]]:
 
 def markdown_report(runs: list[str | os.PathLike], out: str | os.PathLike | None = None) -> str:
     """The markdown table of `runs`; with `out` (a .md path) it also writes the file and a bar chart beside it, and
-    links each run's orbit plot."""
+    copies each run's orbit plot beside it and links it."""
     table = metric_table(runs)
     titles = [title for title, _, _ in COLUMNS if any(title in row for row in table.values())]
     lines = ["| run | " + " | ".join(titles) + " |", "|---|" + "---|" * len(titles)]
@@ -74,8 +75,10 @@ def markdown_report(runs: list[str | os.PathLike], out: str | os.PathLike | None
         figures = [f"![metrics]({os.path.relpath(bars, out.parent)})"]
         for run in runs:
             plot = Path(run) / "eval" / "orbit-plot.png"
-            if plot.is_file():
-                figures.append(f"![orbit plot of {Path(run).name}]({os.path.relpath(plot, out.parent)})")
+            if plot.is_file():  # copied beside the report, so that its links work wherever the runs live
+                beside = out.with_name(f"{out.stem}-{Path(run).name}-orbit.png")
+                shutil.copyfile(plot, beside)
+                figures.append(f"![orbit plot of {Path(run).name}]({beside.name})")
         text += "\n" + "\n\n".join(figures) + "\n"
         out.write_text(text)
     return text
