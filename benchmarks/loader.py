@@ -3,7 +3,8 @@
 Writes its own dataset (`orbitset.testing.write_synthetic_dataset`: 256 px, quality 90 JPEGs, 3DIEBench latents) and
 the same images in 3DIEBench's original layout (SYNSET/OBJECT/image_i.jpg + latent_i.npy), then prints, in one run:
 
-1. the bare decode bound: Pillow decoding the same JPEGs in a tight loop, 2 per pair (pairs/s, one process);
+1. the bare decode bound: the loaders' CPU decoder (libjpeg-turbo through simplejpeg) decoding the same JPEGs in a
+   tight loop, 2 per pair (pairs/s, one process), and Pillow's decoding of them for reference;
 2. orbitset PairLoader pairs/s with 0 (inline), 1 and all workers: uint8 batches (what training on a GPU uses:
    normalisation happens on the device) and normalised float batches on the CPU, both channels-last (the default),
    and uint8 contiguous NCHW batches (``channels_last=False``) with 1 worker;
@@ -73,12 +74,21 @@ def first_views(shards: Path) -> list[bytes]:
     return blobs
 
 
-def decode_bound(blobs: list[bytes], pairs: int) -> tuple[float, float]:
-    """(pairs/s, pairs per CPU-second) of Pillow decoding 2 JPEGs per pair in a tight loop (bytes in memory)."""
+def decode_bound(blobs: list[bytes], pairs: int, decode=decode_cpu) -> tuple[float, float]:
+    """(pairs/s, pairs per CPU-second) of `decode` (the loaders' CPU decoder by default) decoding 2 JPEGs per pair in
+    a tight loop (bytes in memory, each to a fresh (H, W, 3) uint8 array)."""
     wall, cpu = time.perf_counter(), time.process_time()
     for index in range(2 * pairs):
-        decode_cpu(blobs[index % len(blobs)], None)  # Image.open, decode, to an (H, W, 3) uint8 array
+        decode(blobs[index % len(blobs)], None)
     return pairs / (time.perf_counter() - wall), pairs / (time.process_time() - cpu)
+
+
+def decode_pillow(data: bytes, size: int | None) -> np.ndarray:
+    """Pillow's decoding to an (H, W, 3) uint8 array (the loaders' CPU decoder before simplejpeg), for reference."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -170,7 +180,8 @@ def main() -> None:
     blobs = first_views(shards)
     loose_files = LooseFiles3DIEBench(loose, args.views, args.size)
     worker_counts = sorted({0, 1, args.workers})
-    configs = {("bound", False, 1): lambda: decode_bound(blobs, 2 * args.objects)}
+    configs = {("bound", False, 1): lambda: decode_bound(blobs, 2 * args.objects),
+               ("pillow", False, 1): lambda: decode_bound(blobs, args.objects, decode_pillow)}
     for normalize in (False, True):
         for workers in worker_counts:
             pair_loader = PairLoader(shards, args.batch_size, num_workers=workers, seed=0, normalize=normalize)
@@ -204,14 +215,15 @@ def main() -> None:
         within = [np.median([r[ours][k] / r[theirs][k] for r in rounds]) for k in (0, 1)]
         return f"{within[0]:5.2f} [{within[1]:5.2f}]"
 
-    labels = {"bound": "(1) bare decode bound, 2 Pillow decodes per pair", "orbitset": "(2) orbitset PairLoader",
+    labels = {"bound": "(1) bare decode bound, 2 decodes per pair (simplejpeg)",
+              "pillow": "(1) for reference: 2 Pillow decodes per pair", "orbitset": "(2) orbitset PairLoader",
               "orbitset-nchw": "(2) orbitset PairLoader, contiguous NCHW",
               "loose": "(3) 3DIEBench-style loose files", "cuda-gpu": "(4) orbitset on CUDA, GPU decode",
               "cuda-cpu": "(4) orbitset on CUDA, CPU decode"}
     print(f"{'configuration':64s} {'pairs/s':>9s} {'pairs/CPU-s':>12s}")
     for (name, normalize, workers) in configs:
-        form = "" if name == "bound" else (", normalised float" if normalize else ", uint8 (normalise on device)")
-        label = f"{labels[name]}{form}, {workers} worker(s)" if name != "bound" else labels[name]
+        form = "" if name in ("bound", "pillow") else (", normalised float" if normalize else ", uint8 (normalise on device)")
+        label = f"{labels[name]}{form}, {workers} worker(s)" if name not in ("bound", "pillow") else labels[name]
         print(f"{label:64s} {wall[name, normalize, workers]:9.1f} {efficiency[name, normalize, workers]:12.1f}")
     if not torch.cuda.is_available():
         print("(4) GPU path: not run (no CUDA device)")

@@ -179,19 +179,22 @@ class ShardReader:
         """``{"__key__": key, "__shard__": name, field: bytes}`` for the given fields (all when None)."""
         entry = self._entry(key)
         wanted = list(entry) if fields is None else list(fields)
-        if self._file is None:
-            self._file = open(self.path, "rb")
         out: dict[str, Any] = {"__key__": key, "__shard__": self.path.name}
         for field in wanted:
-            ref = entry.get(field)
-            if ref is None:
-                raise ShardError(f"shard {self.path.name} sample {key!r} has no field {field!r}")
-            self._file.seek(ref.offset)
-            data = self._file.read(ref.size)
-            if len(data) != ref.size:
-                raise ShardError(f"shard {self.path.name} sample {key!r} field {field!r} is truncated")
-            out[field] = data
+            out[field] = self.read_field(key, field)
         return out
+
+    def read_field(self, key: str, field: str) -> bytes:
+        """The bytes of one field (the loaders' per-view read: one pread, no dict)."""
+        ref = self._entry(key).get(field)
+        if ref is None:
+            raise ShardError(f"shard {self.path.name} sample {key!r} has no field {field!r}")
+        if self._file is None:
+            self._file = open(self.path, "rb")
+        data = os.pread(self._file.fileno(), ref.size, ref.offset)
+        if len(data) != ref.size:
+            raise ShardError(f"shard {self.path.name} sample {key!r} field {field!r} is truncated")
+        return data
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for key in self.index:

@@ -4,7 +4,7 @@ A loader is an iterable of dict batches. Per epoch it computes its rank's plan (
 batches round-robin to torch DataLoader workers, and each worker reads, for every object of its batch, only the
 fields it needs by seeking into the shard (`orbitset.shards.ShardReader` with an index built once in the main
 process). Parsed small fields (latents, rotations, meta) stay cached per process across epochs (`FieldCache`).
-Images travel from the workers as (H, W, 3) uint8 pixels decoded by Pillow into reused shared-memory buffers
+Images travel from the workers as (H, W, 3) uint8 pixels decoded straight into reused shared-memory buffers
 (`orbitset.loaders.buffers`), or, for GPU decoding, as JPEG bytes; the main process copies or normalises them out
 (on the device when there is one). On CUDA, batches are staged in pinned memory and copied on a side stream one
 batch ahead.
@@ -24,7 +24,15 @@ import torch
 
 from orbitset.errors import OrbitsetError, SchemaError, ShardError
 from orbitset.loaders.buffers import BatchBuffers, shared_uint8
-from orbitset.loaders.decode import GpuJpegDecoder, decode_cpu, normalize, normalize_hwc, to_channels_first
+from orbitset.loaders.decode import (
+    GpuJpegDecoder,
+    ImageShapeError,
+    decode_cpu,
+    decoded_shape,
+    normalize,
+    normalize_hwc,
+    to_channels_first,
+)
 from orbitset.loaders.plan import Item, distributed_rank_world, make_batches, object_rng, rank_objects
 from orbitset.loaders.sources import Source, localise, resolve_source
 from orbitset.schema import load_json, load_npy
@@ -94,7 +102,7 @@ class ObjectFields:
         return f"shard {self.shard} sample {self.key!r}" + (f" {what}" if what else "")
 
     def raw(self, field: str) -> bytes:
-        return self.reader.read(self.key, [field])[field]
+        return self.reader.read_field(self.key, field)
 
     def _parsed(self, field: str, parse) -> Any:
         if field not in self._values:
@@ -286,7 +294,8 @@ class ObjectLoader:
             self._decode_on_gpu = self._make_gpu_decoder() is not None
             self._buffers = self._batch_buffers() if self.num_workers else None
             self._loader = torch.utils.data.DataLoader(
-                _EpochBatches(self, self._cursor, self._buffers), batch_size=None, num_workers=self.num_workers,
+                _EpochBatches(self, self._cursor, self._buffers), batch_size=None, collate_fn=_as_made,
+                num_workers=self.num_workers,
                 pin_memory=self.device.type == "cuda", persistent_workers=self.num_workers > 0,
                 prefetch_factor=self.prefetch_factor if self.num_workers else None,
                 multiprocessing_context=self.multiprocessing_context if self.num_workers else None,
@@ -337,11 +346,12 @@ class ObjectLoader:
             yield _hand_over(*pending)
 
     def _finalize(self, raw: dict[str, Any]) -> dict[str, Any] | None:
-        """Main-process side of a batch: count skips, move tensors to the device (subclasses add images)."""
+        """Main-process side of a batch: count skips, numeric arrays to tensors on the device (subclasses add images)."""
         self._note_skip(raw.pop("_skipped"))
         if raw.pop("_empty", False):
             return None
-        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in raw.items()}
+        return {k: torch.from_numpy(v).to(self.device, non_blocking=True) if isinstance(v, np.ndarray) else v
+                for k, v in raw.items()}
 
     # --- worker side ---------------------------------------------------------------------------------------------
 
@@ -366,9 +376,11 @@ class ObjectLoader:
                 if self.on_error == "raise":
                     raise
                 skipped.extend([str(exc)] * len(subs))
+        images, records = self._collect_images(records, buffers, skipped) if records else ({}, records)
         if not records:
             return {"_skipped": skipped, "_empty": True}
-        batch = self._collate(records, buffers)
+        batch = self._collate(records)
+        batch.update(images)
         batch["_skipped"] = skipped
         return batch
 
@@ -376,18 +388,45 @@ class ObjectLoader:
         """One record per sub-index in `subs` for object `obj` (runs in a worker)."""
         raise NotImplementedError
 
-    def _collate(self, records: list[dict[str, Any]], buffers: BatchBuffers | None = None) -> dict[str, Any]:
-        """Stack records: numeric fields to tensors (floats as float32), ``key`` to a list."""
+    def _collect_images(self, records: list[dict[str, Any]], buffers: BatchBuffers | None,
+                        skipped: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """(image fields of the batch, the records whose images are readable); image loaders decode here (runs in a
+        worker, into `buffers` when given), adding a message to `skipped` per record dropped (on_error="skip")."""
+        return {}, records
+
+    def _collate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Stack records: numeric fields, and those `_derived` computes from them, to numpy arrays (floats as
+        float32), ``key`` to a list; ``_`` fields are left out. Workers hand numpy arrays over pickled, in the batch's
+        one message: a tensor would cost a shared-memory file and a file-descriptor exchange each (about a fifth of a
+        worker's time with ten small tensors a batch)."""
+        fields = {name: np.array([r[name] for r in records]) for name in records[0] if name != "key" and name[0] != "_"}
+        fields.update(self._derived(records, fields))
         batch: dict[str, Any] = {"key": [r["key"] for r in records]}
-        for name, value in records[0].items():
-            if name == "key" or name.startswith("_"):
-                continue
-            stacked = np.stack([r[name] for r in records])
-            batch[name] = torch.from_numpy(stacked.astype(np.float32) if stacked.dtype.kind == "f" else stacked.astype(np.int64))
+        for name, stacked in fields.items():
+            batch[name] = stacked.astype(np.float32 if stacked.dtype.kind == "f" else np.int64, copy=False)
         return batch
+
+    def _derived(self, records: list[dict[str, Any]], fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Batch fields computed from the stacked `fields` at their stored precision (before the float32 cast)."""
+        return {}
 
     def _rng(self, epoch: int, key: str) -> np.random.Generator:
         return object_rng(self.seed, epoch, key)
+
+
+def _as_made(batch: dict[str, Any]) -> dict[str, Any]:
+    """The DataLoader's collate function: batches pass as the workers made them (its default would turn every numpy
+    array into a tensor in the worker, to be shared with the main process through a file descriptor each)."""
+    return batch
+
+
+def _decode_error(exc: Exception, what: str) -> OrbitsetError:
+    """The error for a view that failed to decode: ShardError (skippable) for corrupt bytes, a plain OrbitsetError
+    when the image has another size than the batch's (a usage error: `size=` fixes it, skipping would not)."""
+    if isinstance(exc, ImageShapeError):
+        return OrbitsetError(f"{what}: {exc}; views of different sizes cannot share a batch: pass size= to resize them "
+                             f"to one side")
+    return ShardError(f"{what}: cannot decode the image ({type(exc).__name__}: {exc}); the shard is corrupt")
 
 
 def _hand_over(batch: dict[str, Any] | None, event) -> dict[str, Any] | None:
@@ -423,11 +462,12 @@ class _EpochBatches(torch.utils.data.IterableDataset):
 class ImageLoader(ObjectLoader):
     """A loader whose items carry view images: decoding (CPU or GPU), resizing, channel fix and normalisation.
 
-    Records list their images under ``_pixels`` ((H, W, 3) uint8 arrays decoded by Pillow in the workers) or, for GPU
-    decoding, ``_images`` (JPEG bytes, with ``_bgr``). Workers collate pixels into (slots, N, H, W, 3) uint8 batches
-    ((N, slots, H, W, 3) when `images_by_record`), in a reused shared buffer when one is free; the main process turns
-    them into (slots, N, 3, H, W) images: channels-last memory by default (free: the decoder's own layout), contiguous
-    with ``channels_last=False`` (one transposing pass in the main process).
+    Records list their views' encoded bytes under ``_images`` (with ``_bgr``, and ``_object`` and ``_views`` to name
+    them in errors).
+    On the CPU path workers decode them straight into (slots, N, H, W, 3) uint8 batches ((N, slots, H, W, 3) when
+    `images_by_record`), in a reused shared buffer when one is free; for GPU decoding they pass the bytes on. The main
+    process turns the pixels into (slots, N, 3, H, W) images: channels-last memory by default (free: the decoder's
+    own layout), contiguous with ``channels_last=False`` (one transposing pass in the main process).
     """
 
     #: Images per record (PairLoader: 2), and whether a batch's images are stored record by record.
@@ -474,7 +514,7 @@ class ImageLoader(ObjectLoader):
             height = width = self.size
         else:
             try:
-                height, width, _ = decode_cpu(self._first_object().image(0), None).shape
+                height, width = decoded_shape(self._first_object().image(0))
             except Exception:
                 return None
         nbytes = self.batch_size * self.image_slots * height * width * 3
@@ -485,45 +525,59 @@ class ImageLoader(ObjectLoader):
         return self.fix_channels and obj.meta.get("channel_order") == "bgr"
 
     def _image_record(self, obj: ObjectFields, views: list[int]) -> dict[str, Any]:
-        """Image fields of a record: bytes of `views` (GPU path) or their decoded (H, W, 3) pixels (CPU path)."""
-        bgr = self._bgr(obj)
-        blobs = [obj.image(v) for v in views]
-        what = [obj.where(f"view {v}") for v in views]
-        if getattr(self, "_decode_on_gpu", False):
-            return {"_images": blobs, "_bgr": bgr, "_what": what}
-        pixels = []
-        for blob, label in zip(blobs, what):
-            try:
-                pixels.append(decode_cpu(blob, self.size, bgr))
-            except Exception as exc:
-                raise ShardError(f"{label}: cannot decode the image ({type(exc).__name__}: {exc}); the shard is corrupt") from exc
-        return {"_pixels": pixels}
+        """Image fields of a record: the encoded bytes of `views`, whether to swap R and B, names for errors."""
+        return {"_images": [obj.image(v) for v in views], "_bgr": self._bgr(obj), "_object": obj.where(), "_views": views}
 
-    def _collate(self, records: list[dict[str, Any]], buffers: BatchBuffers | None = None) -> dict[str, Any]:
-        batch = super()._collate(records)
-        slots = len(records[0].get("_pixels", records[0].get("_images", ())))
-        if "_images" in records[0]:
-            batch["_jpeg"] = [r["_images"][s] for s in range(slots) for r in records]
-            batch["_jpeg_bgr"] = [r["_bgr"] for _ in range(slots) for r in records]
-            batch["_jpeg_what"] = [r["_what"][s] for s in range(slots) for r in records]
-            batch["_slots"] = slots
-            return batch
-        shapes = {p.shape for r in records for p in r["_pixels"]}
-        if len(shapes) > 1:
-            raise ShardError(f"views of different sizes {sorted(shapes)} in one batch (keys {batch['key']}); pass size= to resize them")
-        shape = (len(records), slots, *shapes.pop()) if self.images_by_record else (slots, len(records), *shapes.pop())
+    def _collect_images(self, records: list[dict[str, Any]], buffers: BatchBuffers | None,
+                        skipped: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        slots = len(records[0]["_images"])
+        if getattr(self, "_decode_on_gpu", False):
+            return {"_jpeg": [r["_images"][s] for s in range(slots) for r in records],
+                    "_jpeg_bgr": [r["_bgr"] for _ in range(slots) for r in records],
+                    "_jpeg_what": [f"{r['_object']} view {r['_views'][s]}" for s in range(slots) for r in records],
+                    "_slots": slots}, records
+        height, width = self._pixel_shape(records)
+        shape = (len(records), slots, height, width, 3) if self.images_by_record else (slots, len(records), height, width, 3)
         worker = torch.utils.data.get_worker_info()
         claimed = buffers.claim(worker.id, shape) if buffers is not None and worker is not None else None
         if claimed is not None:
-            batch["_buffer"], pixels = claimed
+            slot, pixels = claimed
         else:  # in a worker, straight in shared memory (as torch's default_collate), so that handing it over copies nothing
-            pixels = shared_uint8(shape) if worker is not None else torch.empty(shape, dtype=torch.uint8)
+            slot, pixels = None, shared_uint8(shape) if worker is not None else torch.empty(shape, dtype=torch.uint8)
         array = pixels.numpy()
-        for i, record in enumerate(records):
-            for s, image in enumerate(record["_pixels"]):
-                array[(i, s) if self.images_by_record else (s, i)] = image
-        batch["_pixels"] = shape if claimed is not None else pixels
-        return batch
+        kept: list[dict[str, Any]] = []
+        for record in records:
+            row = len(kept)
+            try:
+                for s, blob in enumerate(record["_images"]):
+                    try:
+                        decode_cpu(blob, self.size, record["_bgr"], array[(row, s) if self.images_by_record else (s, row)])
+                    except Exception as exc:
+                        raise _decode_error(exc, f"{record['_object']} view {record['_views'][s]}") from exc
+            except ShardError as exc:
+                if self.on_error == "raise":
+                    raise
+                skipped.append(str(exc))
+                continue
+            kept.append(record)
+        if len(kept) < len(records):  # move the kept rows to the front, in the layout of a batch of len(kept)
+            shape = (len(kept), *shape[1:]) if self.images_by_record else (slots, len(kept), *shape[2:])
+            compact = np.ascontiguousarray(array[: len(kept)] if self.images_by_record else array[:, : len(kept)])
+            array.reshape(-1)[: compact.size] = compact.reshape(-1)
+            pixels = pixels.view(-1)[: compact.size].view(shape)
+        images = {"_pixels": shape, "_buffer": slot} if slot is not None else {"_pixels": pixels}
+        return images, kept
+
+    def _pixel_shape(self, records: list[dict[str, Any]]) -> tuple[int, int]:
+        """(H, W) of the batch's images: `size`, else the first readable image's (the others must match it)."""
+        if self.size is not None:
+            return self.size, self.size
+        for record in records:
+            try:
+                return decoded_shape(record["_images"][0])
+            except Exception:  # unreadable: decoding reports it, naming the view
+                continue
+        return 1, 1
 
     def _images(self, raw: dict[str, Any]) -> torch.Tensor:
         """(slots, N, 3, H, W) images on the device, uint8 or normalised `dtype`, channels-last memory unless

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from orbitset import geometry
 from orbitset.errors import OrbitsetError, SchemaError, ShardError
-from orbitset.loaders.buffers import BatchBuffers
 from orbitset.loaders.base import ROTATION_FACTORS, TRANSLATION_NAMES, ImageLoader, ObjectFields
+from orbitset.loaders.plan import object_draws
 from orbitset.loaders.sources import Source
 
 ROTATION_FORMATS = ("quat", "quat_raw", "matrix", "6d", "axis_angle")
@@ -34,8 +33,9 @@ def relative_rotation_as(rotation: str, rot_a: np.ndarray, rot_b: np.ndarray, eu
 class PairLoader(ImageLoader):
     """Batches of view pairs of the same object, with their relative rotation and factor deltas.
 
-    Per object read, `pairs_per_object` pairs (a, b) of distinct views are drawn by a generator seeded with
-    (seed, epoch, object key): the pairs do not depend on worker count, order or resumption. One epoch = every
+    Per object read, `pairs_per_object` pairs (a, b) of distinct views are drawn from uniform integers hashed from
+    (seed, epoch, object key) (`orbitset.loaders.plan.object_draws`): the pairs do not depend on worker count, order
+    or resumption. One epoch = every
     object of the rank once (``pairs_per_object=1`` is 3DIEBench's epoch).
 
     Batch keys: ``view_a``, ``view_b`` (N, 3, H, W): uint8 when ``normalize=False``, else `dtype` normalised with
@@ -68,7 +68,7 @@ class PairLoader(ImageLoader):
         super().__init__(source, batch_size, **kwargs)
         first = self._first_object()
         self.factor_names = list(first.meta["factor_names"])
-        self._other = [i for i, name in enumerate(self.factor_names) if name not in ROTATION_FACTORS]
+        self._other = np.array([i for i, name in enumerate(self.factor_names) if name not in ROTATION_FACTORS], dtype=np.int64)
         self._translations = first.has("translations.npy") and not any(n.startswith("trans") for n in self.factor_names)
         self.rel_latent_names = [self.factor_names[i] for i in self._other] + (list(TRANSLATION_NAMES) if self._translations else [])
         if rotation == "quat_raw" and tuple(self.factor_names[:3]) != ROTATION_FACTORS:
@@ -86,11 +86,10 @@ class PairLoader(ImageLoader):
             raise ShardError(f"{obj.where()} has {views} view(s); pairs need at least 2")
         if obj.meta["factor_names"] != self.factor_names:
             raise SchemaError(f"sample {obj.key!r}: factors {obj.meta['factor_names']} differ from the dataset's {self.factor_names}")
-        rng = self._rng(epoch, obj.key)
+        draws = object_draws(self.seed, epoch, obj.key, 2 * self.per_object)
         pairs = []
-        for _ in range(self.per_object):
-            a = int(rng.integers(views))
-            b = int(rng.integers(views - 1))
+        for first, second in zip(draws[::2], draws[1::2]):
+            a, b = first % views, second % (views - 1)
             pairs.append((a, b + (b >= a)))
         latents, rotations = obj.array("latents.npy"), obj.array("rotations.npy")
         translations = obj.array("translations.npy") if self._translations else None
@@ -98,29 +97,24 @@ class PairLoader(ImageLoader):
         records = []
         for sub in subs:
             a, b = pairs[sub]
-            deltas = latents[b, self._other] - latents[a, self._other]
-            if translations is not None:
-                deltas = np.concatenate([deltas, translations[b] - translations[a]])
             record = {
-                "key": obj.key, "label": np.int64(label), "index_a": np.int64(a), "index_b": np.int64(b),
+                "key": obj.key, "label": label, "index_a": a, "index_b": b,
                 "rot_a": rotations[a], "rot_b": rotations[b], "latents_a": latents[a], "latents_b": latents[b],
-                "rel_latents": deltas,
             }
+            if translations is not None:
+                record["_translation_a"], record["_translation_b"] = translations[a], translations[b]
             record.update(self._image_record(obj, [a, b]))
             records.append(record)
         return records
 
-    def _collate(self, records: list[dict[str, Any]], buffers: BatchBuffers | None = None) -> dict[str, Any]:
-        batch = super()._collate(records, buffers)
-        rot_a = np.stack([r["rot_a"] for r in records]).astype(np.float64)
-        rot_b = np.stack([r["rot_b"] for r in records]).astype(np.float64)
-        euler_a = euler_b = None
-        if self.rotation == "quat_raw":
-            euler_a = np.stack([r["latents_a"][:3] for r in records]).astype(np.float64)
-            euler_b = np.stack([r["latents_b"][:3] for r in records]).astype(np.float64)
-        relative = relative_rotation_as(self.rotation, rot_a, rot_b, euler_a, euler_b)
-        batch["rel_rotation"] = torch.from_numpy(np.asarray(relative, dtype=np.float32))
-        return batch
+    def _derived(self, records: list[dict[str, Any]], fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``rel_latents`` (b - a of the other factors, then of the translations) and ``rel_rotation``."""
+        deltas = fields["latents_b"][:, self._other] - fields["latents_a"][:, self._other]
+        if self._translations:
+            moved = np.stack([r["_translation_b"] for r in records]) - np.stack([r["_translation_a"] for r in records])
+            deltas = np.concatenate([deltas, moved], axis=1)
+        euler = (fields["latents_a"][:, :3], fields["latents_b"][:, :3]) if self.rotation == "quat_raw" else (None, None)
+        return {"rel_latents": deltas, "rel_rotation": relative_rotation_as(self.rotation, fields["rot_a"], fields["rot_b"], *euler)}
 
     def _finalize(self, raw: dict[str, Any]) -> dict[str, Any] | None:
         batch = super()._finalize(raw)

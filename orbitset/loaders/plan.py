@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
 from typing import Sequence
 
 import numpy as np
@@ -43,6 +44,16 @@ def distributed_rank_world(rank: int | None = None, world_size: int | None = Non
 def stable_hash(text: str) -> int:
     """A 63-bit integer from `text` that is the same in every process (Python's hash() is salted per process)."""
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") >> 1
+
+
+def object_draws(seed: int, epoch: int, key: str, count: int) -> list[int]:
+    """`count` uniform 64-bit integers for (seed, epoch, key): BLAKE2b in counter mode, 8 integers per hash (about
+    2 us, against 45 us for seeding a numpy generator: the view choices of a pair cost next to nothing)."""
+    draws: list[int] = []
+    for block in range(-(-count // 8)):
+        digest = hashlib.blake2b(f"{seed}:{epoch}:{key}:{block}".encode("utf-8"), digest_size=64).digest()
+        draws.extend(struct.unpack("<8Q", digest))
+    return draws[:count]
 
 
 def object_rng(seed: int, epoch: int, key: str) -> np.random.Generator:

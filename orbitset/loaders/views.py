@@ -8,6 +8,7 @@ import numpy as np
 
 from orbitset.errors import ShardError
 from orbitset.loaders.base import ImageLoader, ObjectFields
+from orbitset.loaders.plan import object_draws
 from orbitset.loaders.sources import Source
 
 VIEW_MODES = ("single", "all")
@@ -16,7 +17,7 @@ VIEW_MODES = ("single", "all")
 class ViewLoader(ImageLoader):
     """Batches of single views, or of all views of each object.
 
-    ``mode="single"``: one view per object, drawn by a generator seeded with (seed, epoch, key); keys ``view``
+    ``mode="single"``: one view per object, drawn from an integer hashed from (seed, epoch, key); keys ``view``
     (N, 3, H, W), ``rotation`` (N, 3, 3), ``latents`` (N, F), ``label`` (N,), ``key``, ``index`` (N,) view index.
     ``mode="all"``: every view in index order; keys ``views`` (N, V, 3, H, W), ``rotations`` (N, V, 3, 3),
     ``latents`` (N, V, F), ``label``, ``key``; every object must have the same number of views V (with
@@ -41,7 +42,7 @@ class ViewLoader(ImageLoader):
             record = {"key": obj.key, "label": np.int64(label), "rotations": rotations, "latents": latents}
             record.update(self._image_record(obj, list(range(obj.num_views))))
             return [record]
-        view = int(self._rng(epoch, obj.key).integers(obj.num_views))
+        view = object_draws(self.seed, epoch, obj.key, 1)[0] % obj.num_views
         record = {"key": obj.key, "label": np.int64(label), "index": np.int64(view),
                   "rotation": rotations[view], "latents": latents[view]}
         record.update(self._image_record(obj, [view]))

@@ -5,11 +5,17 @@ from __future__ import annotations
 import shutil
 import warnings
 
+import numpy as np
 import pytest
 
-from orbitset.errors import ShardError
+from orbitset.errors import OrbitsetError, ShardError
 from orbitset.loaders import PairLoader, ViewLoader
-from orbitset.shards import index_shard
+from orbitset.loaders.decode import decode_cpu
+from orbitset.schema import decode
+from orbitset.shards import ShardReader, index_shard
+from orbitset.testing import synthetic_sample
+
+from .conftest import write_samples
 
 
 @pytest.fixture
@@ -92,3 +98,50 @@ def test_unreadable_shard_in_a_plain_list_is_reported_each_epoch(copy):
         with pytest.warns(UserWarning, match="train-000002.tar"):
             keys = [k for batch in loader for k in batch["key"]]
         assert len(keys) == 8 and loader.skipped == 1 and loader.epoch == epoch + 1
+
+
+def read_samples(shard):
+    with ShardReader(shard) as reader:
+        return [decode(fields, validate_sample=False) for fields in reader]
+
+
+def truncate_views(shard, key, views):
+    """Zero the second half of some views' JPEG data (same size: the header still parses, decoding fails)."""
+    entry = index_shard(shard)[key]
+    with open(shard, "r+b") as handle:
+        for view in views:
+            ref = entry[f"{view:03d}.jpg"]
+            handle.seek(ref.offset + ref.size // 2)
+            handle.write(b"\x00" * (ref.size - ref.size // 2))
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_objects_skipped_inside_a_batch_leave_the_others_intact(copy, num_workers):
+    shard = copy / "train-000000.tar"
+    key = list(index_shard(shard))[1]
+    truncate_views(shard, key, range(6))
+    samples = {s.key: s for path in sorted(copy.glob("train-*.tar")) for s in read_samples(path)}
+    pairs = PairLoader(copy, 9, on_error="skip", shuffle=False, normalize=False, num_workers=num_workers)
+    views = ViewLoader(copy, 9, mode="all", on_error="skip", shuffle=False, normalize=False, num_workers=num_workers)
+    with pytest.warns(UserWarning, match=key):
+        (batch,) = list(pairs)
+    with pytest.warns(UserWarning, match=key):
+        (all_views,) = list(views)
+    assert pairs.skipped == views.skipped == 1 and key not in batch["key"] and key not in all_views["key"]
+    assert batch["view_a"].shape[0] == all_views["views"].shape[0] == 8
+    for i, other in enumerate(batch["key"]):
+        for name, index in (("view_a", "index_a"), ("view_b", "index_b")):
+            expected = decode_cpu(samples[other].images[int(batch[index][i])], None)
+            np.testing.assert_array_equal(batch[name][i].permute(1, 2, 0).numpy(), expected)
+    for i, other in enumerate(all_views["key"]):
+        for view in range(6):
+            expected = decode_cpu(samples[other].images[view], None)
+            np.testing.assert_array_equal(all_views["views"][i, view].permute(1, 2, 0).numpy(), expected)
+
+
+def test_views_of_different_sizes_ask_for_size(tmp_path):
+    samples = [synthetic_sample("class0", 0, index, views=3, size=16 + 8 * index, seed=1) for index in range(2)]
+    data = write_samples(tmp_path / "mixed", samples)
+    with pytest.raises(OrbitsetError, match=r"views of different sizes.*pass size="):
+        list(PairLoader(data, 2, on_error="skip"))
+    assert next(iter(PairLoader(data, 2, size=16)))["view_a"].shape == (2, 3, 16, 16)

@@ -149,3 +149,24 @@ def test_bad_options_are_refused(dataset):
         PairLoader(dataset, 2, device="cuda")
     with pytest.raises(OrbitsetError, match="no split"):
         PairLoader(dataset, 2, split="test")
+
+
+def test_translation_deltas_follow_the_other_factors(tmp_path):
+    from orbitset.testing import synthetic_sample
+    from tests.loaders.conftest import write_samples
+
+    samples = []
+    for index in range(3):
+        sample = synthetic_sample("class0", 0, index, views=4, size=16, seed=2)
+        sample.translations = np.random.default_rng(index).uniform(-0.5, 0.5, (4, 3))
+        samples.append(sample)
+    write_samples(tmp_path / "moved", samples)
+    loader = PairLoader(tmp_path / "moved", 3, pairs_per_object=2, shuffle=False)
+    assert loader.rel_latent_names[-3:] == ["translation_x", "translation_y", "translation_z"]
+    by_key = {s.key: s for s in samples}
+    for batch in loader:
+        for i, key in enumerate(batch["key"]):
+            a, b = int(batch["index_a"][i]), int(batch["index_b"][i])
+            moved = by_key[key].translations[b] - by_key[key].translations[a]
+            np.testing.assert_allclose(batch["rel_latents"][i, -3:].numpy(), moved, atol=1e-6)
+            np.testing.assert_allclose(batch["rel_latents"][i, 0].numpy(), by_key[key].latents[b, 3] - by_key[key].latents[a, 3], atol=1e-6)
