@@ -67,16 +67,24 @@ def decode_cpu(data: bytes, size: int | None, bgr: bool = False, out: np.ndarray
     if _is_jpeg(data):
         import simplejpeg
 
+        order = "BGR" if bgr else "RGB"
+        if size is None and out is not None:  # the loaders' common case: one call, no header pass
+            try:
+                decoded = simplejpeg.decode_jpeg(data, colorspace=order, buffer=out)
+            except ValueError:  # corrupt, larger than `out`, or CMYK: the path below tells which
+                decoded = None
+            if decoded is not None and decoded.shape == out.shape:
+                return out
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data, min_height=size or 0, min_width=size or 0,
                                                                        min_factor=2 if size else 1)
         except ValueError:
             colorspace = None
         if colorspace in ("Gray", "YCbCr", "RGB"):
-            order = "BGR" if bgr else "RGB"
             scale = {"min_height": size, "min_width": size, "min_factor": 2} if size else {}
-            if out is not None and (height, width) == out.shape[:2] and out.shape[2:] == (3,):
-                return simplejpeg.decode_jpeg(data, colorspace=order, buffer=out, **scale)
+            if out is not None and (height, width, 3) == out.shape:
+                simplejpeg.decode_jpeg(data, colorspace=order, buffer=out, **scale)
+                return out
             pixels = simplejpeg.decode_jpeg(data, colorspace=order, **scale)
     if pixels is None:
         pixels = _decode_pillow(data, size, bgr)
@@ -88,7 +96,7 @@ def decode_cpu(data: bytes, size: int | None, bgr: bool = False, out: np.ndarray
         return pixels
     if out.shape != pixels.shape:
         raise ImageShapeError(f"the image decodes to {pixels.shape[1]}x{pixels.shape[0]} pixels, not the "
-                         f"{out.shape[1]}x{out.shape[0]} expected")
+                              f"{out.shape[1]}x{out.shape[0]} expected")
     out[...] = pixels
     return out
 

@@ -84,8 +84,9 @@ class PairLoader(ImageLoader):
         views = obj.num_views
         if views < 2:
             raise ShardError(f"{obj.where()} has {views} view(s); pairs need at least 2")
-        if obj.meta["factor_names"] != self.factor_names:
-            raise SchemaError(f"sample {obj.key!r}: factors {obj.meta['factor_names']} differ from the dataset's {self.factor_names}")
+        meta = obj.meta
+        if meta["factor_names"] != self.factor_names:
+            raise SchemaError(f"sample {obj.key!r}: factors {meta['factor_names']} differ from the dataset's {self.factor_names}")
         draws = object_draws(self.seed, epoch, obj.key, 2 * self.per_object)
         pairs = []
         for first, second in zip(draws[::2], draws[1::2]):
@@ -93,7 +94,7 @@ class PairLoader(ImageLoader):
             pairs.append((a, b + (b >= a)))
         latents, rotations = obj.array("latents.npy"), obj.array("rotations.npy")
         translations = obj.array("translations.npy") if self._translations else None
-        label = obj.meta["class_index"]
+        label = meta["class_index"]
         records = []
         for sub in subs:
             a, b = pairs[sub]
