@@ -542,8 +542,10 @@ class ImageLoader(ObjectLoader):
         claimed = buffers.claim(worker.id, shape) if buffers is not None and worker is not None else None
         if claimed is not None:
             slot, pixels = claimed
-        else:  # in a worker, straight in shared memory (as torch's default_collate), so that handing it over copies nothing
-            slot, pixels = None, shared_uint8(shape) if worker is not None else torch.empty(shape, dtype=torch.uint8)
+        elif worker is not None:  # straight in shared memory (as torch's default_collate): handing it over copies nothing
+            slot, pixels = None, shared_uint8(shape)
+        else:  # the main process: numpy's allocation gets transparent huge pages (a few dozen page faults, not 6,400)
+            slot, pixels = None, torch.from_numpy(np.empty(shape, np.uint8))
         array = pixels.numpy()
         kept: list[dict[str, Any]] = []
         for record in records:
