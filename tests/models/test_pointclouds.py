@@ -49,12 +49,15 @@ def test_equivariance_check_detects_a_non_equivariant_layer():
                                         equivariance.act_vectors, equivariance.act_vectors)
 
 
-@pytest.mark.parametrize("pooling,k", [("mean", 8), ("max", 0)])
-def test_vn_pointnet_equivariant_features_and_invariant_outputs(pooling, k):
+# Max pooling keeps, per channel, the vector with the largest projection: exact up to argmax near-ties, which float32
+# rounding of the rotated input can flip (seen here: one channel whose projections are all about -1.3e-6 picked
+# another of its near-zero vectors, relative error 9e-4), so it is checked in float64; mean pooling in float32.
+@pytest.mark.parametrize("pooling,k,dtype", [("mean", 8, torch.float32), ("max", 0, torch.float64)])
+def test_vn_pointnet_equivariant_features_and_invariant_outputs(pooling, k, dtype):
     torch.manual_seed(0)
-    model = VNPointNet(5, widths=(8, 8, 16, 24), k=k, pooling=pooling).eval()
-    points = anisotropic_clouds()
-    rotations = equivariance.random_rotations(4, 3)
+    model = VNPointNet(5, widths=(8, 8, 16, 24), k=k, pooling=pooling).eval().to(dtype)
+    points = anisotropic_clouds().to(dtype)
+    rotations = equivariance.random_rotations(4, 3, dtype)
     assert model(points).shape == (4, 5)
     assert equivariance.equivariance_error(model.equivariant_features, points, rotations) < 1e-4
     assert equivariance.invariance_error(model.features, points, rotations) < 1e-4
