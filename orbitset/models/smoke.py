@@ -238,7 +238,8 @@ def run_smoke(out: str | Path, data: str | Path | None = None, results: str | Pa
             f"{task} " + ", ".join(f"{k} {v:.3g}" for k, v in r.items() if isinstance(v, float))
             for task, r in collected[run].items()), flush=True)
     claims = check_claims(collected, plan)
-    command = "orbitset smoke --out " + str(out) + (f" --scale {scale}" if scale != 1.0 else "")
+    command = (f"orbitset smoke --out {out}" + (f" --data {data}" if data != out / "data" else "")
+               + (f" --scale {scale}" if scale != 1.0 else ""))
     write_results(Path(results), [out / run for run in tasks], collected, claims, timer, plan, data, command, planned)
     for claim, ok, evidence in claims:
         print(f"[smoke] {'PASS' if ok else 'FAIL'}: {claim}: {evidence}")
