@@ -571,7 +571,8 @@ class ImageLoader(ObjectLoader):
         return images, kept
 
     def _pixel_shape(self, records: list[dict[str, Any]]) -> tuple[int, int]:
-        """(H, W) of the batch's images: `size`, else the first readable image's (the others must match it)."""
+        """(H, W) of the batch's images: `size`, else the first readable image's (the others must match it); (1, 1)
+        when none is readable, so that decoding each view reports its error."""
         if self.size is not None:
             return self.size, self.size
         for record in records:
