@@ -57,7 +57,8 @@ def object_draws(seed: int, epoch: int, key: str, count: int) -> list[int]:
 
 
 def object_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
-    """The generator that picks an object's views (and point subsets, rotations) in an epoch: seeded by (seed, epoch, key).
+    """The generator of the point loader's random choices for an object in an epoch (point subsets, rotations, the view
+    whose pose to take): seeded by (seed, epoch, key); view pairs and single views use the cheaper `object_draws`.
 
     A Philox generator keyed directly by a hash of the three (no SeedSequence: a fifth of the cost per object)."""
     return np.random.Generator(np.random.Philox(key=stable_hash(f"{seed}:{epoch}:{key}")))
