@@ -16,13 +16,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from orbitset.models.evaluate import EvalOptions, evaluate
 from orbitset.models.report import markdown_report
 from orbitset.models.train import TrainConfig, train
+
+if TYPE_CHECKING:
+    from orbitset.render.recipes import Recipe
 
 
 @dataclass
@@ -88,7 +91,7 @@ class StageTimer:
         return _Stage()
 
 
-def smoke_recipe(plan: SmokePlan):
+def smoke_recipe(plan: SmokePlan) -> "Recipe":
     """3DIEBench's recipe (same factors and ranges) with the camera at `plan.camera_distance`, `plan.views` views of
     `plan.size` px; named "3diebench-close"."""
     from orbitset.render.recipes import get_recipe
