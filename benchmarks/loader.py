@@ -25,7 +25,6 @@ Usage: python benchmarks/loader.py [--objects 200] [--views 50] [--size 256] [--
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
 import tempfile
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 
 from orbitset.loaders import MEAN_3DIEBENCH, STD_3DIEBENCH, PairLoader
-from orbitset.loaders.decode import decode_cpu
+from orbitset.loaders.decode import decode_cpu, decode_pillow
 from orbitset.schema import decode
 from orbitset.shards import ShardReader
 from orbitset.testing import write_synthetic_dataset
@@ -81,14 +80,6 @@ def decode_bound(blobs: list[bytes], pairs: int, decode=decode_cpu) -> tuple[flo
     for index in range(2 * pairs):
         decode(blobs[index % len(blobs)], None)
     return pairs / (time.perf_counter() - wall), pairs / (time.process_time() - cpu)
-
-
-def decode_pillow(data: bytes, size: int | None) -> np.ndarray:
-    """Pillow's decoding to an (H, W, 3) uint8 array (the loaders' CPU decoder before simplejpeg), for reference."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def _cpu_seconds(pids: list[int]) -> float:

@@ -87,7 +87,7 @@ def decode_cpu(data: bytes, size: int | None, bgr: bool = False, out: np.ndarray
                 return out
             pixels = simplejpeg.decode_jpeg(data, colorspace=order, **scale)
     if pixels is None:
-        pixels = _decode_pillow(data, size, bgr)
+        pixels = decode_pillow(data, size, bgr)
     if size is not None and pixels.shape[:2] != (size, size):
         from PIL import Image
 
@@ -101,7 +101,7 @@ def decode_cpu(data: bytes, size: int | None, bgr: bool = False, out: np.ndarray
     return out
 
 
-def _decode_pillow(data: bytes, size: int | None, bgr: bool) -> np.ndarray:
+def decode_pillow(data: bytes, size: int | None, bgr: bool = False) -> np.ndarray:
     """Pillow's decoding (any format it reads), at a reduced JPEG DCT scale when `size` is at most half the image."""
     from PIL import Image
 
