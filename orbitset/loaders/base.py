@@ -143,6 +143,9 @@ class ObjectLoader:
 
     #: Items drawn per object read (PairLoader: pairs_per_object).
     per_object = 1
+    #: Record fields that cross from the workers at stored precision, for `_derived` (main process, on the device):
+    #: the per-batch maths stays off the workers, which only read and decode.
+    exact_fields: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -350,8 +353,16 @@ class ObjectLoader:
         self._note_skip(raw.pop("_skipped"))
         if raw.pop("_empty", False):
             return None
-        return {k: torch.from_numpy(v).to(self.device, non_blocking=True) if isinstance(v, np.ndarray) else v
-                for k, v in raw.items()}
+        batch = {k: torch.from_numpy(v).to(self.device, non_blocking=True) if isinstance(v, np.ndarray) else v
+                 for k, v in raw.items()}
+        if self.exact_fields:
+            derived = self._derived(batch)
+            for name in self.exact_fields:
+                exact = batch.pop(name, None)
+                if exact is not None and name[0] != "_":
+                    batch[name] = exact.float()
+            batch.update({name: value.float() for name, value in derived.items()})
+        return batch
 
     # --- worker side ---------------------------------------------------------------------------------------------
 
@@ -395,19 +406,22 @@ class ObjectLoader:
         return {}, records
 
     def _collate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        """Stack records: numeric fields, and those `_derived` computes from them, to numpy arrays (floats as
-        float32), ``key`` to a list; ``_`` fields are left out. Workers hand numpy arrays over pickled, in the batch's
-        one message: a tensor would cost a shared-memory file and a file-descriptor exchange each (about a fifth of a
+        """Stack records: numeric fields to numpy arrays (floats as float32, but `exact_fields` at stored precision),
+        ``key`` to a list; other ``_`` fields are left out. Workers hand numpy arrays over pickled, in the batch's one
+        message: a tensor would cost a shared-memory file and a file-descriptor exchange each (about a fifth of a
         worker's time with ten small tensors a batch)."""
-        fields = {name: np.array([r[name] for r in records]) for name in records[0] if name != "key" and name[0] != "_"}
-        fields.update(self._derived(records, fields))
         batch: dict[str, Any] = {"key": [r["key"] for r in records]}
-        for name, stacked in fields.items():
-            batch[name] = stacked.astype(np.float32 if stacked.dtype.kind == "f" else np.int64, copy=False)
+        for name in records[0]:
+            exact = name in self.exact_fields
+            if name == "key" or (name[0] == "_" and not exact):
+                continue
+            stacked = np.array([r[name] for r in records])
+            batch[name] = stacked if exact else stacked.astype(np.float32 if stacked.dtype.kind == "f" else np.int64, copy=False)
         return batch
 
-    def _derived(self, records: list[dict[str, Any]], fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Batch fields computed from the stacked `fields` at their stored precision (before the float32 cast)."""
+    def _derived(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Main process: batch fields computed, on the device, from the batch's tensors, `exact_fields` still at their
+        stored precision (then all cast to float32; those named with a leading ``_`` are dropped)."""
         return {}
 
     def _rng(self, epoch: int, key: str) -> np.random.Generator:
@@ -462,8 +476,8 @@ class _EpochBatches(torch.utils.data.IterableDataset):
 class ImageLoader(ObjectLoader):
     """A loader whose items carry view images: decoding (CPU or GPU), resizing, channel fix and normalisation.
 
-    Records list their views' encoded bytes under ``_images`` (with ``_bgr``, and ``_object`` and ``_views`` to name
-    them in errors).
+    Records list their views' encoded bytes under ``_images`` (with ``_bgr``, and ``_object``, their ObjectFields, and
+    ``_views`` to name them in errors).
     On the CPU path workers decode them straight into (slots, N, H, W, 3) uint8 batches ((N, slots, H, W, 3) when
     `images_by_record`), in a reused shared buffer when one is free; for GPU decoding they pass the bytes on. The main
     process turns the pixels into (slots, N, 3, H, W) images: channels-last memory by default (free: the decoder's
@@ -526,7 +540,7 @@ class ImageLoader(ObjectLoader):
 
     def _image_record(self, obj: ObjectFields, views: list[int]) -> dict[str, Any]:
         """Image fields of a record: the encoded bytes of `views`, whether to swap R and B, names for errors."""
-        return {"_images": [obj.image(v) for v in views], "_bgr": self._bgr(obj), "_object": obj.where(), "_views": views}
+        return {"_images": [obj.image(v) for v in views], "_bgr": self._bgr(obj), "_object": obj, "_views": views}
 
     def _collect_images(self, records: list[dict[str, Any]], buffers: BatchBuffers | None,
                         skipped: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -534,7 +548,7 @@ class ImageLoader(ObjectLoader):
         if getattr(self, "_decode_on_gpu", False):
             return {"_jpeg": [r["_images"][s] for s in range(slots) for r in records],
                     "_jpeg_bgr": [r["_bgr"] for _ in range(slots) for r in records],
-                    "_jpeg_what": [f"{r['_object']} view {r['_views'][s]}" for s in range(slots) for r in records],
+                    "_jpeg_what": [f"{r['_object'].where()} view {r['_views'][s]}" for s in range(slots) for r in records],
                     "_slots": slots}, records
         height, width = self._pixel_shape(records)
         shape = (len(records), slots, height, width, 3) if self.images_by_record else (slots, len(records), height, width, 3)
@@ -555,7 +569,7 @@ class ImageLoader(ObjectLoader):
                     try:
                         decode_cpu(blob, self.size, record["_bgr"], array[(row, s) if self.images_by_record else (s, row)])
                     except Exception as exc:
-                        raise _decode_error(exc, f"{record['_object']} view {record['_views'][s]}") from exc
+                        raise _decode_error(exc, f"{record['_object'].where()} view {record['_views'][s]}") from exc
             except ShardError as exc:
                 if self.on_error == "raise":
                     raise

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from orbitset import geometry
+from orbitset.geometry import Array
 from orbitset.errors import OrbitsetError, SchemaError, ShardError
 from orbitset.loaders.base import ROTATION_FACTORS, TRANSLATION_NAMES, ImageLoader, ObjectFields
 from orbitset.loaders.plan import object_draws
@@ -15,9 +17,10 @@ from orbitset.loaders.sources import Source
 ROTATION_FORMATS = ("quat", "quat_raw", "matrix", "6d", "axis_angle")
 
 
-def relative_rotation_as(rotation: str, rot_a: np.ndarray, rot_b: np.ndarray, euler_a: np.ndarray | None = None,
-                         euler_b: np.ndarray | None = None) -> np.ndarray:
-    """Relative rotation R_a^T R_b of (N, 3, 3) pairs in representation `rotation` (see `PairLoader`)."""
+def relative_rotation_as(rotation: str, rot_a: Array, rot_b: Array, euler_a: Array | None = None,
+                         euler_b: Array | None = None) -> Array:
+    """Relative rotation R_a^T R_b of (N, 3, 3) pairs (numpy arrays or tensors) in representation `rotation` (see
+    `PairLoader`)."""
     if rotation == "quat_raw":
         return geometry.relative_quat_3diebench(euler_a, euler_b)
     relative = geometry.relative_rotation(rot_a, rot_b)
@@ -58,6 +61,7 @@ class PairLoader(ImageLoader):
     """
 
     image_slots = 2
+    exact_fields = frozenset({"rot_a", "rot_b", "latents_a", "latents_b", "_translation_a", "_translation_b"})
 
     def __init__(self, source: Source, batch_size: int, *, pairs_per_object: int = 1, rotation: str = "quat", **kwargs):
         if rotation not in ROTATION_FORMATS:
@@ -76,7 +80,7 @@ class PairLoader(ImageLoader):
                 f"rotation='quat_raw' needs Euler latents rot_x, rot_y, rot_z first (3DIEBench); this dataset's factors are "
                 f"{self.factor_names}; use rotation='quat'"
             )
-        # first call imports what the rotation maths needs (seconds) once here, not in every forked worker
+        # the first call imports what the rotation maths needs (seconds): here, not at the first batch
         identity, zeros = np.eye(3)[None], np.zeros((1, 3))
         relative_rotation_as(rotation, identity, identity, zeros, zeros)
 
@@ -88,16 +92,13 @@ class PairLoader(ImageLoader):
         if meta["factor_names"] != self.factor_names:
             raise SchemaError(f"sample {obj.key!r}: factors {meta['factor_names']} differ from the dataset's {self.factor_names}")
         draws = object_draws(self.seed, epoch, obj.key, 2 * self.per_object)
-        pairs = []
-        for first, second in zip(draws[::2], draws[1::2]):
-            a, b = first % views, second % (views - 1)
-            pairs.append((a, b + (b >= a)))
         latents, rotations = obj.array("latents.npy"), obj.array("rotations.npy")
         translations = obj.array("translations.npy") if self._translations else None
         label = meta["class_index"]
         records = []
         for sub in subs:
-            a, b = pairs[sub]
+            a, b = draws[2 * sub] % views, draws[2 * sub + 1] % (views - 1)
+            b += b >= a
             record = {
                 "key": obj.key, "label": label, "index_a": a, "index_b": b,
                 "rot_a": rotations[a], "rot_b": rotations[b], "latents_a": latents[a], "latents_b": latents[b],
@@ -108,14 +109,15 @@ class PairLoader(ImageLoader):
             records.append(record)
         return records
 
-    def _derived(self, records: list[dict[str, Any]], fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _derived(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``rel_latents`` (b - a of the other factors, then of the translations) and ``rel_rotation``."""
-        deltas = fields["latents_b"][:, self._other] - fields["latents_a"][:, self._other]
+        latents_a, latents_b = batch["latents_a"], batch["latents_b"]
+        other = torch.as_tensor(self._other, device=latents_a.device)
+        deltas = latents_b.index_select(1, other) - latents_a.index_select(1, other)
         if self._translations:
-            moved = np.stack([r["_translation_b"] for r in records]) - np.stack([r["_translation_a"] for r in records])
-            deltas = np.concatenate([deltas, moved], axis=1)
-        euler = (fields["latents_a"][:, :3], fields["latents_b"][:, :3]) if self.rotation == "quat_raw" else (None, None)
-        return {"rel_latents": deltas, "rel_rotation": relative_rotation_as(self.rotation, fields["rot_a"], fields["rot_b"], *euler)}
+            deltas = torch.cat([deltas, batch["_translation_b"] - batch["_translation_a"]], dim=1)
+        euler = (latents_a[:, :3], latents_b[:, :3]) if self.rotation == "quat_raw" else (None, None)
+        return {"rel_latents": deltas, "rel_rotation": relative_rotation_as(self.rotation, batch["rot_a"], batch["rot_b"], *euler)}
 
     def _finalize(self, raw: dict[str, Any]) -> dict[str, Any] | None:
         batch = super()._finalize(raw)
