@@ -16,7 +16,7 @@ import os
 import re
 import warnings
 from collections import OrderedDict
-from itertools import groupby
+from itertools import groupby, islice
 from typing import Any, Iterator
 
 import numpy as np
@@ -220,7 +220,7 @@ class ObjectLoader:
     def __getstate__(self) -> dict[str, Any]:
         """Picklable for spawned workers: open readers, caches and buffers stay behind (each process has its own)."""
         state = dict(self.__dict__)
-        for name in ("_readers", "_field_cache", "_reader_pid", "_loader", "_gpu_decoder", "_buffers"):
+        for name in ("_readers", "_field_cache", "_reader_pid", "_loader", "_gpu_decoder", "_buffers", "_stream", "_stream_next"):
             state.pop(name, None)
         return state
 
@@ -281,14 +281,30 @@ class ObjectLoader:
             self.skipped, self._skip_messages = 0, []
             self._note_skip(self._unplanned)
         total = len(self._plan(epoch))
-        loader = self._data_loader()
-        self._cursor[0], self._cursor[1] = epoch, start  # read by the workers when this iteration starts
-        for batch in self._to_device(iter(loader)):
-            self._batches_done += 1
-            if batch is not None:
-                yield batch
+        finished = False
+        try:
+            for batch in self._to_device(islice(self._batch_stream(epoch, start), total - start)):
+                self._batches_done += 1
+                if batch is not None:
+                    yield batch
+            finished = True
+        finally:
+            # the stream goes on with the next epoch's batches; stopped early (or on CUDA, one batch pulled ahead),
+            # it is not where the next iteration starts: the next iteration restarts it
+            self._stream_next = (epoch + 1, 0) if finished else None
         if self._batches_done == total:
             self._end_epoch()
+
+    def _batch_stream(self, epoch: int, start: int) -> Iterator[dict[str, Any]]:
+        """The workers' stream of raw batches from batch `start` of `epoch` on, through the following epochs: the one
+        already running when it is at that point (an epoch that follows a finished one: the workers have been making
+        its first batches meanwhile), else a new one (the workers drop what they had made ahead)."""
+        if getattr(self, "_stream_next", None) == (epoch, start):
+            return self._stream
+        loader = self._data_loader()
+        self._cursor[0], self._cursor[1] = epoch, start  # read by the workers when this iteration starts
+        self._stream = iter(loader)
+        return self._stream
 
     def _data_loader(self) -> torch.utils.data.DataLoader:
         """The torch DataLoader over this loader's batches; its workers persist across epochs (one start only)."""
@@ -297,13 +313,21 @@ class ObjectLoader:
             self._decode_on_gpu = self._make_gpu_decoder() is not None
             self._buffers = self._batch_buffers() if self.num_workers else None
             self._loader = torch.utils.data.DataLoader(
-                _EpochBatches(self, self._cursor, self._buffers), batch_size=None, collate_fn=_as_made,
+                _EpochBatches(self._for_workers(), self._cursor, self._buffers), batch_size=None, collate_fn=_as_made,
                 num_workers=self.num_workers,
                 pin_memory=self.device.type == "cuda", persistent_workers=self.num_workers > 0,
                 prefetch_factor=self.prefetch_factor if self.num_workers else None,
                 multiprocessing_context=self.multiprocessing_context if self.num_workers else None,
             )
         return self._loader
+
+    def _for_workers(self) -> ObjectLoader:
+        """A copy of this loader for the workers' dataset, as a spawned worker would unpickle it: without this
+        loader's DataLoader, so that no reference cycle holds the workers and dropping the loader stops them at once
+        (torch's shutdown of a DataLoader freed by the garbage collector waits 5 s per worker)."""
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__getstate__())
+        return twin
 
     def _end_epoch(self) -> None:
         if self.skipped:
@@ -455,9 +479,11 @@ def _hand_over(batch: dict[str, Any] | None, event) -> dict[str, Any] | None:
 
 
 class _EpochBatches(torch.utils.data.IterableDataset):
-    """The batches of the epoch named by the shared `cursor` (epoch, first batch); worker w of W makes batches
-    first + w, first + w + W, ... Each worker computes the (pure) plan itself, so persistent workers need no messages.
-    Worker w collates into its row of `buffers` (when given), all free again at the start of each iteration."""
+    """The batches from the point named by the shared `cursor` (epoch, first batch) on: the rest of that epoch, then
+    every following epoch, endlessly (the main process takes each epoch's batches in turn, so the workers never idle
+    at an epoch's end). Worker w of W makes batches first + w, first + w + W, ... of that sequence. Each worker computes
+    the (pure) plans itself, so persistent workers need no messages. Worker w collates into its row of `buffers` (when
+    given), all free again at the start of each iteration."""
 
     def __init__(self, loader: ObjectLoader, cursor: torch.Tensor, buffers: BatchBuffers | None = None):
         self.loader, self.cursor, self.buffers = loader, cursor, buffers
@@ -467,10 +493,17 @@ class _EpochBatches(torch.utils.data.IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None and self.buffers is not None:
             self.buffers.reset(worker)
-        epoch, start = (int(v) for v in self.cursor)
-        batches = self.loader._plan(epoch)
-        for index in range(start + worker, len(batches), workers):
-            yield self.loader._make_batch(batches[index], epoch, self.buffers)
+        epoch, position = (int(v) for v in self.cursor)
+        position += worker
+        while True:
+            batches = self.loader._plan(epoch)
+            if not batches:
+                return
+            for index in range(position, len(batches), workers):
+                yield self.loader._make_batch(batches[index], epoch, self.buffers)
+            remaining = max(0, len(batches) - position)  # this worker's next batch, counted from the next epoch's start
+            position += -(-remaining // workers) * workers - len(batches)
+            epoch += 1
 
 
 class ImageLoader(ObjectLoader):

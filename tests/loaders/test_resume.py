@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -17,6 +19,40 @@ def test_batches_do_not_depend_on_worker_count(dataset):
     inline = [signature(b) for b in PairLoader(dataset, 2, seed=7, num_workers=0)]
     workers = [signature(b) for b in PairLoader(dataset, 2, seed=7, num_workers=2)]
     assert inline == workers and len(inline) == 5
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_workers_running_ahead_across_epochs_give_each_epochs_own_batches(dataset, workers):
+    # 5 batches an epoch: with 2 or 3 workers each epoch starts on another worker; the workers make the next epoch's
+    # first batches while the main process still hands out this one's; a mid-epoch restart and set_epoch follow
+    streamed = PairLoader(dataset, 2, seed=4, num_workers=workers)
+    got = [[signature(b) for b in streamed] for _ in range(3)]
+    for index, batch in enumerate(streamed):
+        if index == 1:
+            break
+    got.append([signature(b) for b in streamed])  # the rest of epoch 3
+    streamed.set_epoch(7)
+    got.append([signature(b) for b in streamed])
+
+    def epoch(number: int) -> list:
+        fresh = PairLoader(dataset, 2, seed=4)
+        fresh.set_epoch(number)
+        return [signature(b) for b in fresh]
+
+    assert got == [epoch(0), epoch(1), epoch(2), epoch(3)[2:], epoch(7)]
+    assert streamed.state_dict()["epoch"] == 8
+
+
+def test_dropping_a_loader_stops_its_workers_at_once(dataset):
+    loader = PairLoader(dataset, 2, seed=4, num_workers=2)
+    for index, _ in enumerate(loader):  # workers left with batches made ahead
+        if index == 1:
+            break
+    workers = [w for w in loader._stream._workers]
+    started = time.perf_counter()
+    del loader, _
+    assert not any(w.is_alive() for w in workers)
+    assert time.perf_counter() - started < 3  # not torch's 5 s per worker of a DataLoader the garbage collector frees
 
 
 def test_resume_mid_epoch_reproduces_the_uninterrupted_epoch(dataset):
