@@ -185,10 +185,15 @@ class ShardReader:
         return out
 
     def read_field(self, key: str, field: str) -> bytes:
-        """The bytes of one field (the loaders' per-view read: one pread, no dict)."""
+        """The bytes of one field (one pread, no dict)."""
         ref = self._entry(key).get(field)
         if ref is None:
             raise ShardError(f"shard {self.path.name} sample {key!r} has no field {field!r}")
+        return self.read_member(ref, key, field)
+
+    def read_member(self, ref: MemberRef, key: str, field: str) -> bytes:
+        """The bytes at `ref` of this shard (the loaders' per-view read, from an index entry they hold: one pread);
+        `key` and `field` name it in errors."""
         if self._file is None:
             self._file = open(self.path, "rb")
         data = os.pread(self._file.fileno(), ref.size, ref.offset)

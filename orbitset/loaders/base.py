@@ -130,7 +130,8 @@ class ObjectFields:
     def image(self, view: int) -> bytes:
         if not 0 <= view < len(self.views):
             raise ShardError(f"{self.where()} has no view {view} (it has {len(self.views)})")
-        return self.raw(self.views[view])
+        field = self.views[view]
+        return self.reader.read_member(self.entry[field], self.key, field)
 
 
 def view_fields(entry: dict[str, MemberRef]) -> list[str]:
@@ -280,7 +281,7 @@ class ObjectLoader:
         if start == 0:
             self.skipped, self._skip_messages = 0, []
             self._note_skip(self._unplanned)
-        total = len(self._plan(epoch))
+        total = len(self)  # the plan's length, the same every epoch (and on every rank)
         finished = False
         try:
             for batch in self._to_device(islice(self._batch_stream(epoch, start), total - start)):

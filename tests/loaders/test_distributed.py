@@ -56,3 +56,15 @@ def test_two_gloo_ranks_two_workers_three_shards(dataset, tmp_path):
     assert counts == [3, 3]
     used = Counter(key for r in ranks for batch in r["False"] for key in batch)
     assert set(used) == all_keys and sum(used.values()) == 10 and max(used.values()) == 2
+
+
+def test_every_rank_plans_len_batches_every_epoch(dataset):
+    from orbitset.loaders import PairLoader
+
+    # the main process takes len(loader) batches an epoch from the workers' endless stream: the plans must agree
+    for world_size in (1, 2, 3, 5):
+        for per_object, batch_size, drop_last, resampled in [(1, 2, False, False), (2, 4, True, False), (3, 5, False, True),
+                                                             (1, 7, True, True), (2, 3, False, False)]:
+            loader = PairLoader(dataset, batch_size, pairs_per_object=per_object, drop_last=drop_last, resampled=resampled,
+                                rank=world_size - 1, world_size=world_size)
+            assert [len(loader._plan(epoch)) for epoch in range(3)] == [len(loader)] * 3
