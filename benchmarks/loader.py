@@ -13,13 +13,13 @@ the same images in 3DIEBench's original layout (SYNSET/OBJECT/image_i.jpg + late
 4. the GPU path (decode on the device) when CUDA is present;
 
 and the ratios orbitset(1 worker) / decode bound (target >= 0.8) and orbitset / loose files at equal workers
-(target >= 2). Each pairs/s figure is the best of --repeats interleaved rounds of --epochs epochs after a warm-up
-epoch (workers persist across epochs, for the baseline too); beside pairs/s it prints pairs per CPU-second of all the
+(target >= 2). Each pairs/s figure is the best of --repeats interleaved rounds, each measuring whole epochs for at
+least --seconds after a warm-up epoch (workers persist across epochs, for the baseline too); beside pairs/s it prints pairs per CPU-second of all the
 processes involved, which other load on the machine distorts less. The ratios are the median over the rounds of the
 ratio within each round (its figures measured seconds apart), so that a moment of idle machine lucky for one
 configuration does not decide them.
 
-Usage: python benchmarks/loader.py [--objects 200] [--views 50] [--size 256] [--workers 2] [--work DIR]
+Usage: python benchmarks/loader.py [--objects 200] [--views 50] [--size 256] [--workers 2] [--seconds 1] [--work DIR]
 """
 
 from __future__ import annotations
@@ -73,13 +73,16 @@ def first_views(shards: Path) -> list[bytes]:
     return blobs
 
 
-def decode_bound(blobs: list[bytes], pairs: int, decode=decode_cpu) -> tuple[float, float]:
+def decode_bound(blobs: list[bytes], seconds: float, decode=decode_cpu) -> tuple[float, float]:
     """(pairs/s, pairs per CPU-second) of `decode` (the loaders' CPU decoder by default) decoding 2 JPEGs per pair in
-    a tight loop (bytes in memory, each to a fresh (H, W, 3) uint8 array)."""
+    a tight loop, passes over `blobs` for at least `seconds` (bytes in memory, each to a fresh (H, W, 3) uint8 array)."""
+    decodes = 0
     wall, cpu = time.perf_counter(), time.process_time()
-    for index in range(2 * pairs):
-        decode(blobs[index % len(blobs)], None)
-    return pairs / (time.perf_counter() - wall), pairs / (time.process_time() - cpu)
+    while decodes == 0 or time.perf_counter() - wall < seconds:
+        for blob in blobs:
+            decode(blob, None)
+        decodes += len(blobs)
+    return decodes / 2 / (time.perf_counter() - wall), decodes / 2 / (time.process_time() - cpu)
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -97,14 +100,15 @@ def _worker_pids(data_loader: torch.utils.data.DataLoader) -> list[int]:
     return [worker.pid for worker in getattr(iterator, "_workers", [])]
 
 
-def epochs_rate(iterable, data_loader, epochs: int, device: str = "cpu") -> tuple[float, float]:
-    """(pairs/s, pairs per CPU-second of all processes) over `epochs` epochs, after one warm-up epoch."""
+def epochs_rate(iterable, data_loader, seconds: float, device: str = "cpu") -> tuple[float, float]:
+    """(pairs/s, pairs per CPU-second of all processes) over whole epochs lasting at least `seconds` in all, after one
+    warm-up epoch (which also takes any batches the workers made ahead while other configurations ran)."""
     for _ in iterable:  # warm-up: starts the (persistent) workers, fills the page cache
         pass
     pids = _worker_pids(data_loader)
     pairs = 0
     wall, cpu = time.perf_counter(), _cpu_seconds(pids)
-    for _ in range(epochs):
+    while pairs == 0 or time.perf_counter() - wall < seconds:
         for batch in iterable:
             pairs += len(batch["key"]) if isinstance(batch, dict) else len(batch[0])
     if device == "cuda":
@@ -153,7 +157,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="'all workers' count")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per measurement")
+    parser.add_argument("--seconds", type=float, default=1.0, help="least time per measurement (whole epochs)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--work", type=Path, default=None, help="folder for the datasets (reused when present)")
     args = parser.parse_args()
@@ -166,26 +170,26 @@ def main() -> None:
           f"CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}; torch {torch.__version__}")
     print(f"dataset: {args.objects} objects x {args.views} views, {args.size} px q90 JPEG "
           f"(written/reused in {time.perf_counter() - started:.0f} s at {work}); batch {args.batch_size}, "
-          f"{args.epochs} epochs per measurement, best of {args.repeats} rounds; load average {os.getloadavg()[0]:.1f}")
+          f"whole epochs over at least {args.seconds:g} s per measurement, best of {args.repeats} rounds; load average {os.getloadavg()[0]:.1f}")
 
     blobs = first_views(shards)
     loose_files = LooseFiles3DIEBench(loose, args.views, args.size)
     worker_counts = sorted({0, 1, args.workers})
-    configs = {("bound", False, 1): lambda: decode_bound(blobs, 2 * args.objects),
-               ("pillow", False, 1): lambda: decode_bound(blobs, args.objects, decode_pillow)}
+    configs = {("bound", False, 1): lambda: decode_bound(blobs, args.seconds),
+               ("pillow", False, 1): lambda: decode_bound(blobs, args.seconds, decode_pillow)}
     for normalize in (False, True):
         for workers in worker_counts:
             pair_loader = PairLoader(shards, args.batch_size, num_workers=workers, seed=0, normalize=normalize)
             configs["orbitset", normalize, workers] = (
-                lambda pl=pair_loader: epochs_rate(pl, pl._data_loader(), args.epochs)
+                lambda pl=pair_loader: epochs_rate(pl, pl._data_loader(), args.seconds)
             )
     channels_first = PairLoader(shards, args.batch_size, num_workers=1, seed=0, normalize=False, channels_last=False)
-    configs["orbitset-nchw", False, 1] = lambda: epochs_rate(channels_first, channels_first._data_loader(), args.epochs)
+    configs["orbitset-nchw", False, 1] = lambda: epochs_rate(channels_first, channels_first._data_loader(), args.seconds)
     for workers in worker_counts[1:]:
         baseline = torch.utils.data.DataLoader(
             loose_files, batch_size=args.batch_size, shuffle=True, num_workers=workers, persistent_workers=True
         )
-        configs["loose", True, workers] = lambda dl=baseline: epochs_rate(dl, dl, args.epochs)
+        configs["loose", True, workers] = lambda dl=baseline: epochs_rate(dl, dl, args.seconds)
     if torch.cuda.is_available():
         for decode_mode in ("gpu", "cpu"):
             try:
@@ -193,7 +197,7 @@ def main() -> None:
             except Exception as exc:  # e.g. no GPU JPEG decoder installed
                 print(f"(4) GPU path, decode={decode_mode}: not run ({exc})")
                 continue
-            configs["cuda-" + decode_mode, True, args.workers] = lambda g=gpu: epochs_rate(g, g._data_loader(), args.epochs, "cuda")
+            configs["cuda-" + decode_mode, True, args.workers] = lambda g=gpu: epochs_rate(g, g._data_loader(), args.seconds, "cuda")
 
     rounds: list[dict[tuple, tuple[float, float]]] = []
     for _ in range(args.repeats):  # interleaved rounds: the machine's load hits every configuration alike
