@@ -16,8 +16,9 @@ and the ratios orbitset(1 worker) / decode bound (target >= 0.8) and orbitset / 
 (target >= 2). Each pairs/s figure is the best of --repeats interleaved rounds, each measuring whole epochs for at
 least --seconds after a warm-up epoch (workers persist across epochs, for the baseline too); beside pairs/s it prints pairs per CPU-second of all the
 processes involved, which other load on the machine distorts less. The ratios are the median over the rounds of the
-ratio within each round (its figures measured seconds apart), so that a moment of idle machine lucky for one
-configuration does not decide them.
+ratio within each round, so that a moment of idle machine lucky for one configuration does not decide them; the
+1-worker loaders are measured between two decode bounds, and compared with their mean (a round takes a minute, over
+which this shared machine's speed drifts by up to 1.5x).
 
 Usage: python benchmarks/loader.py [--objects 200] [--views 50] [--size 256] [--workers 2] [--seconds 1] [--work DIR]
 """
@@ -199,15 +200,29 @@ def main() -> None:
                 continue
             configs["cuda-" + decode_mode, True, args.workers] = lambda g=gpu: epochs_rate(g, g._data_loader(), args.seconds, "cuda")
 
+    bound = ("bound", False, 1)
+    bracketed = [("orbitset", False, 1), ("orbitset", True, 1)]  # measured between two decode bounds
     rounds: list[dict[tuple, tuple[float, float]]] = []
     for _ in range(args.repeats):  # interleaved rounds: the machine's load hits every configuration alike
-        rounds.append({name: measure() for name, measure in configs.items()})
+        measured: dict[tuple, tuple[float, float]] = {}
+        for name, measure in configs.items():
+            if name in bracketed:
+                measured["before", *name] = configs[bound]()
+            measured[name] = measure()
+            if name in bracketed:
+                measured["after", *name] = configs[bound]()
+        rounds.append(measured)
     wall = {name: max(r[name][0] for r in rounds) for name in configs}
     efficiency = {name: max(r[name][1] for r in rounds) for name in configs}
 
     def ratio(ours: tuple, theirs: tuple) -> str:
-        """Median over rounds of the ratio within a round (measured seconds apart), wall [CPU-second]."""
-        within = [np.median([r[ours][k] / r[theirs][k] for r in rounds]) for k in (0, 1)]
+        """Median over rounds of the ratio within a round, wall [CPU-second]; against the decode bound, the bound is
+        the mean of the two measured just before and just after (the machine's speed drifts over a round's minute)."""
+        def reference(r: dict, k: int) -> float:
+            if theirs == bound and ("before", *ours) in r:
+                return (r["before", *ours][k] + r["after", *ours][k]) / 2
+            return r[theirs][k]
+        within = [np.median([r[ours][k] / reference(r, k) for r in rounds]) for k in (0, 1)]
         return f"{within[0]:5.2f} [{within[1]:5.2f}]"
 
     labels = {"bound": "(1) bare decode bound, 2 decodes per pair (simplejpeg)",
@@ -222,9 +237,8 @@ def main() -> None:
         print(f"{label:64s} {wall[name, normalize, workers]:9.1f} {efficiency[name, normalize, workers]:12.1f}")
     if not torch.cuda.is_available():
         print("(4) GPU path: not run (no CUDA device)")
-    bound = ("bound", False, 1)
     print("ratios: median over the rounds of the ratio within each round (wall pairs/s; in brackets pairs per CPU-second,\n"
-          "which the machine's load distorts less):")
+          "which the machine's load distorts less); 1 worker / decode bound against bounds measured just before and after:")
     for normalize in (False, True):
         form = "normalised float" if normalize else "uint8"
         ours = ("orbitset", normalize, 1)
