@@ -21,6 +21,7 @@ def test_batches_do_not_depend_on_worker_count(dataset):
     assert inline == workers and len(inline) == 5
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 3 workers on a 2-core machine: on purpose
 @pytest.mark.parametrize("workers", [2, 3])
 def test_workers_running_ahead_across_epochs_give_each_epochs_own_batches(dataset, workers):
     # 5 batches an epoch: with 2 or 3 workers each epoch starts on another worker; the workers make the next epoch's
