@@ -3,11 +3,11 @@
 A loader is an iterable of dict batches. Per epoch it computes its rank's plan (`orbitset.loaders.plan`), hands whole
 batches round-robin to torch DataLoader workers, and each worker reads, for every object of its batch, only the
 fields it needs by seeking into the shard (`orbitset.shards.ShardReader` with an index built once in the main
-process). Parsed small fields (latents, rotations, meta) stay cached per process across epochs (`FieldCache`).
-Images travel from the workers as (H, W, 3) uint8 pixels decoded straight into reused shared-memory buffers
-(`orbitset.loaders.buffers`), or, for GPU decoding, as JPEG bytes; the main process copies or normalises them out
-(on the device when there is one). On CUDA, batches are staged in pinned memory and copied on a side stream one
-batch ahead.
+process). Object handles with their parsed small fields (latents, rotations, meta) stay cached per process across
+epochs (`ObjectCache`). Images travel from the workers as (H, W, 3) uint8 pixels decoded straight into reused
+shared-memory buffers (`orbitset.loaders.buffers`), or, for GPU decoding, as JPEG bytes; the main process copies or
+normalises them out (on the device when there is one). On CUDA, batches are staged in pinned memory and copied on a
+side stream one batch ahead.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import re
 import warnings
 from collections import OrderedDict
 from itertools import groupby, islice
-from typing import Any, Iterator
+from operator import itemgetter
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -61,45 +62,64 @@ def read_npy(data: bytes, what: str) -> np.ndarray:
     return load_npy(data, what)
 
 
-class FieldCache:
-    """Parsed fields of recently read objects, per process, kept across epochs: least recently used objects are
-    dropped beyond `max_bytes` (counted as the fields' encoded sizes, which numeric arrays share their memory with)."""
+#: What `ObjectCache` counts for an object handle itself (its index entry and names), besides its parsed fields.
+HANDLE_BYTES = 1024
+
+
+class ObjectCache:
+    """Handles (`ObjectFields`) of recently read objects with their parsed fields, per process, kept across epochs:
+    the least recently used are dropped beyond `max_bytes`, each counted as `HANDLE_BYTES` plus its parsed fields'
+    encoded sizes (which numeric arrays share their memory with)."""
 
     def __init__(self, max_bytes: int = 64 << 20):
         self.max_bytes, self.bytes = max_bytes, 0
-        self._objects: OrderedDict[Any, tuple[dict[str, Any], list[int]]] = OrderedDict()
+        self._objects: OrderedDict[Any, ObjectFields] = OrderedDict()
 
-    def fields(self, object_id: Any) -> dict[str, Any]:
-        """The (mutable) dict of parsed fields of `object_id`; add to it with `store`."""
-        if object_id in self._objects:
+    def find(self, object_id: Any) -> ObjectFields | None:
+        """The handle of `object_id` (now the most recently used), or None."""
+        obj = self._objects.get(object_id)
+        if obj is not None:
             self._objects.move_to_end(object_id)
-        else:
-            self._objects[object_id] = ({}, [0])
-        return self._objects[object_id][0]
+        return obj
 
-    def store(self, object_id: Any, field: str, value: Any, nbytes: int) -> None:
-        values, size = self.fields(object_id), self._objects[object_id][1]
-        values[field] = value
-        size[0] += nbytes
+    def add(self, object_id: Any, obj: ObjectFields) -> ObjectFields:
+        self._objects[object_id] = obj
+        obj.cache = self
+        self.grow(obj.nbytes)
+        return obj
+
+    def grow(self, nbytes: int) -> None:
+        """An object in the cache has parsed `nbytes` more: drop the least recently used beyond the bound."""
         self.bytes += nbytes
         while self.bytes > self.max_bytes and len(self._objects) > 1:
-            _, (_, dropped) = self._objects.popitem(last=False)
-            self.bytes -= dropped[0]
+            _, dropped = self._objects.popitem(last=False)
+            dropped.cache = None
+            self.bytes -= dropped.nbytes
 
 
 class ObjectFields:
-    """Lazy access to one object's fields in a shard: each field is read (one seek) and parsed on first use, and
-    kept in `cache` (a `FieldCache`, under `object_id`) for later reads of the object."""
+    """Lazy access to one object's fields in a shard: each field is read (one seek) and parsed on first use and kept
+    with the handle, which an `ObjectCache` keeps for later reads of the object. `prepared` holds what a loader
+    derives from the fields once per object (e.g. PairLoader's checked views, label and arrays)."""
 
-    def __init__(self, reader: ShardReader, key: str, entry: dict[str, MemberRef], views: list[str],
-                 cache: FieldCache | None = None, object_id: Any = None):
+    def __init__(self, reader: ShardReader, key: str, entry: dict[str, MemberRef], views: list[str]):
         self.reader, self.key, self.entry, self.views = reader, key, entry, views
         self.shard = reader.path.name
-        self._cache, self._id = cache if cache is not None else FieldCache(), object_id if object_id is not None else key
-        self._values = self._cache.fields(self._id)
+        self.nbytes, self.cache, self.prepared = HANDLE_BYTES, None, None
+        self._values: dict[str, Any] = {}
+        self._view_refs = [entry[name] for name in views]
 
     def where(self, what: str = "") -> str:
         return f"shard {self.shard} sample {self.key!r}" + (f" {what}" if what else "")
+
+    def prepare(self, make: Callable[[ObjectFields], tuple[Any, int]]) -> Any:
+        """Set and return ``self.prepared`` to the value of ``make(self)``, which returns (value, its size in bytes),
+        counted in the cache's bound. Errors raised by `make` leave nothing prepared."""
+        self.prepared, nbytes = make(self)
+        self.nbytes += nbytes
+        if self.cache is not None:
+            self.cache.grow(nbytes)
+        return self.prepared
 
     def raw(self, field: str) -> bytes:
         return self.reader.read_field(self.key, field)
@@ -107,7 +127,10 @@ class ObjectFields:
     def _parsed(self, field: str, parse) -> Any:
         if field not in self._values:
             data = self.raw(field)
-            self._cache.store(self._id, field, parse(data, self.where(f"field {field!r}")), len(data))
+            self._values[field] = parse(data, self.where(f"field {field!r}"))
+            self.nbytes += len(data)
+            if self.cache is not None:
+                self.cache.grow(len(data))
         return self._values[field]
 
     def array(self, field: str) -> np.ndarray:
@@ -128,10 +151,9 @@ class ObjectFields:
         return len(self.views)
 
     def image(self, view: int) -> bytes:
-        if not 0 <= view < len(self.views):
+        if not 0 <= view < len(self._view_refs):
             raise ShardError(f"{self.where()} has no view {view} (it has {len(self.views)})")
-        field = self.views[view]
-        return self.reader.read_member(self.entry[field], self.key, field)
+        return self.reader.read_member(self._view_refs[view], self.key, self.views[view])
 
 
 def view_fields(entry: dict[str, MemberRef]) -> list[str]:
@@ -221,7 +243,7 @@ class ObjectLoader:
     def __getstate__(self) -> dict[str, Any]:
         """Picklable for spawned workers: open readers, caches and buffers stay behind (each process has its own)."""
         state = dict(self.__dict__)
-        for name in ("_readers", "_field_cache", "_reader_pid", "_loader", "_gpu_decoder", "_buffers", "_stream", "_stream_next"):
+        for name in ("_readers", "_object_cache", "_reader_pid", "_loader", "_gpu_decoder", "_buffers", "_stream", "_stream_next"):
             state.pop(name, None)
         return state
 
@@ -229,16 +251,19 @@ class ObjectLoader:
         """This process's reader of a shard (file handles are never shared across forked workers)."""
         if getattr(self, "_reader_pid", None) != os.getpid():
             self._readers: dict[int, ShardReader] = {}
-            self._field_cache = FieldCache()
+            self._object_cache = ObjectCache()
             self._reader_pid = os.getpid()
         if position not in self._readers:
             self._readers[position] = ShardReader(self._paths[position], index={key: entry for key, entry, _ in self._index[position]})
         return self._readers[position]
 
     def _object(self, position: int, ordinal: int) -> ObjectFields:
-        """Object `ordinal` of shard `position`, with this process's cache of its parsed fields."""
+        """Object `ordinal` of shard `position`: this process's handle, cached with its parsed fields."""
         reader = self._reader(position)
-        return ObjectFields(reader, *self._index[position][ordinal], cache=self._field_cache, object_id=(position, ordinal))
+        obj = self._object_cache.find((position, ordinal))
+        if obj is None:
+            obj = self._object_cache.add((position, ordinal), ObjectFields(reader, *self._index[position][ordinal]))
+        return obj
 
     # --- plan, length, state ---------------------------------------------------------------------------------
 
@@ -396,7 +421,7 @@ class ObjectLoader:
         ``_skipped``."""
         records: list[dict[str, Any]] = []
         skipped: list[str] = []
-        for (position, ordinal), group in groupby(items, key=lambda item: item[:2]):
+        for (position, ordinal), group in groupby(items, key=itemgetter(0, 1)):
             subs = [item[2] for item in group]
             try:
                 if position in self._bad:

@@ -61,7 +61,7 @@ class PairLoader(ImageLoader):
     """
 
     image_slots = 2
-    exact_fields = frozenset({"rot_a", "rot_b", "latents_a", "latents_b", "_translation_a", "_translation_b"})
+    exact_fields = frozenset({"_rows_a", "_rows_b"})
 
     def __init__(self, source: Source, batch_size: int, *, pairs_per_object: int = 1, rotation: str = "quat", **kwargs):
         if rotation not in ROTATION_FORMATS:
@@ -84,40 +84,54 @@ class PairLoader(ImageLoader):
         identity, zeros = np.eye(3)[None], np.zeros((1, 3))
         relative_rotation_as(rotation, identity, identity, zeros, zeros)
 
-    def _read_object(self, obj: ObjectFields, subs: list[int], epoch: int) -> list[dict[str, Any]]:
+    def _prepare(self, obj: ObjectFields) -> tuple[tuple[int, int, bool, np.ndarray], int]:
+        """((views, label, bgr, rows), bytes) for ``obj.prepare``: `obj` checked once per object and process, and its
+        per-view rows, (V, 9 + F [+ 3]) float64: rotation matrix (row-major), latents and, where the loader reads
+        them, translation; a pair's record then holds just its two rows (exact: float64 holds every stored float)."""
         views = obj.num_views
         if views < 2:
             raise ShardError(f"{obj.where()} has {views} view(s); pairs need at least 2")
         meta = obj.meta
         if meta["factor_names"] != self.factor_names:
             raise SchemaError(f"sample {obj.key!r}: factors {meta['factor_names']} differ from the dataset's {self.factor_names}")
+        columns = [("rotations.npy", (views, 3, 3)), ("latents.npy", (views, len(self.factor_names)))]
+        if self._translations:
+            columns.append(("translations.npy", (views, 3)))
+        arrays = []
+        for field, shape in columns:
+            array = obj.array(field)
+            if array.shape != shape:
+                raise ShardError(f"{obj.where(field)} has shape {array.shape}, not {shape} ({views} views)")
+            arrays.append(array.reshape(views, -1))
+        rows = np.concatenate(arrays, axis=1, dtype=np.float64)
+        return (views, meta["class_index"], self._bgr(obj), rows), rows.nbytes
+
+    def _read_object(self, obj: ObjectFields, subs: list[int], epoch: int) -> list[dict[str, Any]]:
+        views, label, bgr, rows = obj.prepared or obj.prepare(self._prepare)
         draws = object_draws(self.seed, epoch, obj.key, 2 * self.per_object)
-        latents, rotations = obj.array("latents.npy"), obj.array("rotations.npy")
-        translations = obj.array("translations.npy") if self._translations else None
-        label = meta["class_index"]
         records = []
         for sub in subs:
             a, b = draws[2 * sub] % views, draws[2 * sub + 1] % (views - 1)
             b += b >= a
-            record = {
-                "key": obj.key, "label": label, "index_a": a, "index_b": b,
-                "rot_a": rotations[a], "rot_b": rotations[b], "latents_a": latents[a], "latents_b": latents[b],
-            }
-            if translations is not None:
-                record["_translation_a"], record["_translation_b"] = translations[a], translations[b]
-            record.update(self._image_record(obj, [a, b]))
-            records.append(record)
+            records.append({"key": obj.key, "label": label, "index_a": a, "index_b": b, "_rows_a": rows[a],
+                            "_rows_b": rows[b], "_images": [obj.image(a), obj.image(b)], "_bgr": bgr, "_object": obj,
+                            "_views": (a, b)})
         return records
 
     def _derived(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """``rel_latents`` (b - a of the other factors, then of the translations) and ``rel_rotation``."""
-        latents_a, latents_b = batch["latents_a"], batch["latents_b"]
-        other = torch.as_tensor(self._other, device=latents_a.device)
+        """From the two views' rows: ``rot_a``, ``rot_b``, ``latents_a``, ``latents_b``, ``rel_latents`` (b - a of
+        the other factors, then of the translations) and ``rel_rotation``."""
+        rows_a, rows_b = batch["_rows_a"], batch["_rows_b"]
+        factors = len(self.factor_names)
+        rot_a, rot_b = rows_a[:, :9].reshape(-1, 3, 3), rows_b[:, :9].reshape(-1, 3, 3)
+        latents_a, latents_b = rows_a[:, 9 : 9 + factors], rows_b[:, 9 : 9 + factors]
+        other = torch.as_tensor(self._other, device=rows_a.device)
         deltas = latents_b.index_select(1, other) - latents_a.index_select(1, other)
         if self._translations:
-            deltas = torch.cat([deltas, batch["_translation_b"] - batch["_translation_a"]], dim=1)
+            deltas = torch.cat([deltas, rows_b[:, 9 + factors :] - rows_a[:, 9 + factors :]], dim=1)
         euler = (latents_a[:, :3], latents_b[:, :3]) if self.rotation == "quat_raw" else (None, None)
-        return {"rel_latents": deltas, "rel_rotation": relative_rotation_as(self.rotation, batch["rot_a"], batch["rot_b"], *euler)}
+        return {"rot_a": rot_a, "rot_b": rot_b, "latents_a": latents_a, "latents_b": latents_b, "rel_latents": deltas,
+                "rel_rotation": relative_rotation_as(self.rotation, rot_a, rot_b, *euler)}
 
     def _finalize(self, raw: dict[str, Any]) -> dict[str, Any] | None:
         batch = super()._finalize(raw)

@@ -1,4 +1,4 @@
-"""Reused shared batch buffers, memory layouts, CPU normalisation and the parsed-field cache."""
+"""Reused shared batch buffers, memory layouts, CPU normalisation and the cache of object handles."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from orbitset.loaders import MEAN_3DIEBENCH, STD_3DIEBENCH, PairLoader, ViewLoader
-from orbitset.loaders.base import FieldCache
+from orbitset.loaders.base import HANDLE_BYTES, ObjectCache, ObjectFields
 from orbitset.loaders.buffers import CLAIMED, FREE, HANDED_OUT, BatchBuffers
 from orbitset.loaders.decode import normalize_hwc, to_channels_first
 
@@ -104,11 +104,18 @@ def test_normalize_hwc_matches_the_definition(dtype):
         normalize_hwc(pixels.movedim(-1, -3), dtype)
 
 
-def test_field_cache_keeps_recent_objects_within_its_bound():
-    cache = FieldCache(max_bytes=100)
-    for index in range(5):
-        cache.store(index, "latents.npy", np.zeros(4), 40)
-    assert cache.bytes <= 100 and set(cache._objects) == {3, 4}
-    cache.fields(3)  # used again: now the most recent
-    cache.store(5, "latents.npy", np.zeros(4), 40)
-    assert set(cache._objects) == {3, 5}
+def test_object_cache_keeps_recent_objects_within_its_bound(dataset):
+    loader = PairLoader(dataset, 2)
+    reader = loader._reader(0)
+    key, entry, views = loader._index[0][0]
+    latents = entry["latents.npy"].size
+    cache = ObjectCache(max_bytes=2 * HANDLE_BYTES + latents - 1)  # two bare handles, or one with its latents
+    handles = [cache.add(index, ObjectFields(reader, key, entry, views)) for index in range(3)]
+    assert set(cache._objects) == {1, 2} and cache.bytes == 2 * HANDLE_BYTES and handles[0].cache is None
+    assert cache.find(1) is handles[1] and cache.find(0) is None  # 1 is now the most recent
+    handles[1].array("latents.npy")  # parsed: counted, and 2 (the least recent) goes
+    assert set(cache._objects) == {1} and cache.bytes == HANDLE_BYTES + latents
+    handles[0].array("latents.npy")  # a handle already dropped no longer counts
+    assert cache.bytes == HANDLE_BYTES + latents
+    prepared = cache.add(3, ObjectFields(reader, key, entry, views)).prepare(lambda obj: ("rows", HANDLE_BYTES))
+    assert prepared == "rows" and cache.find(3).prepared == "rows" and set(cache._objects) == {3}

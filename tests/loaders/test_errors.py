@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import warnings
 
@@ -12,7 +13,7 @@ from orbitset.errors import OrbitsetError, ShardError
 from orbitset.loaders import PairLoader, ViewLoader
 from orbitset.loaders.decode import decode_cpu
 from orbitset.schema import decode
-from orbitset.shards import ShardReader, index_shard
+from orbitset.shards import ShardReader, index_shard, write_shard
 from orbitset.testing import synthetic_sample
 
 from .conftest import write_samples
@@ -98,6 +99,21 @@ def test_unreadable_shard_in_a_plain_list_is_reported_each_epoch(copy):
         with pytest.warns(UserWarning, match="train-000002.tar"):
             keys = [k for batch in loader for k in batch["key"]]
         assert len(keys) == 8 and loader.skipped == 1 and loader.epoch == epoch + 1
+
+
+def test_arrays_that_disagree_with_the_views_are_named(tmp_path):
+    fields = [synthetic_sample("class0", 0, index, views=4, size=16, seed=1).encode() for index in range(3)]
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((3, 7)))  # 3 rows of the 7 latents for 4 views
+    fields[1]["latents.npy"] = buffer.getvalue()
+    shard = tmp_path / "train-000000.tar"
+    write_shard(shard, fields)
+    with pytest.raises(ShardError, match=rf"{fields[1]['__key__']}.*latents.npy.*shape \(3, 7\), not \(4, 7\)"):
+        list(PairLoader([shard], 3))
+    loader = PairLoader([shard], 3, on_error="skip")
+    with pytest.warns(UserWarning, match="1 object"):
+        (batch,) = list(loader)
+    assert sorted(batch["key"]) == [fields[0]["__key__"], fields[2]["__key__"]] and loader.skipped == 1
 
 
 def read_samples(shard):
