@@ -237,6 +237,7 @@ class ObjectLoader:
             raise ShardError(f"no readable objects in the {len(self.shards)} shard(s) of this source")
 
     def _first_object(self) -> ObjectFields:
+        self._own_readers()
         position = next(i for i, e in enumerate(self._index) if e)
         return self._object(position, 0)
 
@@ -247,22 +248,23 @@ class ObjectLoader:
             state.pop(name, None)
         return state
 
-    def _reader(self, position: int) -> ShardReader:
-        """This process's reader of a shard (file handles are never shared across forked workers)."""
+    def _own_readers(self) -> None:
+        """Give this process its own shard readers and object cache (file handles are never shared across forked
+        workers): every entry point to `_object` (`_first_object`, `_make_batch`) calls this first."""
         if getattr(self, "_reader_pid", None) != os.getpid():
             self._readers: dict[int, ShardReader] = {}
             self._object_cache = ObjectCache()
             self._reader_pid = os.getpid()
-        if position not in self._readers:
-            self._readers[position] = ShardReader(self._paths[position], index={key: entry for key, entry, _ in self._index[position]})
-        return self._readers[position]
 
     def _object(self, position: int, ordinal: int) -> ObjectFields:
         """Object `ordinal` of shard `position`: this process's handle, cached with its parsed fields."""
-        reader = self._reader(position)
         obj = self._object_cache.find((position, ordinal))
         if obj is None:
-            obj = self._object_cache.add((position, ordinal), ObjectFields(reader, *self._index[position][ordinal]))
+            if position not in self._readers:
+                index = {key: entry for key, entry, _ in self._index[position]}
+                self._readers[position] = ShardReader(self._paths[position], index=index)
+            obj = ObjectFields(self._readers[position], *self._index[position][ordinal])
+            self._object_cache.add((position, ordinal), obj)
         return obj
 
     # --- plan, length, state ---------------------------------------------------------------------------------
@@ -419,6 +421,7 @@ class ObjectLoader:
     def _make_batch(self, items: list[Item], epoch: int, buffers: BatchBuffers | None = None) -> dict[str, Any]:
         """Read and collate one batch (runs in a worker, into `buffers` when given); skipped objects are listed under
         ``_skipped``."""
+        self._own_readers()
         records: list[dict[str, Any]] = []
         skipped: list[str] = []
         for (position, ordinal), group in groupby(items, key=itemgetter(0, 1)):
@@ -619,14 +622,14 @@ class ImageLoader(ObjectLoader):
             slot, pixels = None, shared_uint8(shape)
         else:  # the main process: numpy's allocation gets transparent huge pages (a few dozen page faults, not 6,400)
             slot, pixels = None, torch.from_numpy(np.empty(shape, np.uint8))
-        array = pixels.numpy()
+        array, size, by_record = pixels.numpy(), self.size, self.images_by_record
         kept: list[dict[str, Any]] = []
         for record in records:
-            row = len(kept)
+            row, bgr = len(kept), record["_bgr"]
             try:
                 for s, blob in enumerate(record["_images"]):
                     try:
-                        decode_cpu(blob, self.size, record["_bgr"], array[(row, s) if self.images_by_record else (s, row)])
+                        decode_cpu(blob, size, bgr, array[(row, s) if by_record else (s, row)])
                     except Exception as exc:
                         raise _decode_error(exc, f"{record['_object'].where()} view {record['_views'][s]}") from exc
             except ShardError as exc:

@@ -22,6 +22,7 @@ import io
 from typing import Callable
 
 import numpy as np
+import simplejpeg
 import torch
 
 #: 3DIEBench's normalisation (per RGB channel, on [0, 1] pixel values).
@@ -33,8 +34,11 @@ class ImageShapeError(ValueError):
     """An image decodes to another shape than the array given to hold it."""
 
 
+_JPEG_START = b"\xff\xd8\xff"
+
+
 def _is_jpeg(data: bytes) -> bool:
-    return data[:3] == b"\xff\xd8\xff"
+    return data[:3] == _JPEG_START
 
 
 def decoded_shape(data: bytes, size: int | None = None) -> tuple[int, int]:
@@ -42,8 +46,6 @@ def decoded_shape(data: bytes, size: int | None = None) -> tuple[int, int]:
     if size is not None:
         return size, size
     if _is_jpeg(data):
-        import simplejpeg
-
         try:
             return tuple(simplejpeg.decode_jpeg_header(data)[:2])  # type: ignore[return-value]
         except ValueError:
@@ -63,18 +65,16 @@ def decode_cpu(data: bytes, size: int | None, bgr: bool = False, out: np.ndarray
     `size` is at most half the stored side, at a reduced DCT scale (1/2, 1/4 or 1/8, never below `size`) before the
     exact bilinear resize. Other formats, and JPEGs simplejpeg rejects (e.g. CMYK), go through Pillow. Corrupt or
     truncated data raises ValueError or OSError."""
+    if size is None and out is not None and data[:3] == _JPEG_START:  # the loaders' common case: one call
+        try:
+            decoded = simplejpeg.decode_jpeg(data, colorspace="BGR" if bgr else "RGB", buffer=out)
+        except ValueError:  # corrupt, larger than `out`, or CMYK: the path below tells which
+            decoded = None
+        if decoded is not None and decoded.shape == out.shape:
+            return out
     pixels = None
     if _is_jpeg(data):
-        import simplejpeg
-
         order = "BGR" if bgr else "RGB"
-        if size is None and out is not None:  # the loaders' common case: one call, no header pass
-            try:
-                decoded = simplejpeg.decode_jpeg(data, colorspace=order, buffer=out)
-            except ValueError:  # corrupt, larger than `out`, or CMYK: the path below tells which
-                decoded = None
-            if decoded is not None and decoded.shape == out.shape:
-                return out
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data, min_height=size or 0, min_width=size or 0,
                                                                        min_factor=2 if size else 1)

@@ -106,7 +106,8 @@ def test_normalize_hwc_matches_the_definition(dtype):
 
 def test_object_cache_keeps_recent_objects_within_its_bound(dataset):
     loader = PairLoader(dataset, 2)
-    reader = loader._reader(0)
+    loader._own_readers()
+    reader = loader._object(0, 0).reader
     key, entry, views = loader._index[0][0]
     latents = entry["latents.npy"].size
     cache = ObjectCache(max_bytes=2 * HANDLE_BYTES + latents - 1)  # two bare handles, or one with its latents
