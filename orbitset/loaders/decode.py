@@ -22,7 +22,6 @@ import io
 from typing import Callable
 
 import numpy as np
-import simplejpeg
 import torch
 
 #: 3DIEBench's normalisation (per RGB channel, on [0, 1] pixel values).
@@ -46,6 +45,8 @@ def decoded_shape(data: bytes, size: int | None = None) -> tuple[int, int]:
     if size is not None:
         return size, size
     if _is_jpeg(data):
+        import simplejpeg
+
         try:
             return tuple(simplejpeg.decode_jpeg_header(data)[:2])  # type: ignore[return-value]
         except ValueError:
@@ -65,6 +66,8 @@ def decode_cpu(data: bytes, size: int | None, bgr: bool = False, out: np.ndarray
     `size` is at most half the stored side, at a reduced DCT scale (1/2, 1/4 or 1/8, never below `size`) before the
     exact bilinear resize. Other formats, and JPEGs simplejpeg rejects (e.g. CMYK), go through Pillow. Corrupt or
     truncated data raises ValueError or OSError."""
+    import simplejpeg  # a dependency of the loaders, imported where used: `import orbitset.loaders` stays light
+
     if size is None and out is not None and data[:3] == _JPEG_START:  # the loaders' common case: one call
         try:
             decoded = simplejpeg.decode_jpeg(data, colorspace="BGR" if bgr else "RGB", buffer=out)
