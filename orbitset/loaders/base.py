@@ -18,7 +18,7 @@ import warnings
 from collections import OrderedDict
 from itertools import groupby, islice
 from operator import itemgetter
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,8 @@ from orbitset.schema import load_json, load_npy
 from orbitset.shards import MemberRef, ShardReader, index_shard
 
 ON_ERROR = ("raise", "skip")
+#: The last fields of an image loader's records (`ImageLoader._image_record`).
+IMAGE_FIELDS = ("_images", "_bgr", "_object", "_views")
 #: Latent columns that hold the object rotation as Euler angles (3DIEBench's names).
 ROTATION_FACTORS = ("rot_x", "rot_y", "rot_z")
 TRANSLATION_NAMES = ("translation_x", "translation_y", "translation_z")
@@ -166,6 +168,8 @@ class ObjectLoader:
 
     #: Items drawn per object read (PairLoader: pairs_per_object).
     per_object = 1
+    #: The fields of a record, in order: `_read_object` returns each record as a tuple of them.
+    record_fields: tuple[str, ...] = ()
     #: Record fields that cross from the workers at stored precision, for `_derived` (main process, on the device):
     #: the per-batch maths stays off the workers, which only read and decode.
     exact_fields: frozenset[str] = frozenset()
@@ -422,7 +426,7 @@ class ObjectLoader:
         """Read and collate one batch (runs in a worker, into `buffers` when given); skipped objects are listed under
         ``_skipped``."""
         self._own_readers()
-        records: list[dict[str, Any]] = []
+        records: list[tuple] = []
         skipped: list[str] = []
         for (position, ordinal), group in groupby(items, key=itemgetter(0, 1)):
             subs = [item[2] for item in group]
@@ -440,35 +444,41 @@ class ObjectLoader:
                 if self.on_error == "raise":
                     raise
                 skipped.extend([str(exc)] * len(subs))
-        images, records = self._collect_images(records, buffers, skipped) if records else ({}, records)
         if not records:
             return {"_skipped": skipped, "_empty": True}
-        batch = self._collate(records)
+        columns = dict(zip(self.record_fields, zip(*records)))
+        images, kept = self._collect_images(columns, buffers, skipped)
+        if not kept:
+            return {"_skipped": skipped, "_empty": True}
+        if len(kept) < len(records):
+            columns = {name: [column[row] for row in kept] for name, column in columns.items()}
+        batch = self._collate(columns)
         batch.update(images)
         batch["_skipped"] = skipped
         return batch
 
-    def _read_object(self, obj: ObjectFields, subs: list[int], epoch: int) -> list[dict[str, Any]]:
-        """One record per sub-index in `subs` for object `obj` (runs in a worker)."""
+    def _read_object(self, obj: ObjectFields, subs: list[int], epoch: int) -> list[tuple]:
+        """One record (a tuple of `record_fields`) per sub-index in `subs` for object `obj` (runs in a worker)."""
         raise NotImplementedError
 
-    def _collect_images(self, records: list[dict[str, Any]], buffers: BatchBuffers | None,
-                        skipped: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """(image fields of the batch, the records whose images are readable); image loaders decode here (runs in a
-        worker, into `buffers` when given), adding a message to `skipped` per record dropped (on_error="skip")."""
-        return {}, records
+    def _collect_images(self, columns: dict[str, Sequence], buffers: BatchBuffers | None,
+                        skipped: list[str]) -> tuple[dict[str, Any], list[int]]:
+        """(image fields of the batch, the rows of the records whose images are readable); image loaders decode here
+        (runs in a worker, into `buffers` when given), adding a message to `skipped` per record dropped
+        (on_error="skip")."""
+        return {}, list(range(len(columns["key"])))
 
-    def _collate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        """Stack records: numeric fields to numpy arrays (floats as float32, but `exact_fields` at stored precision),
-        ``key`` to a list; other ``_`` fields are left out. Workers hand numpy arrays over pickled, in the batch's one
-        message: a tensor would cost a shared-memory file and a file-descriptor exchange each (about a fifth of a
-        worker's time with ten small tensors a batch)."""
-        batch: dict[str, Any] = {"key": [r["key"] for r in records]}
-        for name in records[0]:
+    def _collate(self, columns: dict[str, Sequence]) -> dict[str, Any]:
+        """Stack the records' columns: numeric fields to numpy arrays (floats as float32, but `exact_fields` at stored
+        precision), ``key`` to a list; other ``_`` fields are left out. Workers hand numpy arrays over pickled, in the
+        batch's one message: a tensor would cost a shared-memory file and a file-descriptor exchange each (about a
+        fifth of a worker's time with ten small tensors a batch)."""
+        batch: dict[str, Any] = {"key": list(columns["key"])}
+        for name, column in columns.items():
             exact = name in self.exact_fields
             if name == "key" or (name[0] == "_" and not exact):
                 continue
-            stacked = np.array([r[name] for r in records])
+            stacked = np.array(column)
             batch[name] = stacked if exact else stacked.astype(np.float32 if stacked.dtype.kind == "f" else np.int64, copy=False)
         return batch
 
@@ -538,8 +548,8 @@ class _EpochBatches(torch.utils.data.IterableDataset):
 class ImageLoader(ObjectLoader):
     """A loader whose items carry view images: decoding (CPU or GPU), resizing, channel fix and normalisation.
 
-    Records list their views' encoded bytes under ``_images`` (with ``_bgr``, and ``_object``, their ObjectFields, and
-    ``_views`` to name them in errors).
+    Records end with `IMAGE_FIELDS`: their views' encoded bytes (``_images``), ``_bgr``, and ``_object``, their
+    ObjectFields, and ``_views`` to name them in errors (`_image_record`).
     On the CPU path workers decode them straight into (slots, N, H, W, 3) uint8 batches ((N, slots, H, W, 3) when
     `images_by_record`), in a reused shared buffer when one is free; for GPU decoding they pass the bytes on. The main
     process turns the pixels into (slots, N, 3, H, W) images: channels-last memory by default (free: the decoder's
@@ -600,20 +610,22 @@ class ImageLoader(ObjectLoader):
     def _bgr(self, obj: ObjectFields) -> bool:
         return self.fix_channels and obj.meta.get("channel_order") == "bgr"
 
-    def _image_record(self, obj: ObjectFields, views: list[int]) -> dict[str, Any]:
-        """Image fields of a record: the encoded bytes of `views`, whether to swap R and B, names for errors."""
-        return {"_images": [obj.image(v) for v in views], "_bgr": self._bgr(obj), "_object": obj, "_views": views}
+    def _image_record(self, obj: ObjectFields, views: Sequence[int]) -> tuple:
+        """The last fields of a record (`IMAGE_FIELDS`): the encoded bytes of `views`, whether to swap R and B, the
+        object and the views (to name them in errors)."""
+        return tuple(obj.image(v) for v in views), self._bgr(obj), obj, views
 
-    def _collect_images(self, records: list[dict[str, Any]], buffers: BatchBuffers | None,
-                        skipped: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        slots = len(records[0]["_images"])
+    def _collect_images(self, columns: dict[str, Sequence], buffers: BatchBuffers | None,
+                        skipped: list[str]) -> tuple[dict[str, Any], list[int]]:
+        images, bgrs, objects, views = (columns[name] for name in IMAGE_FIELDS)
+        count, slots = len(images), len(images[0])
         if getattr(self, "_decode_on_gpu", False):
-            return {"_jpeg": [r["_images"][s] for s in range(slots) for r in records],
-                    "_jpeg_bgr": [r["_bgr"] for _ in range(slots) for r in records],
-                    "_jpeg_what": [f"{r['_object'].where()} view {r['_views'][s]}" for s in range(slots) for r in records],
-                    "_slots": slots}, records
-        height, width = self._pixel_shape(records)
-        shape = (len(records), slots, height, width, 3) if self.images_by_record else (slots, len(records), height, width, 3)
+            return {"_jpeg": [images[r][s] for s in range(slots) for r in range(count)],
+                    "_jpeg_bgr": [bgrs[r] for _ in range(slots) for r in range(count)],
+                    "_jpeg_what": [f"{objects[r].where()} view {views[r][s]}" for s in range(slots) for r in range(count)],
+                    "_slots": slots}, list(range(count))
+        height, width = self._pixel_shape(images)
+        shape = (count, slots, height, width, 3) if self.images_by_record else (slots, count, height, width, 3)
         worker = torch.utils.data.get_worker_info()
         claimed = buffers.claim(worker.id, shape) if buffers is not None and worker is not None else None
         if claimed is not None:
@@ -623,37 +635,39 @@ class ImageLoader(ObjectLoader):
         else:  # the main process: numpy's allocation gets transparent huge pages (a few dozen page faults, not 6,400)
             slot, pixels = None, torch.from_numpy(np.empty(shape, np.uint8))
         array, size, by_record = pixels.numpy(), self.size, self.images_by_record
-        kept: list[dict[str, Any]] = []
-        for record in records:
-            row, bgr = len(kept), record["_bgr"]
+        kept: list[int] = []
+        for record, (blobs, bgr) in enumerate(zip(images, bgrs)):
+            row = len(kept)
             try:
-                for s, blob in enumerate(record["_images"]):
+                for s, blob in enumerate(blobs):
                     try:
                         decode_cpu(blob, size, bgr, array[(row, s) if by_record else (s, row)])
                     except Exception as exc:
-                        raise _decode_error(exc, f"{record['_object'].where()} view {record['_views'][s]}") from exc
+                        raise _decode_error(exc, f"{objects[record].where()} view {views[record][s]}") from exc
             except ShardError as exc:
                 if self.on_error == "raise":
                     raise
                 skipped.append(str(exc))
                 continue
             kept.append(record)
-        if len(kept) < len(records):  # move the kept rows to the front, in the layout of a batch of len(kept)
+        if 0 < len(kept) < count:  # move the kept rows to the front, in the layout of a batch of len(kept)
             shape = (len(kept), *shape[1:]) if self.images_by_record else (slots, len(kept), *shape[2:])
             compact = np.ascontiguousarray(array[: len(kept)] if self.images_by_record else array[:, : len(kept)])
             array.reshape(-1)[: compact.size] = compact.reshape(-1)
             pixels = pixels.view(-1)[: compact.size].view(shape)
+        if not kept and slot is not None:  # nothing to send: the worker's own claim ends here
+            buffers.release(*slot)
         images = {"_pixels": shape, "_buffer": slot} if slot is not None else {"_pixels": pixels}
         return images, kept
 
-    def _pixel_shape(self, records: list[dict[str, Any]]) -> tuple[int, int]:
+    def _pixel_shape(self, images: Sequence[Sequence[bytes]]) -> tuple[int, int]:
         """(H, W) of the batch's images: `size`, else the first readable image's (the others must match it); (1, 1)
         when none is readable, so that decoding each view reports its error."""
         if self.size is not None:
             return self.size, self.size
-        for record in records:
+        for blobs in images:
             try:
-                return decoded_shape(record["_images"][0])
+                return decoded_shape(blobs[0])
             except Exception:  # unreadable: decoding reports it, naming the view
                 continue
         return 1, 1

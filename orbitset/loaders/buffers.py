@@ -9,9 +9,9 @@ of the same memory and either releases the buffer at once, after copying or norm
 pixels to the user as they are (`hand_out`): the buffer is then released when the last tensor viewing it is freed.
 
 Ownership: one state per buffer, FREE, CLAIMED (by its worker: being filled or on its way) or HANDED_OUT (to the
-user). Only worker w claims buffers of row w; only the main process marks them handed out or free. When a worker
-finds none free (the user keeps many batches, or a batch is larger than the buffers) it falls back to a fresh block:
-it never waits. At the start of each iteration a worker frees its CLAIMED buffers: torch's DataLoader, before
+user). Only worker w claims buffers of row w (and frees a claim when its batch has nothing to send); only the main
+process marks sent buffers handed out or free. When a worker finds none free (the user keeps many batches, or a
+batch is larger than the buffers) it falls back to a fresh block: it never waits. At the start of each iteration a worker frees its CLAIMED buffers: torch's DataLoader, before
 persistent workers start a new iteration, has received every batch of the previous one, and those it did not deliver
 (iteration stopped early) it discarded unread; HANDED_OUT buffers stay busy until the user's tensors are gone.
 """

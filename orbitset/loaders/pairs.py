@@ -10,7 +10,7 @@ import torch
 from orbitset import geometry
 from orbitset.geometry import Array
 from orbitset.errors import OrbitsetError, SchemaError, ShardError
-from orbitset.loaders.base import ROTATION_FACTORS, TRANSLATION_NAMES, ImageLoader, ObjectFields
+from orbitset.loaders.base import IMAGE_FIELDS, ROTATION_FACTORS, TRANSLATION_NAMES, ImageLoader, ObjectFields
 from orbitset.loaders.plan import object_draws
 from orbitset.loaders.sources import Source
 
@@ -61,6 +61,7 @@ class PairLoader(ImageLoader):
     """
 
     image_slots = 2
+    record_fields = ("key", "label", "index_a", "index_b", "_rows_a", "_rows_b", *IMAGE_FIELDS)
     exact_fields = frozenset({"_rows_a", "_rows_b"})
 
     def __init__(self, source: Source, batch_size: int, *, pairs_per_object: int = 1, rotation: str = "quat", **kwargs):
@@ -106,16 +107,14 @@ class PairLoader(ImageLoader):
         rows = np.concatenate(arrays, axis=1, dtype=np.float64)
         return (views, meta["class_index"], self._bgr(obj), rows), rows.nbytes
 
-    def _read_object(self, obj: ObjectFields, subs: list[int], epoch: int) -> list[dict[str, Any]]:
+    def _read_object(self, obj: ObjectFields, subs: list[int], epoch: int) -> list[tuple]:
         views, label, bgr, rows = obj.prepared or obj.prepare(self._prepare)
         draws = object_draws(self.seed, epoch, obj.key, 2 * self.per_object)
         records = []
         for sub in subs:
             a, b = draws[2 * sub] % views, draws[2 * sub + 1] % (views - 1)
             b += b >= a
-            records.append({"key": obj.key, "label": label, "index_a": a, "index_b": b, "_rows_a": rows[a],
-                            "_rows_b": rows[b], "_images": [obj.image(a), obj.image(b)], "_bgr": bgr, "_object": obj,
-                            "_views": (a, b)})
+            records.append((obj.key, label, a, b, rows[a], rows[b], (obj.image(a), obj.image(b)), bgr, obj, (a, b)))
         return records
 
     def _derived(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
@@ -33,6 +32,8 @@ class PointLoader(ObjectLoader):
     ``key``. Other options as `PairLoader` (distribution, resumption, errors, verification).
     """
 
+    record_fields = ("key", "label", "points", "normals", "rotation")
+
     def __init__(self, source: Source, batch_size: int, *, num_points: int = 1024, sampling: str = "fps",
                  rotate: str | None = None, **kwargs):
         if sampling not in SAMPLINGS:
@@ -47,7 +48,7 @@ class PointLoader(ObjectLoader):
         if not self._first_object().has("points.npy"):
             raise ShardError(f"the samples of {self.shards[0].name} have no points.npy; render the dataset with point clouds")
 
-    def _read_object(self, obj: ObjectFields, subs: list[int], epoch: int) -> list[dict[str, Any]]:
+    def _read_object(self, obj: ObjectFields, subs: list[int], epoch: int) -> list[tuple]:
         if not obj.has("points.npy"):
             raise ShardError(f"{obj.where()} has no points.npy")
         cloud = obj.array("points.npy")
@@ -64,5 +65,4 @@ class PointLoader(ObjectLoader):
         else:
             rotation = np.eye(3)
         xyz, normals = chosen[:, :3].astype(np.float64), chosen[:, 3:6].astype(np.float64)
-        return [{"key": obj.key, "label": np.int64(obj.meta["class_index"]), "points": xyz @ rotation.T,
-                 "normals": normals @ rotation.T, "rotation": rotation}]
+        return [(obj.key, obj.meta["class_index"], xyz @ rotation.T, normals @ rotation.T, rotation)]

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from orbitset.errors import ShardError
-from orbitset.loaders.base import ImageLoader, ObjectFields
+from orbitset.loaders.base import IMAGE_FIELDS, ImageLoader, ObjectFields
 from orbitset.loaders.plan import object_draws
 from orbitset.loaders.sources import Source
 
@@ -29,24 +29,21 @@ class ViewLoader(ImageLoader):
         if mode not in VIEW_MODES:
             raise ValueError(f"mode must be one of {VIEW_MODES}, got {mode!r}")
         self.mode = mode
+        fields = ("key", "label", "rotations", "latents") if mode == "all" else ("key", "label", "index", "rotation", "latents")
+        self.record_fields = (*fields, *IMAGE_FIELDS)
         super().__init__(source, batch_size, **kwargs)
         self.num_views = self._first_object().num_views
         if mode == "all":
             self.image_slots, self.images_by_record = self.num_views, True
 
-    def _read_object(self, obj: ObjectFields, subs: list[int], epoch: int) -> list[dict[str, Any]]:
+    def _read_object(self, obj: ObjectFields, subs: list[int], epoch: int) -> list[tuple]:
         latents, rotations, label = obj.array("latents.npy"), obj.array("rotations.npy"), obj.meta["class_index"]
         if self.mode == "all":
             if obj.num_views != self.num_views:
                 raise ShardError(f"{obj.where()} has {obj.num_views} views, others {self.num_views}; mode='all' needs equal counts")
-            record = {"key": obj.key, "label": np.int64(label), "rotations": rotations, "latents": latents}
-            record.update(self._image_record(obj, list(range(obj.num_views))))
-            return [record]
+            return [(obj.key, label, rotations, latents, *self._image_record(obj, range(obj.num_views)))]
         view = object_draws(self.seed, epoch, obj.key, 1)[0] % obj.num_views
-        record = {"key": obj.key, "label": np.int64(label), "index": np.int64(view),
-                  "rotation": rotations[view], "latents": latents[view]}
-        record.update(self._image_record(obj, [view]))
-        return [record]
+        return [(obj.key, label, view, rotations[view], latents[view], *self._image_record(obj, (view,)))]
 
     def _finalize(self, raw: dict[str, Any]) -> dict[str, Any] | None:
         batch = super()._finalize(raw)
