@@ -11,9 +11,10 @@ pixels to the user as they are (`hand_out`): the buffer is then released when th
 Ownership: one state per buffer, FREE, CLAIMED (by its worker: being filled or on its way) or HANDED_OUT (to the
 user). Only worker w claims buffers of row w (and frees a claim when its batch has nothing to send); only the main
 process marks sent buffers handed out or free. When a worker finds none free (the user keeps many batches, or a
-batch is larger than the buffers) it falls back to a fresh block: it never waits. At the start of each iteration a worker frees its CLAIMED buffers: torch's DataLoader, before
-persistent workers start a new iteration, has received every batch of the previous one, and those it did not deliver
-(iteration stopped early) it discarded unread; HANDED_OUT buffers stay busy until the user's tensors are gone.
+batch is larger than the buffers) it falls back to a fresh block: it never waits. At the start of each iteration a
+worker frees its CLAIMED buffers: torch's DataLoader, before persistent workers start a new iteration, has received
+every batch of the previous one, and those it did not deliver (iteration stopped early) it discarded unread;
+HANDED_OUT buffers stay busy until the user's tensors are gone.
 """
 
 from __future__ import annotations
