@@ -102,7 +102,7 @@ class ObjectCache:
 class ObjectFields:
     """Lazy access to one object's fields in a shard: each field is read (one seek) and parsed on first use and kept
     with the handle, which an `ObjectCache` keeps for later reads of the object. `prepared` holds what a loader
-    derives from the fields once per object (e.g. PairLoader's checked views, label and arrays)."""
+    derives from the fields once per object (e.g. PairLoader's checks and per-view rows)."""
 
     def __init__(self, reader: ShardReader, key: str, entry: dict[str, MemberRef], views: list[str]):
         self.reader, self.key, self.entry, self.views = reader, key, entry, views

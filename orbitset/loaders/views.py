@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from orbitset.errors import ShardError
 from orbitset.loaders.base import IMAGE_FIELDS, ImageLoader, ObjectFields
 from orbitset.loaders.plan import object_draws
