@@ -142,7 +142,7 @@ def pinned_ratio(loader: PairLoader, blobs: list[bytes], seconds: float, window:
         next(stream)
     for pid in _worker_pids(loader._data_loader()):
         os.sched_setaffinity(pid, {measured})
-    totals = [0.0, 0.0, 0.0, 0.0]  # bound pairs, bound seconds, loader pairs, loader seconds
+    bound_pairs = bound_total = loader_pairs = loader_total = 0.0  # pairs and seconds of each, summed over windows
     ratios = []
     try:
         started = time.perf_counter()
@@ -159,13 +159,13 @@ def pinned_ratio(loader: PairLoader, blobs: list[bytes], seconds: float, window:
             while time.perf_counter() - loader_start < window:
                 pairs += len(next(stream)["key"])
             loader_seconds = time.perf_counter() - loader_start
-            totals = [totals[0] + bound_rate * bound_seconds, totals[1] + bound_seconds, totals[2] + pairs,
-                      totals[3] + loader_seconds]
+            bound_pairs, bound_total = bound_pairs + bound_rate * bound_seconds, bound_total + bound_seconds
+            loader_pairs, loader_total = loader_pairs + pairs, loader_total + loader_seconds
             ratios.append(pairs / loader_seconds / bound_rate)
     finally:
         os.sched_setaffinity(0, cpus)
         stream.close()
-    return [totals[2] / totals[3] / (totals[0] / totals[1]), *ratios]
+    return [loader_pairs / loader_total / (bound_pairs / bound_total), *ratios]
 
 
 class LooseFiles3DIEBench(torch.utils.data.Dataset):

@@ -33,11 +33,8 @@ class ImageShapeError(ValueError):
     """An image decodes to another shape than the array given to hold it."""
 
 
-_JPEG_START = b"\xff\xd8\xff"
-
-
 def _is_jpeg(data: bytes) -> bool:
-    return data[:3] == _JPEG_START
+    return data[:3] == b"\xff\xd8\xff"
 
 
 def decoded_shape(data: bytes, size: int | None = None) -> tuple[int, int]:
@@ -68,16 +65,16 @@ def decode_cpu(data: bytes, size: int | None, bgr: bool = False, out: np.ndarray
     truncated data raises ValueError or OSError."""
     import simplejpeg  # a dependency of the loaders, imported where used: `import orbitset.loaders` stays light
 
-    if size is None and out is not None and data[:3] == _JPEG_START:  # the loaders' common case: one call
+    jpeg, order = _is_jpeg(data), "BGR" if bgr else "RGB"
+    if jpeg and size is None and out is not None:  # the loaders' common case: one call
         try:
-            decoded = simplejpeg.decode_jpeg(data, colorspace="BGR" if bgr else "RGB", buffer=out)
+            decoded = simplejpeg.decode_jpeg(data, colorspace=order, buffer=out)
         except ValueError:  # corrupt, larger than `out`, or CMYK: the path below tells which
             decoded = None
         if decoded is not None and decoded.shape == out.shape:
             return out
     pixels = None
-    if _is_jpeg(data):
-        order = "BGR" if bgr else "RGB"
+    if jpeg:
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data, min_height=size or 0, min_width=size or 0,
                                                                        min_factor=2 if size else 1)
