@@ -48,6 +48,11 @@ def view_field(index: int, image_format: str) -> str:
     return f"{index:03d}.{image_format}"
 
 
+def is_view_field(name: str) -> bool:
+    """Whether field `name` is a view image (``007.jpg``, ``012.png``, ``003.webp``), not a layer or other field."""
+    return _VIEW_FIELD.match(name) is not None
+
+
 def layer_field(index: int, layer: str) -> str:
     """Field name of view `index`'s extra layer (``depth`` or ``mask``), e.g. ``007.depth.png``."""
     return f"{index:03d}.{layer}.png"

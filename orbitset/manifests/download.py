@@ -35,7 +35,8 @@ from typing import IO, Callable
 
 from orbitset.errors import DownloadError, ManifestError
 from orbitset.manifests.model import MANIFEST_NAME, Manifest, ShardEntry, write_manifest
-from orbitset.shards import PARTIAL_SUFFIX, file_sha256
+from orbitset.integrity import file_sha256
+from orbitset.shards import PARTIAL_SUFFIX
 
 CHUNK = 1 << 16
 MAX_MANIFEST_BYTES = 64 << 20

@@ -18,7 +18,8 @@ from typing import Iterator
 from orbitset.errors import OrbitsetError, SchemaError, ShardError
 from orbitset.manifests.model import Manifest, ShardEntry, load_manifest, manifest_path
 from orbitset.schema import ObjectSample, decode
-from orbitset.shards import ShardReader, file_sha256
+from orbitset.integrity import file_sha256
+from orbitset.shards import ShardReader
 
 OK, MISSING, SIZE, CHECKSUM, CONTENT, EXTRA = "ok", "missing", "size", "sha256", "content", "extra"
 
