@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -111,6 +112,24 @@ def load_npy(data: bytes, what: str) -> np.ndarray:
         raise SchemaError(f"{what}: not a plain numeric .npy array ({exc}); object arrays are refused") from exc
     except Exception as exc:  # truncated header, bad magic, ...
         raise SchemaError(f"{what}: unreadable .npy data ({exc})") from exc
+
+
+_NPY_V1_HEADER = re.compile(rb"\x93NUMPY\x01\x00..\{'descr': '([<>|][fiu][1248])', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \}", re.S)
+
+
+def read_npy(data: bytes, what: str) -> np.ndarray:
+    """Like `load_npy`, but a plain little/big-endian numeric C-order version-1 array (what ``np.save`` writes) is
+    parsed straight from its header and returned as a read-only view of `data` (numpy's reader evaluates the header
+    with `ast`, which costs more than reading a small array). Anything else goes through `load_npy` (a copy)."""
+    match = _NPY_V1_HEADER.match(data)
+    if match is not None:
+        dtype = np.dtype(match.group(1).decode())
+        shape = tuple(int(n) for n in match.group(2).split(b",") if n.strip())
+        offset = 10 + int.from_bytes(data[8:10], "little")
+        count = math.prod(shape)
+        if len(data) - offset == count * dtype.itemsize:
+            return np.frombuffer(data, dtype, count, offset).reshape(shape)
+    return load_npy(data, what)
 
 
 def load_json(data: bytes, what: str) -> Any:

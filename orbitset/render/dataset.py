@@ -26,9 +26,9 @@ import numpy as np
 
 from orbitset.datasets.sources import AssetRef, AssetSource
 from orbitset.errors import RenderError, ShardError
+from orbitset.hashing import stable_hash
 from orbitset.manifests.model import Factor, Failure, Manifest, software_versions
 from orbitset.render.executors import WorkerLimits, make_executor
-from orbitset.render.factors import stable_hash
 from orbitset.render.job import MAX_FACES, JobSpec, ObjectResult, ObjectTask
 from orbitset.render.recipes import Recipe, get_recipe
 from orbitset.render.recorded import match_recorded, read_recorded_factors
