@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from orbitset.errors import OrbitsetError
+from orbitset.errors import UsageError
 
 #: An item of a batch: (shard position, object position in the shard, sub-index: which of the object's draws).
 Item = tuple[int, int, int]
@@ -37,7 +37,7 @@ def distributed_rank_world(rank: int | None = None, world_size: int | None = Non
             world_size = dist.get_world_size() if world_size is None else world_size
     rank, world_size = (0 if rank is None else rank), (1 if world_size is None else world_size)
     if not 0 <= rank < world_size:
-        raise OrbitsetError(f"rank {rank} is outside 0..{world_size - 1} (world size {world_size})")
+        raise UsageError(f"rank {rank} is outside 0..{world_size - 1} (world size {world_size})")
     return rank, world_size
 
 
@@ -71,7 +71,7 @@ def rank_objects(
     total = int(sum(counts))
     per_rank = total // world_size if drop_last else math.ceil(total / world_size)
     if per_rank == 0:
-        raise OrbitsetError(
+        raise UsageError(
             f"{total} objects cannot be shared among {world_size} ranks with drop_last=True; use drop_last=False or fewer ranks"
         )
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -98,7 +98,7 @@ def rank_objects(
 def make_batches(objects: Sequence[tuple[int, int]], per_object: int, batch_size: int, drop_last: bool) -> list[list[Item]]:
     """Chunk the items (each object repeated `per_object` times, consecutively) into batches of `batch_size`."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise UsageError(f"batch_size must be at least 1, got {batch_size}")
     items = [(s, o, j) for s, o in objects for j in range(per_object)]
     stop = len(items) - len(items) % batch_size if drop_last else len(items)
     return [items[i : i + batch_size] for i in range(0, stop, batch_size)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from orbitset.errors import SchemaError
-from orbitset.loaders.base import read_npy
+from orbitset.loaders.objects import read_npy
 
 
 def npy(array) -> bytes:
