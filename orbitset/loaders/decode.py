@@ -2,9 +2,8 @@
 normalisation.
 
 CPU: JPEGs are decoded by libjpeg-turbo through simplejpeg, straight into the caller's array (a worker's batch
-buffer): one C call per image, no intermediate image object and no copy, about 3.5x Pillow's throughput on 256 px
-images here (Pillow's per-image Python work and its RGBX-to-RGB repacking cost more than the decoding itself), with
-identical pixels. When the requested side is at most half the stored one, JPEGs are decoded at a reduced DCT scale
+buffer): one C call per image, no intermediate image object and no copy (Pillow's per-image Python work and its
+RGBX-to-RGB repacking cost more than the decoding itself), with pixels identical to Pillow's. When the requested side is at most half the stored one, JPEGs are decoded at a reduced DCT scale
 (1/2, 1/4 or 1/8, never below the requested size) before the exact resize, which is several times cheaper than
 decoding at full size. Pillow decodes everything else (PNG, CMYK JPEGs) and does the resizing.
 
@@ -166,10 +165,9 @@ def normalize_hwc(pixels: torch.Tensor, dtype: torch.dtype = torch.float32, chan
 
     On the CPU two numpy passes (multiply converting as it reads, then add in place) over rows of W pixels, with the
     per-channel scale and shift tiled along the row: the inner loops are long and vectorised (broadcasting a 3-vector
-    over the last axis runs 4x slower); channels-first output is written channel by channel from strided reads.
+    over the last axis is several times slower); channels-first output is written channel by channel from strided reads.
     Elsewhere (CUDA) torch's passes on the device. CPU outputs are allocated by numpy, which asks Linux for
-    transparent huge pages on large arrays: a fresh 100 MB output then costs a few dozen page faults, not 25,000
-    (torch's own allocator measured 2x slower here).
+    transparent huge pages on large arrays: a fresh output then costs one page fault per 2 MB, not per 4 KB.
     """
     if pixels.shape[-1] != 3 or not pixels.is_contiguous():
         raise UsageError(f"expected contiguous (..., H, W, 3) pixels, got shape {tuple(pixels.shape)}")

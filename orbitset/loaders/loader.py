@@ -72,8 +72,8 @@ class ObjectLoader:
                              f"{prefetch_factor} and {num_workers}")
         try:
             self.device = torch.device(device)
-        except RuntimeError as exc:
-            raise UsageError(f"device {device!r} is not a device torch knows ({exc}); pass 'cpu' or 'cuda[:N]'") from None
+        except RuntimeError:
+            raise UsageError(f"device {device!r} is not a torch device; pass 'cpu', 'cuda' or 'cuda:N'") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise OrbitsetError(f"device {str(self.device)!r} was asked for but CUDA is not available here; pass device='cpu'")
         self.batch_size, self.num_workers, self.prefetch_factor = batch_size, num_workers, prefetch_factor

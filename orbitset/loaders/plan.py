@@ -47,8 +47,8 @@ def stable_hash(text: str) -> int:
 
 
 def object_draws(seed: int, epoch: int, key: str, count: int) -> list[int]:
-    """`count` uniform 64-bit integers for (seed, epoch, key): BLAKE2b in counter mode, 8 integers per hash (about
-    2 us, against 45 us for seeding a numpy generator: the view choices of a pair cost next to nothing)."""
+    """`count` uniform 64-bit integers for (seed, epoch, key): BLAKE2b in counter mode, 8 integers per hash (far
+    cheaper than seeding a numpy generator: the view choices of a pair cost next to nothing)."""
     draws: list[int] = []
     for block in range(-(-count // 8)):
         digest = hashlib.blake2b(f"{seed}:{epoch}:{key}:{block}".encode("utf-8"), digest_size=64).digest()
@@ -60,7 +60,7 @@ def object_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
     """The generator of the point loader's random choices for an object in an epoch (point subsets, rotations, the view
     whose pose to take): seeded by (seed, epoch, key); view pairs and single views use the cheaper `object_draws`.
 
-    A Philox generator keyed directly by a hash of the three (no SeedSequence: a fifth of the cost per object)."""
+    A Philox generator keyed directly by a hash of the three (no SeedSequence, which would cost more than the draws)."""
     return np.random.Generator(np.random.Philox(key=stable_hash(f"{seed}:{epoch}:{key}")))
 
 
