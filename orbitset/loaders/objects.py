@@ -8,7 +8,6 @@ process, across epochs.
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -17,39 +16,17 @@ import numpy as np
 
 from orbitset.errors import SchemaError, ShardError
 from orbitset.loaders.sources import ShardRef, localise
-from orbitset.schema import load_json, load_npy
+from orbitset.schema import is_view_field, load_json, read_npy
 from orbitset.shards import MemberRef, ShardReader, index_shard
 
 #: One object of a shard's index: (key, field -> byte range, view image fields in view order).
 IndexEntry = tuple[str, dict[str, MemberRef], list[str]]
-
-_NPY_V1 = re.compile(rb"\x93NUMPY\x01\x00..\{'descr': '([<>|][fiu][1248])', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \}", re.S)
-
-
-def read_npy(data: bytes, what: str) -> np.ndarray:
-    """A plain numeric .npy array (read-only), parsing the common version-1 header directly (numpy's reader evaluates
-    it with `ast`, which costs more than decoding a view's latents is worth); anything else goes to `load_npy`."""
-    match = _NPY_V1.match(data)
-    if match is not None:
-        dtype = np.dtype(match.group(1).decode())
-        shape = tuple(int(n) for n in match.group(2).split(b",") if n.strip())
-        offset = 10 + int.from_bytes(data[8:10], "little")
-        count = int(np.prod(shape))
-        if len(data) - offset == count * dtype.itemsize:
-            return np.frombuffer(data, dtype, count, offset).reshape(shape)
-    return load_npy(data, what)
-
 
 def _read_numeric(data: bytes, what: str) -> np.ndarray:
     array = read_npy(data, what)
     if array.dtype.kind not in "biuf":
         raise SchemaError(f"{what}: {array.dtype} values, not numbers")
     return array
-
-
-def view_fields(entry: dict[str, MemberRef]) -> list[str]:
-    """The view image fields of a sample (``000.jpg``, ``001.jpg``, ...) in view order."""
-    return sorted(name for name in entry if name[:3].isdigit() and name.count(".") == 1)
 
 
 @dataclass
@@ -77,7 +54,7 @@ class ShardIndex:
         for position, ref in enumerate(refs):
             try:
                 path = localise(ref, verify)
-                entries = [(key, entry, view_fields(entry)) for key, entry in index_shard(path).items()]
+                entries = [(key, entry, sorted(filter(is_view_field, entry))) for key, entry in index_shard(path).items()]
                 if ref.objects is not None and len(entries) != ref.objects:
                     raise ShardError(f"shard {ref.name} holds {len(entries)} samples but the manifest says {ref.objects}; re-download it")
             except ShardError as exc:

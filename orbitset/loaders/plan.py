@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from orbitset.errors import UsageError
+from orbitset.hashing import stable_hash
 
 #: An item of a batch: (shard position, object position in the shard, sub-index: which of the object's draws).
 Item = tuple[int, int, int]
@@ -41,11 +42,6 @@ def distributed_rank_world(rank: int | None = None, world_size: int | None = Non
     return rank, world_size
 
 
-def stable_hash(text: str) -> int:
-    """A 63-bit integer from `text` that is the same in every process (Python's hash() is salted per process)."""
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") >> 1
-
-
 def object_draws(seed: int, epoch: int, key: str, count: int) -> list[int]:
     """`count` uniform 64-bit integers for (seed, epoch, key): BLAKE2b in counter mode, 8 integers per hash (far
     cheaper than seeding a numpy generator: the view choices of a pair cost next to nothing)."""
@@ -60,8 +56,9 @@ def object_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
     """The generator of the point loader's random choices for an object in an epoch (point subsets, rotations, the view
     whose pose to take): seeded by (seed, epoch, key); view pairs and single views use the cheaper `object_draws`.
 
-    A Philox generator keyed directly by a hash of the three (no SeedSequence, which would cost more than the draws)."""
-    return np.random.Generator(np.random.Philox(key=stable_hash(f"{seed}:{epoch}:{key}")))
+    A Philox generator keyed directly by the top 63 bits of a hash of the three (no SeedSequence, which would cost
+    more than the draws); the key is part of the loaders' reproducibility: changing it changes every seeded choice."""
+    return np.random.Generator(np.random.Philox(key=stable_hash(f"{seed}:{epoch}:{key}") >> 1))
 
 
 def rank_objects(

@@ -8,6 +8,7 @@ batches on the device (`on_device`): on CUDA one batch ahead, on a side stream.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
@@ -34,6 +35,8 @@ class WorkerState:
         self.shards, self.worker, self.buffers = shards, worker, buffers
         self.readers: dict[int, ShardReader] = {}
         self.cache = ObjectCache()
+        # the files close when this state goes, even when its handles outlive it in a reference cycle
+        weakref.finalize(self, _close_all, self.readers)
 
     def object(self, position: int, ordinal: int) -> ObjectFields:
         """Object `ordinal` of shard `position`, cached with its parsed fields; ShardError for an unreadable shard."""
@@ -67,6 +70,11 @@ class WorkerState:
         """A new iteration starts: this worker's buffers that never reached the user are free again."""
         if self.buffers is not None and self.worker is not None:
             self.buffers.reset(self.worker)
+
+
+def _close_all(readers: dict[int, ShardReader]) -> None:
+    for reader in readers.values():
+        reader.close()
 
 
 class EpochBatches(torch.utils.data.IterableDataset):
