@@ -67,9 +67,10 @@ class ObjectLoader:
             raise UsageError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         if verify not in VERIFY_MODES:
             raise UsageError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
-        if batch_size < 1 or num_workers < 0 or prefetch_factor < 1:
-            raise UsageError(f"batch_size and prefetch_factor must be >= 1 and num_workers >= 0, got {batch_size}, "
-                             f"{prefetch_factor} and {num_workers}")
+        for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
+                                   ("prefetch_factor", prefetch_factor, 1)):
+            if value < least:
+                raise UsageError(f"{name} must be at least {least}, got {value}")
         try:
             self.device = torch.device(device)
         except RuntimeError:
