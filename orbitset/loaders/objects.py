@@ -22,7 +22,9 @@ from orbitset.shards import MemberRef, ShardReader, index_shard
 #: One object of a shard's index: (key, field -> byte range, view image fields in view order).
 IndexEntry = tuple[str, dict[str, MemberRef], list[str]]
 
+
 def _read_numeric(data: bytes, what: str) -> np.ndarray:
+    """A numeric (bool, integer or float) .npy array; SchemaError naming `what` for any other."""
     array = read_npy(data, what)
     if array.dtype.kind not in "biuf":
         raise SchemaError(f"{what}: {array.dtype} values, not numbers")
