@@ -1,0 +1,242 @@
+"""3DIEBench's published layout: its variants, its split files, and one object folder turned into an ObjectSample.
+
+The layout (REFERENCE.md): ``.../SYNSET/OBJECT_ID/image_{i}.jpg`` and ``latent_{i}.npy`` (float64, shape (F,), F = 7,
+or 10 for 3DIEBench-T), i = 0..V-1, and split files ``<split>_images.npy`` (entries like ``/02691156/<id>/``) with
+``<split>_labels.npy`` (class index = position of the synset in the sorted list of synsets). Every ``.npy`` is parsed
+without unpickling.
+
+A sample (`build_sample`): images byte for byte, latents (V, F) float64, rotations = `geometry.euler_to_matrix` of
+latents[:, :3] ("xyz" extrinsic), for 3DIEBench-T translations = R @ t (the object-frame translation
+t = latents[:, 7:10] in the world frame), the 3DIEBench camera, and ``meta["channel_order"] = "bgr"``: the published
+JPEGs have red and blue swapped (written by OpenCV from an RGB array), which the loaders undo at decode time.
+With ``fix_colors`` the images are re-encoded in RGB order instead and the sample says ``"rgb"``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from orbitset import geometry
+from orbitset.errors import AssetError
+from orbitset.render.recipes import FACTORS_3DIEBENCH, TRANSLATION_FACTORS
+from orbitset.schema import ObjectSample, load_npy
+
+IMAGES_SUFFIX, LABELS_SUFFIX = "_images.npy", "_labels.npy"
+#: The split of every object when the source has no split files.
+ALL_SPLIT = "all"
+CHANNEL_NOTE = (
+    "the published 3DIEBench JPEGs have red and blue swapped (written with OpenCV from an RGB array); "
+    "swap channels 0 and 2 after decoding to get RGB"
+)
+FIXED_NOTE = "re-encoded from the published JPEGs (red and blue swapped back) at JPEG quality {quality}"
+#: JPEG quality of images re-encoded by ``fix_colors``.
+FIX_QUALITY = 95
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+VIEW_FILE = re.compile(r"^(image|latent)_(\d+)\.(jpg|npy)$")
+_JPEG_MAGIC = b"\xff\xd8"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A published variant: its factors (name, unit, low, high) and whether latents[:, 7:10] is a translation."""
+
+    name: str
+    factors: tuple[tuple[str, str, float, float], ...]
+    translation: bool = False
+
+
+_TRANSLATION = tuple((name, "scene", -0.5, 0.5) for name in TRANSLATION_FACTORS)
+_OOD_ROTATION = tuple((name, unit, -math.pi, math.pi) for name, unit, _, _ in FACTORS_3DIEBENCH[:3])
+LAYOUTS = {
+    "3diebench": Layout("3diebench", FACTORS_3DIEBENCH),
+    "3diebench-t": Layout("3diebench-t", FACTORS_3DIEBENCH + _TRANSLATION, translation=True),
+    # OOD angles are drawn from [-pi, -pi/2] U [pi/2, pi]; the range recorded is the enclosing [-pi, pi].
+    "3diebench-ood": Layout("3diebench-ood", _OOD_ROTATION + FACTORS_3DIEBENCH[3:]),
+}
+
+
+def layout_named(name: str) -> Layout:
+    try:
+        return LAYOUTS[name]
+    except KeyError:
+        raise AssetError(f"unknown layout {name!r}; choose one of {sorted(LAYOUTS)}") from None
+
+
+def view_file(path: str) -> tuple[str, str, str] | None:
+    """``.../SYNSET/OBJECT_ID/image_3.jpg`` -> (synset, object id, file name); None for a file of no object folder
+    (split files, READMEs, folders). The layout's root may sit at any depth."""
+    parts = [p for p in path.replace("\\", "/").split("/") if p]
+    if len(parts) < 3 or not VIEW_FILE.match(parts[-1]):
+        return None
+    return parts[-3], parts[-2], parts[-1]
+
+
+# --- split files -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Which split and class index each object has: ``assigned[(synset, object_id)] = (split, class_index)``.
+
+    `classes` are the sorted synsets; an object's class index is its synset's position there. `files` names the split
+    files read and their sha256 (recorded in the manifest)."""
+
+    assigned: dict[tuple[str, str], tuple[str, int]]
+    classes: list[str]
+    files: dict[str, str]
+    duplicates: list[tuple[str, str, str]]
+
+    def listed(self, split: str) -> list[tuple[str, str]]:
+        return sorted(k for k, (s, _) in self.assigned.items() if s == split)
+
+
+def parse_npy(data: bytes, what: str) -> np.ndarray:
+    """Plain .npy bytes -> array; object arrays (pickles) and malformed files raise AssetError naming `what`."""
+    try:
+        return load_npy(data, what)
+    except ValueError as exc:
+        raise AssetError(f"{exc}; split and label files are never unpickled") from exc
+
+
+def _split_entry(entry: Any, what: str) -> tuple[str, str]:
+    text = entry.decode("utf-8") if isinstance(entry, bytes) else str(entry)
+    parts = [p for p in text.strip().split("/") if p]
+    if len(parts) != 2 or not all(SAFE_NAME.match(p) for p in parts):
+        raise AssetError(f"{what}: entry {text!r} is not '/SYNSET/OBJECT_ID/'")
+    return parts[0], parts[1]
+
+
+def splits_from_files(files: Mapping[str, bytes], known_synsets: set[str] | None = None) -> Splits:
+    """Split assignment from the bytes of ``<split>_images.npy`` (and ``<split>_labels.npy`` when present) files,
+    keyed by file name. Labels must follow the sorted-synset rule (AssetError otherwise). `known_synsets` (the synsets
+    of a source listed beforehand) join the classes; without split files every known object goes to ``all``."""
+    import hashlib
+
+    entries: dict[str, list[tuple[str, str]]] = {}
+    labels: dict[str, np.ndarray] = {}
+    for name in sorted(files):
+        if name.endswith(IMAGES_SUFFIX):
+            array = parse_npy(files[name], name).reshape(-1)
+            entries[name[: -len(IMAGES_SUFFIX)]] = [_split_entry(e, name) for e in array]
+    for split, listed in entries.items():
+        name = split + LABELS_SUFFIX
+        if name in files:
+            array = parse_npy(files[name], name).reshape(-1)
+            if len(array) != len(listed) or array.dtype.kind not in "iu":
+                raise AssetError(f"{name}: expected {len(listed)} integer labels, got {len(array)} of {array.dtype}")
+            labels[split] = array
+    classes = sorted({s for listed in entries.values() for s, _ in listed} | (known_synsets or set()))
+    index = {synset: i for i, synset in enumerate(classes)}
+    assigned: dict[tuple[str, str], tuple[str, int]] = {}
+    duplicates: list[tuple[str, str, str]] = []
+    for split, listed in entries.items():
+        for position, (synset, object_id) in enumerate(listed):
+            if split in labels and int(labels[split][position]) != index[synset]:
+                raise AssetError(
+                    f"{split}{LABELS_SUFFIX}: label {int(labels[split][position])} of /{synset}/{object_id}/ is not the "
+                    f"position {index[synset]} of its synset among the {len(classes)} sorted synsets; are these the "
+                    "split files of this dataset?"
+                )
+            if (synset, object_id) in assigned:
+                duplicates.append((synset, object_id, split))
+            else:
+                assigned[(synset, object_id)] = (split, index[synset])
+    used = {name: hashlib.sha256(data).hexdigest() for name, data in files.items() if name.endswith((IMAGES_SUFFIX, LABELS_SUFFIX))}
+    return Splits(assigned=assigned, classes=classes, files=used, duplicates=duplicates)
+
+
+# --- one object --------------------------------------------------------------------------------------------------
+
+_PLAIN_LATENT_HEADER = re.compile(rb"^\{'descr': '<f8', 'fortran_order': False, 'shape': \((\d+),\), \} *\n$")
+
+
+def _read_latent(raw: bytes, what: str) -> np.ndarray:
+    """A (F,) float64 .npy as the original generator saves it, parsed without numpy's literal_eval of the header
+    (the slowest step of np.load on tiny files); anything else goes through `orbitset.schema.load_npy`."""
+    if raw[:8] == b"\x93NUMPY\x01\x00" and len(raw) >= 10:
+        end = 10 + int.from_bytes(raw[8:10], "little")
+        match = _PLAIN_LATENT_HEADER.match(raw[10:end])
+        if match and len(raw) - end == 8 * int(match.group(1)):
+            return np.frombuffer(raw, dtype="<f8", offset=end)
+    return load_npy(raw, what)
+
+
+def swap_red_blue(image: bytes, quality: int = FIX_QUALITY) -> bytes:
+    """A JPEG with red and blue swapped, re-encoded at `quality` (decoding as BGR then encoding as RGB)."""
+    import simplejpeg
+
+    return simplejpeg.encode_jpeg(simplejpeg.decode_jpeg(image, colorspace="BGR"), quality=quality, colorspace="RGB")
+
+
+def build_sample(layout: Layout, synset: str, object_id: str, class_index: int, files: Mapping[str, bytes],
+                 views: int, fix_colors: bool = False) -> ObjectSample:
+    """The validated ObjectSample of one object folder, from its files' bytes (file name -> bytes).
+
+    Raises AssetError for a broken object: missing or extra views, a file that is not a JPEG, unreadable latents."""
+    from PIL import Image
+
+    from orbitset.datasets.sources import key_part
+    from orbitset.render.scene import CameraSpec, SceneSpec
+
+    needed = [f"{kind}_{i}.{ext}" for i in range(views) for kind, ext in (("image", "jpg"), ("latent", "npy"))]
+    missing = [name for name in needed if name not in files]
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise AssetError(f"missing {shown} (expected {views} views)")
+    if len(files) > len(needed):
+        raise AssetError(f"{len(files) // 2} views where the dataset has {views} (extra: {sorted(set(files) - set(needed))[:4]})")
+    images: list[bytes] = []
+    latents: list[np.ndarray] = []
+    for i in range(views):
+        image = files[f"image_{i}.jpg"]
+        if not image.startswith(_JPEG_MAGIC):
+            raise AssetError(f"image_{i}.jpg is not a JPEG file")
+        latent = _read_latent(files[f"latent_{i}.npy"], f"latent_{i}.npy")
+        if latent.shape != (len(layout.factors),) or latent.dtype.kind != "f":
+            raise AssetError(
+                f"latent_{i}.npy has shape {latent.shape} dtype {latent.dtype}; {layout.name} has "
+                f"{len(layout.factors)} float latents per view"
+            )
+        images.append(image)
+        latents.append(latent)
+    table = np.stack(latents).astype(np.float64)
+    if not np.all(np.isfinite(table)):
+        raise AssetError("latents contain NaN or infinite values")
+    try:
+        width, height = Image.open(io.BytesIO(images[0])).size
+    except Exception as exc:  # PIL raises many types for broken headers
+        raise AssetError(f"image_0.jpg has an unreadable header ({exc})") from exc
+    if fix_colors:
+        try:
+            images = [swap_red_blue(image) for image in images]
+        except ValueError as exc:
+            raise AssetError(f"a JPEG could not be decoded to fix its colours ({exc})") from exc
+    rotations = np.asarray(geometry.euler_to_matrix(table[:, :3]))
+    meta = {
+        "class_name": synset,
+        "class_index": class_index,
+        "num_views": views,
+        "factor_names": [f[0] for f in layout.factors],
+        "factor_units": [f[1] for f in layout.factors],
+        "source": layout.name,
+        "source_id": f"{synset}/{object_id}",
+        "channel_order": "rgb" if fix_colors else "bgr",
+        "channel_note": FIXED_NOTE.format(quality=FIX_QUALITY) if fix_colors else CHANNEL_NOTE,
+    }
+    sample = ObjectSample(
+        key=f"{key_part(synset)}__{key_part(object_id)}",
+        images=images,
+        latents=table,
+        rotations=rotations,
+        camera={"width": width, "height": height, "K": SceneSpec(width=width, height=height).intrinsics().tolist(),
+                "extrinsics": CameraSpec().extrinsics().tolist()},
+        meta=meta,
+        translations=np.einsum("vij,vj->vi", rotations, table[:, 7:10]) if layout.translation else None,
+    )
+    return sample.validate()
