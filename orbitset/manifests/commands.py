@@ -59,13 +59,14 @@ _LAYOUTS = click.Choice(["3diebench", "3diebench-t", "3diebench-ood"])
 @click.option("--fix-colors", is_flag=True, help="Re-encode 3DIEBench images with red and blue in RGB order (for other "
               "tools; orbitset's loaders fix the order at decode time without it).")
 @click.option("--objects-per-shard", type=click.IntRange(1), default=256, show_default=True, help="Converted datasets: objects per shard.")
+@click.option("--views", type=click.IntRange(1), default=50, show_default=True, help="Converted datasets: views per object.")
 @click.option("--split", default=None, help="Published shards: fetch only this split.")
 @click.option("--jobs", "-j", type=click.IntRange(1), default=4, show_default=True, help="Shards fetched in parallel.")
 @click.option("--retries", type=click.IntRange(0), default=5, show_default=True, help="Retries per shard or per broken connection.")
 @click.option("--timeout", type=click.FloatRange(0.01), default=30.0, show_default=True, help="Seconds per blocking read.")
 @click.option("--backoff", type=click.FloatRange(0.0), default=0.5, show_default=True, help="Seconds before the first retry (doubles).")
 def download(source: str | None, out: str | None, list_names: bool, url: str | None, splits_from: str | None,
-             fix_colors: bool, objects_per_shard: int, split: str | None, jobs: int, retries: int, timeout: float,
+             fix_colors: bool, objects_per_shard: int, views: int, split: str | None, jobs: int, retries: int, timeout: float,
              backoff: float) -> None:
     """Get a dataset into OUT: a registered NAME (see --list) or a manifest URL or path; verified and resumable."""
     from orbitset.datasets.registry import datasets, lookup
@@ -83,7 +84,8 @@ def download(source: str | None, out: str | None, list_names: bool, url: str | N
     if entry is not None and entry.kind == "convert":
         from orbitset.datasets.convert import ConvertSettings, download_converted
 
-        settings = ConvertSettings(layout=entry.layout, objects_per_shard=objects_per_shard, fix_colors=fix_colors)
+        settings = ConvertSettings(layout=entry.layout, views=views, objects_per_shard=objects_per_shard,
+                                   fix_colors=fix_colors)
         report = download_converted(source, out, url=url, splits_from=splits_from, settings=settings, options=options)
         click.echo(report.summary())
         return
