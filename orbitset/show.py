@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from orbitset.manifests.model import load_manifest, manifest_path
-from orbitset.schema import load_json, load_npy, view_field
+from orbitset.schema import is_view_field, load_json, load_npy, view_field
 from orbitset.shards import ShardReader
 
 
@@ -41,7 +41,7 @@ def contact_sheet(dataset: str | Path, out: str | Path, objects: int = 6, views:
                 head = reader.read(key, ["meta.json", "rotations.npy"])
                 meta = load_json(head["meta.json"], f"{shard.name} {key} meta.json")
                 rotations = load_npy(head["rotations.npy"], f"{shard.name} {key} rotations.npy")
-                fmt = next(f.split(".")[1] for f in reader.fields(key) if f.startswith("000.") and f.count(".") == 1)
+                fmt = next(f.split(".")[1] for f in reader.fields(key) if f.startswith("000.") and is_view_field(f))
                 chosen = np.linspace(0, meta["num_views"] - 1, min(views, meta["num_views"])).round().astype(int)
                 blobs = reader.read(key, [view_field(int(i), fmt) for i in chosen])
                 angles = np.degrees(np.linalg.norm(geometry.matrix_to_axis_angle(rotations[chosen]), axis=-1))

@@ -7,21 +7,19 @@ short). The shards therefore depend only on the source's order and content: an a
 order converts to the same bytes as the tree. Each split's current shard is held in memory until it is complete, then
 written atomically, so at most one partial shard is ever on disk.
 
-Resuming: after each shard a line is appended to the journal ``.orbitset-convert.jsonl`` (its entry and its failed
-objects). A rerun with the same settings keeps the journal's shards whose size and sha256 still match, reads the source
-again from its start and skips their objects without converting them. The manifest is written last, then the journal
-is removed. Broken objects (missing or extra views, unreadable latents, files that are not JPEGs) are recorded in the
+Resuming: shards are written by `orbitset.shards.ShardWriter`, which puts a sidecar record beside each (its entry, its
+objects, its failures, the settings). A rerun with the same settings keeps the complete shards, reads the source again
+from its start and skips their objects without converting them. The manifest is written last. Broken objects (missing or extra views, unreadable latents, files that are not JPEGs) are recorded in the
 manifest's failures and skipped.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from orbitset.datasets.sie_layout import (
     ALL_SPLIT,
@@ -37,13 +35,9 @@ from orbitset.datasets.sie_layout import (
 )
 from orbitset.datasets.sie_source import ObjectSource, SourceObject, open_source
 from orbitset.errors import AssetError, DownloadError, OrbitsetError
-from orbitset.integrity import integrity_problem
 from orbitset.manifests.download import DownloadOptions
-from orbitset.manifests.model import MANIFEST_NAME, Factor, Failure, Manifest, ShardEntry, software_versions, write_manifest
-from orbitset.shards import PARTIAL_SUFFIX, write_shard
-
-JOURNAL = ".orbitset-convert.jsonl"
-
+from orbitset.manifests.model import MANIFEST_NAME, Factor, Failure, Manifest, software_versions
+from orbitset.shards import ShardWriter, shard_name
 
 @dataclass(frozen=True)
 class ConvertSettings:
@@ -75,56 +69,13 @@ class ConvertReport:
 
 @dataclass
 class _Shard:
-    """A split's shard being filled: its number, encoded samples, failures and how many objects it has seen."""
+    """A split's shard being filled in memory: its name, encoded samples, object keys and failures."""
 
     split: str
-    number: int
+    name: str
     samples: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
-    seen: int = 0
-
-    @property
-    def name(self) -> str:
-        return f"{self.split}-{self.number:06d}.tar"
-
-
-class _Journal:
-    """The shards already written by this conversion (``(split, number) -> (entry or None, failures)``), on disk."""
-
-    def __init__(self, out: Path, settings: ConvertSettings, splits: Splits):
-        self.path = out / JOURNAL
-        self.header = {"settings": vars(settings), "split_files": splits.files}
-        self.done: dict[tuple[str, int], tuple[ShardEntry | None, list[Failure]]] = {}
-        if self.path.exists():
-            self._load(out)
-        else:
-            self._append(self.header)
-
-    def _load(self, out: Path) -> None:
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        try:
-            records = [json.loads(line) for line in lines if line.strip()]
-        except json.JSONDecodeError:
-            records = [json.loads(line) for line in lines[:-1] if line.strip()]  # a kill cut the last line
-        if not records or records[0] != self.header:
-            raise AssetError(f"{out} holds an unfinished conversion with other settings or split files "
-                             f"({self.path.name}); use the same options, or another --out, or delete {self.path}")
-        for record in records[1:]:
-            entry = ShardEntry(**record["shard"]) if record["shard"] else None
-            if entry is not None and integrity_problem(out / entry.name, entry.bytes, entry.sha256) is not None:
-                continue  # changed or lost since: converted again
-            self.done[(record["split"], record["number"])] = (entry, [Failure(**f) for f in record["failures"]])
-
-    def _append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    def record(self, shard: _Shard, entry: ShardEntry | None) -> None:
-        self._append({"split": shard.split, "number": shard.number, "shard": vars(entry) if entry else None,
-                      "failures": [vars(f) for f in shard.failures]})
-        self.done[(shard.split, shard.number)] = (entry, list(shard.failures))
 
 
 class _Progress:
@@ -184,148 +135,107 @@ def convert_source(
     jobs: int = 8,
     progress: bool = True,
     options: DownloadOptions = DownloadOptions(),
-    on_shard: Callable[[Path], None] | None = None,
 ) -> ConvertReport:
     """Convert the source `src` (archive or tree, local path or URL) into shards + manifest in `out`; see the module
     docstring. Split assignment comes from `split_files` (file name -> bytes), else from split files found in the
     source; a tree without any puts every object in the split ``all``, an archive without any is refused.
-    `jobs` threads read a tree's files ahead of use. `on_shard(path)` is called after each shard is written.
+    `jobs` threads read a tree's files ahead of use.
 
-    Raises DownloadError when the source breaks off (the shards written so far are kept; rerun to resume).
+    Raises DownloadError when the source breaks off (the shards written so far are kept; rerun to resume), ShardError
+    when `out` holds shards converted with other settings.
     """
     src = str(src)
     out = Path(out)
     layout = layout_named(settings.layout)
-    if (out / MANIFEST_NAME).exists() and not (out / JOURNAL).exists():
+    if (out / MANIFEST_NAME).exists():
         raise AssetError(f"{out} already holds a converted dataset ({MANIFEST_NAME}); choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("." + "*" + PARTIAL_SUFFIX):
-        stale.unlink()
     started = time.monotonic()
-    numbering = _Numbering()
-    source = open_source(src, skip=lambda s, o: numbering.skip(s, o), jobs=jobs, options=options)
+    kept: set[str] = set()
+    source = open_source(src, skip=lambda s, o: f"{s}/{o}" in kept, jobs=jobs, options=options)
     files = dict(split_files) if split_files else source.split_files
     if not files and source.synsets is None:
         raise AssetError(f"{src} is an archive: its split files are needed before it is read; pass --splits-from DIR|URL "
                          "(a folder holding train_images.npy, val_images.npy and their *_labels.npy)")
     splits = splits_from_files(files, known_synsets=None if files else source.synsets)
-    journal = _Journal(out, settings, splits)
-    numbering.bind(splits, journal, settings.objects_per_shard, default_split=None if files else ALL_SPLIT)
+    default_split = None if files else ALL_SPLIT
+    index = {synset: i for i, synset in enumerate(splits.classes)}
+    identity = {"converter": layout.name, "views": settings.views, "fix_colors": settings.fix_colors,
+                "objects_per_shard": settings.objects_per_shard, "split_files": splits.files}
+    writer = ShardWriter(out, objects_per_shard=settings.objects_per_shard, identity=identity)
+    for split in sorted({split for split, _ in splits.assigned.values()} | ({default_split} - {None})):
+        kept.update(writer.resume(split))
+    kept_shards = len(writer.records)
     bar = _Progress(source, progress, f"convert {layout.name}")
     pending: dict[str, _Shard] = {}
-    kept = len(journal.done)
-    unlisted: list[Failure] = []
-    consumed: set[tuple[str, str]] = set()
+    count: dict[str, int] = {}
+    seen: set[tuple[str, str]] = set()
+    failures: list[Failure] = []
 
     def flush(shard: _Shard) -> None:
-        entry = None
-        if shard.samples:
-            entry = ShardEntry.from_info(write_shard(out / shard.name, shard.samples), shard.split)
-            if on_shard is not None:
-                on_shard(out / shard.name)
-        journal.record(shard, entry)
+        writer.write_shard(shard.name, shard.split, shard.keys, shard.samples, shard.failures)
         del pending[shard.split]
 
     try:
         for obj in source.objects:
-            name = f"{obj.synset}/{obj.object_id}"
-            slot = numbering.slot(obj.synset, obj.object_id)
-            if slot is None or (obj.synset, obj.object_id) in consumed:
-                reason = "not listed in any split file" if slot is None else "its files appear in two places of the source"
-                unlisted.append(Failure(name, reason + "; skipped"))
+            key = f"{obj.synset}/{obj.object_id}"
+            assigned = splits.assigned.get((obj.synset, obj.object_id))
+            if assigned is None and default_split is not None and obj.synset in index:
+                assigned = (default_split, index[obj.synset])
+            if assigned is None or (obj.synset, obj.object_id) in seen:
+                why = "not listed in any split file" if assigned is None else "its files appear in two places of the source"
+                failures.append(Failure(key, why + "; skipped"))
                 continue
-            consumed.add((obj.synset, obj.object_id))
-            split, class_index, number = slot
-            if (split, number) in journal.done:
-                bar.object_done()
-                continue
-            shard = pending.setdefault(split, _Shard(split, number))
-            shard.seen += 1
-            _convert_object(obj, layout, class_index, settings, shard)
+            seen.add((obj.synset, obj.object_id))
+            split, class_index = assigned
+            number = count.get(split, 0)
+            count[split] = number + 1
             bar.object_done()
-            if shard.seen == settings.objects_per_shard:
+            if key in kept:
+                continue
+            shard = pending.setdefault(split, _Shard(split, shard_name(split, number // settings.objects_per_shard)))
+            shard.keys.append(key)
+            _convert_object(obj, key, layout, class_index, settings, shard)
+            if len(shard.keys) == settings.objects_per_shard:
                 flush(shard)
         for shard in list(pending.values()):
             flush(shard)
     except DownloadError as exc:
-        raise DownloadError(f"{exc}; {len(journal.done)} complete shard(s) are kept in {out}: run the same command "
-                            "again to resume (the source is read again from its start, the kept shards' objects "
-                            "are skipped)") from None
+        done = len(writer.records)
+        raise DownloadError(f"{exc}; {done} complete shard(s) are kept in {out}: run the same command again to resume "
+                            "(the source is read again from its start, the kept shards' objects are skipped)") from None
     finally:
         bar.close()
-    manifest = _manifest(layout, settings, splits, journal, unlisted + numbering.missing(), src)
-    write_manifest(manifest, out)
-    journal.path.unlink()
-    return ConvertReport(manifest, kept=kept, written=len(journal.done) - kept, read_bytes=source.read_bytes(),
-                         seconds=time.monotonic() - started)
+    missing = [Failure(f"{s}/{o}", f"listed in {split}{IMAGES_SUFFIX} but not found in the source")
+               for (s, o), (split, _) in splits.assigned.items() if (s, o) not in seen]
+    twice = [Failure(f"{s}/{o}", f"listed twice (again in {split}{IMAGES_SUFFIX}); the first listing is used")
+             for s, o, split in splits.duplicates]
+    manifest = writer.write_manifest(failures=sorted(failures + missing + twice, key=lambda f: (f.object, f.reason)),
+                                     **_manifest_fields(layout, settings, splits, src))
+    return ConvertReport(manifest, kept=kept_shards, written=len(writer.records) - kept_shards,
+                         read_bytes=source.read_bytes(), seconds=time.monotonic() - started)
 
 
-def _convert_object(obj: SourceObject, layout: Layout, class_index: int, settings: ConvertSettings, shard: _Shard) -> None:
-    name = f"{obj.synset}/{obj.object_id}"
+def _convert_object(obj: SourceObject, key: str, layout: Layout, class_index: int, settings: ConvertSettings,
+                    shard: _Shard) -> None:
     if obj.problem is not None or obj.files is None:
-        shard.failures.append(Failure(name, obj.problem or "not read"))
+        shard.failures.append(Failure(key, obj.problem or "not read"))
         return
     try:
         sample = build_sample(layout, obj.synset, obj.object_id, class_index, obj.files, settings.views, settings.fix_colors)
         shard.samples.append(sample.encode())
     except OrbitsetError as exc:
-        shard.failures.append(Failure(name, str(exc)))
+        shard.failures.append(Failure(key, str(exc)))
 
 
-class _Numbering:
-    """Each listed object's (split, class index, shard number), given once and in arrival order, so that a tree
-    reader deciding what to skip ahead of the converter and the converter itself agree."""
-
-    def __init__(self) -> None:
-        self._slots: dict[tuple[str, str], tuple[str, int, int] | None] = {}
-        self._count: dict[str, int] = {}
-
-    def bind(self, splits: Splits, journal: _Journal, per_shard: int, default_split: str | None) -> None:
-        self._splits, self._journal, self._per_shard, self._default = splits, journal, per_shard, default_split
-        self._index = {synset: i for i, synset in enumerate(splits.classes)}
-
-    def slot(self, synset: str, object_id: str) -> tuple[str, int, int] | None:
-        key = (synset, object_id)
-        if key not in self._slots:
-            assigned = self._splits.assigned.get(key)
-            if assigned is None and self._default is not None and synset in self._index:
-                assigned = (self._default, self._index[synset])
-            if assigned is None:
-                self._slots[key] = None
-            else:
-                split, class_index = assigned
-                number = self._count.get(split, 0)
-                self._count[split] = number + 1
-                self._slots[key] = (split, class_index, number // self._per_shard)
-        return self._slots[key]
-
-    def skip(self, synset: str, object_id: str) -> bool:
-        slot = self.slot(synset, object_id)
-        return slot is not None and (slot[0], slot[2]) in self._journal.done
-
-    def missing(self) -> list[Failure]:
-        listed = [Failure(f"{s}/{o}", f"listed in {split}{IMAGES_SUFFIX} but not found in the source")
-                  for (s, o), (split, _) in self._splits.assigned.items() if (s, o) not in self._slots]
-        twice = [Failure(f"{s}/{o}", f"listed twice (again in {split}{IMAGES_SUFFIX}); the first listing is used")
-                 for s, o, split in self._splits.duplicates]
-        return listed + twice
-
-
-def _manifest(layout: Layout, settings: ConvertSettings, splits: Splits, journal: _Journal, failures: list[Failure],
-              src: str) -> Manifest:
-    done = sorted(journal.done.items())
-    entries = [entry for _, (entry, _) in done if entry is not None]
-    failed = failures + [f for _, (_, fs) in done for f in fs]
+def _manifest_fields(layout: Layout, settings: ConvertSettings, splits: Splits, src: str) -> dict[str, Any]:
     note = FIXED_NOTE.format(quality=FIX_QUALITY) if settings.fix_colors else CHANNEL_NOTE
-    return Manifest(
+    return dict(
         name=layout.name,
-        shards=entries,
         classes=splits.classes,
         factors=[Factor(n, u, lo, hi) for n, u, lo, hi in layout.factors],
         recipe={"converter": layout.name, "views": settings.views, "objects_per_shard": settings.objects_per_shard,
                 "order": "source order; object n of a split goes to shard n // objects_per_shard",
                 "fix_colors": settings.fix_colors, "split_files": splits.files, "source": _public(src)},
-        failures=sorted(failed, key=lambda f: (f.object, f.reason)),
         software=software_versions(),
         extra={"channel_order": "rgb" if settings.fix_colors else "bgr", "channel_note": note,
                "source_layout": "SYNSET/OBJECT_ID/image_{i}.jpg + latent_{i}.npy"},
@@ -347,7 +257,6 @@ def download_converted(
     settings: ConvertSettings | None = None,
     options: DownloadOptions = DownloadOptions(),
     progress: bool = True,
-    on_shard: Callable[[Path], None] | None = None,
 ) -> ConvertReport:
     """`orbitset download NAME` for a registered source (kind "convert"): its split files (from the registry, each
     checked by checksum, or from `splits_from`), then `convert_source` of `url` (default: the registry's source)."""
@@ -362,5 +271,4 @@ def download_converted(
     else:
         files = {s.name: fetch_small(s.url, s.sha256, s.git_blob, options) for s in entry.splits}
     settings = settings or ConvertSettings(layout=entry.layout)
-    return convert_source(url or entry.source, out, settings, split_files=files, progress=progress, options=options,
-                          on_shard=on_shard)
+    return convert_source(url or entry.source, out, settings, split_files=files, progress=progress, options=options)

@@ -25,7 +25,7 @@ import numpy as np
 from orbitset import geometry
 from orbitset.errors import AssetError
 from orbitset.render.recipes import FACTORS_3DIEBENCH, TRANSLATION_FACTORS
-from orbitset.schema import ObjectSample, load_npy
+from orbitset.schema import ObjectSample, load_npy, read_npy
 
 IMAGES_SUFFIX, LABELS_SUFFIX = "_images.npy", "_labels.npy"
 #: The split of every object when the source has no split files.
@@ -153,20 +153,6 @@ def splits_from_files(files: Mapping[str, bytes], known_synsets: set[str] | None
 
 # --- one object --------------------------------------------------------------------------------------------------
 
-_PLAIN_LATENT_HEADER = re.compile(rb"^\{'descr': '<f8', 'fortran_order': False, 'shape': \((\d+),\), \} *\n$")
-
-
-def _read_latent(raw: bytes, what: str) -> np.ndarray:
-    """A (F,) float64 .npy as the original generator saves it, parsed without numpy's literal_eval of the header
-    (the slowest step of np.load on tiny files); anything else goes through `orbitset.schema.load_npy`."""
-    if raw[:8] == b"\x93NUMPY\x01\x00" and len(raw) >= 10:
-        end = 10 + int.from_bytes(raw[8:10], "little")
-        match = _PLAIN_LATENT_HEADER.match(raw[10:end])
-        if match and len(raw) - end == 8 * int(match.group(1)):
-            return np.frombuffer(raw, dtype="<f8", offset=end)
-    return load_npy(raw, what)
-
-
 def swap_red_blue(image: bytes, quality: int = FIX_QUALITY) -> bytes:
     """A JPEG with red and blue swapped, re-encoded at `quality` (decoding as BGR then encoding as RGB)."""
     import simplejpeg
@@ -197,7 +183,7 @@ def build_sample(layout: Layout, synset: str, object_id: str, class_index: int, 
         image = files[f"image_{i}.jpg"]
         if not image.startswith(_JPEG_MAGIC):
             raise AssetError(f"image_{i}.jpg is not a JPEG file")
-        latent = _read_latent(files[f"latent_{i}.npy"], f"latent_{i}.npy")
+        latent = read_npy(files[f"latent_{i}.npy"], f"latent_{i}.npy")
         if latent.shape != (len(layout.factors),) or latent.dtype.kind != "f":
             raise AssetError(
                 f"latent_{i}.npy has shape {latent.shape} dtype {latent.dtype}; {layout.name} has "
