@@ -154,7 +154,7 @@ def test_download_killed_mid_transfer_resumes_keeping_complete_shards(source: Pa
                                    stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 120
-            while not list(out.glob("*.tar")) and time.monotonic() < deadline and process.poll() is None:
+            while not list(out.glob("*.json")) and time.monotonic() < deadline and process.poll() is None:
                 time.sleep(0.01)
             process.kill()
         finally:
