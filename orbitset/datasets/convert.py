@@ -37,7 +37,7 @@ from orbitset.datasets.sie_source import ObjectSource, SourceObject, open_source
 from orbitset.errors import AssetError, DownloadError, OrbitsetError
 from orbitset.manifests.download import DownloadOptions
 from orbitset.manifests.model import MANIFEST_NAME, Factor, Failure, Manifest, software_versions
-from orbitset.shards import ShardWriter, shard_name
+from orbitset.shards import ShardWriter, shard_name, write_shard
 
 @dataclass(frozen=True)
 class ConvertSettings:
@@ -76,6 +76,38 @@ class _Shard:
     samples: list[dict[str, Any]] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+
+
+class _ShardProcess:
+    """Writes whole shards (`orbitset.shards.write_shard`) in one helper process while this one reads and converts
+    the next objects; one shard at a time, so at most one partial shard is on disk. Each shard is recorded with the
+    `ShardWriter` (its sidecar) as soon as it is written; `close` waits for the last one."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork where there is one (no re-import of torch); started now, before any reader thread exists
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+        self._pool.submit(int).result()
+        self._pending: tuple[Any, _Shard] | None = None
+
+    def submit(self, writer: ShardWriter, shard: _Shard) -> None:
+        self.wait(writer)
+        if not shard.samples:  # every object failed: a sidecar, no tar
+            writer.write_shard(shard.name, shard.split, shard.keys, [], shard.failures)
+            return
+        future = self._pool.submit(write_shard, writer.directory / shard.name, shard.samples, shard.split)
+        self._pending = (future, shard)
+
+    def wait(self, writer: ShardWriter) -> None:
+        if self._pending is not None:
+            (future, shard), self._pending = self._pending, None
+            writer.record(future.result(), shard.keys, shard.failures)
+
+    def close(self) -> None:
+        self._pool.shutdown()
 
 
 class _Progress:
@@ -150,6 +182,15 @@ def convert_source(
     if (out / MANIFEST_NAME).exists():
         raise AssetError(f"{out} already holds a converted dataset ({MANIFEST_NAME}); choose another --out")
     started = time.monotonic()
+    shards = _ShardProcess()  # before any reader thread exists
+    try:
+        return _convert(src, out, layout, settings, split_files, jobs, progress, options, shards, started)
+    finally:
+        shards.close()
+
+
+def _convert(src: str, out: Path, layout: Layout, settings: ConvertSettings, split_files: Mapping[str, bytes] | None,
+             jobs: int, progress: bool, options: DownloadOptions, shards: _ShardProcess, started: float) -> ConvertReport:
     kept: set[str] = set()
     source = open_source(src, skip=lambda s, o: f"{s}/{o}" in kept, jobs=jobs, options=options)
     files = dict(split_files) if split_files else source.split_files
@@ -172,7 +213,7 @@ def convert_source(
     failures: list[Failure] = []
 
     def flush(shard: _Shard) -> None:
-        writer.write_shard(shard.name, shard.split, shard.keys, shard.samples, shard.failures)
+        shards.submit(writer, shard)
         del pending[shard.split]
 
     try:
@@ -200,11 +241,16 @@ def convert_source(
         for shard in list(pending.values()):
             flush(shard)
     except DownloadError as exc:
-        done = len(writer.records)
-        raise DownloadError(f"{exc}; {done} complete shard(s) are kept in {out}: run the same command again to resume "
-                            "(the source is read again from its start, the kept shards' objects are skipped)") from None
+        stopped: DownloadError | None = exc
+    else:
+        stopped = None
     finally:
+        shards.wait(writer)  # the shard being written is finished and recorded, whatever stopped the reading
         bar.close()
+    if stopped is not None:
+        raise DownloadError(f"{stopped}; {len(writer.records)} complete shard(s) are kept in {out}: run the same command "
+                            "again to resume (the source is read again from its start, the kept shards' objects are "
+                            "skipped)")
     missing = [Failure(f"{s}/{o}", f"listed in {split}{IMAGES_SUFFIX} but not found in the source")
                for (s, o), (split, _) in splits.assigned.items() if (s, o) not in seen]
     twice = [Failure(f"{s}/{o}", f"listed twice (again in {split}{IMAGES_SUFFIX}); the first listing is used")

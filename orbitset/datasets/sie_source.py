@@ -12,7 +12,9 @@ folder follows it. The layout's root may sit at any depth: objects are recognise
 from __future__ import annotations
 
 import os
+import queue
 import re
+import threading
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -73,42 +75,73 @@ class _GzipCut(Exception):
 
 
 class _Inflated:
-    """The decompressed bytes of a gzip (possibly multi-member) or plain stream, read forward in exact amounts."""
+    """The decompressed bytes of a gzip (possibly multi-member) or plain stream, read forward in exact amounts.
+
+    A helper thread reads and inflates ahead (at most 16 MiB of compressed input), so that network reads and zlib,
+    which release the GIL, overlap with the caller's work; its errors are raised to the caller."""
+
+    _END = object()
 
     def __init__(self, raw: IO[bytes]):
-        self._raw = raw
         self._buffer = b""
         self._offset = 0
-        head = raw.read(2)
-        self._inflater = zlib.decompressobj(31) if head == b"\x1f\x8b" else None
-        self._fed = False  # the current gzip member has been given bytes
-        self._pending = head  # bytes read but not yet inflated
         self._eof = False
+        self._chunks: queue.Queue = queue.Queue(maxsize=16)
+        self._stop = threading.Event()
+        threading.Thread(target=self._produce, args=(raw,), name="orbitset-inflate", daemon=True).start()
+
+    def _produce(self, raw: IO[bytes]) -> None:
+        try:
+            pending = raw.read(2)
+            inflater = zlib.decompressobj(31) if pending == b"\x1f\x8b" else None
+            fed = False  # the current gzip member has been given bytes
+            while not self._stop.is_set():
+                data = pending or raw.read(_READ)
+                pending = b""
+                if not data:
+                    if inflater is not None and fed:
+                        raise _GzipCut()
+                    break
+                if inflater is None:
+                    self._put(data)
+                    continue
+                fed = True
+                self._put(inflater.decompress(data))
+                if inflater.eof:  # a member ended; another may follow (trailing zero padding is none)
+                    rest = inflater.unused_data
+                    inflater, fed = zlib.decompressobj(31), False
+                    pending = rest if rest.strip(b"\0") else b""
+            self._put(self._END)
+        except BaseException as exc:  # handed to the reading thread
+            self._put(exc)
+
+    def _put(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._chunks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def _fill(self, need: int) -> None:
         chunks = [self._buffer[self._offset :]]
         have = len(chunks[0])
         while have < need and not self._eof:
-            data = self._pending or self._raw.read(_READ)
-            self._pending = b""
-            if not data:
+            item = self._chunks.get()
+            if item is self._END:
                 self._eof = True
-                if self._inflater is not None and self._fed:
-                    raise _GzipCut()
-                break
-            if self._inflater is None:
-                out = data
+            elif isinstance(item, BaseException):
+                self._eof = True
+                raise item
             else:
-                self._fed = True
-                out = self._inflater.decompress(data)
-                if self._inflater.eof:  # a member ended; another may follow (trailing zero padding is none)
-                    rest = self._inflater.unused_data
-                    self._inflater, self._fed = zlib.decompressobj(31), False
-                    self._pending = rest if rest.strip(b"\0") else b""
-            chunks.append(out)
-            have += len(out)
+                chunks.append(item)
+                have += len(item)
         self._buffer = b"".join(chunks)
         self._offset = 0
+
+    def close(self) -> None:
+        """Stop the helper thread (it ends at its next chunk)."""
+        self._stop.set()
 
     def read(self, size: int) -> bytes:
         """Exactly `size` bytes, or fewer only at the end of the stream."""
@@ -202,6 +235,8 @@ def tar_members(raw: IO[bytes], where: str, position: Callable[[], int]) -> Iter
         raise AssetError(f"{where}: corrupt gzip data after {position():,} bytes ({exc})") from exc
     except _GzipCut:
         raise truncated("the gzip stream ends before its end marker") from None
+    finally:
+        stream.close()
 
 
 def group_members(members: Iterable[tuple[str, bytes | None]], split_files: dict[str, bytes]) -> Iterator[SourceObject]:
