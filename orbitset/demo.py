@@ -86,16 +86,15 @@ def run_demo(out: str | Path, objects: int = 30, views: int = 12, size: int = 96
 
 def _train_and_evaluate(data: Path, runs: Path) -> str:
     """Train SIE with the small CNN for one epoch and probe its rotation and class information."""
-    from orbitset.cli import main
+    from orbitset.models.evaluate import EvalOptions, evaluate
+    from orbitset.models.train import TrainConfig, train
 
     run = runs / "sie"
-    for argv in (
-        ["train", "sie", "--data", str(data), "--epochs", "1", "--batch-size", "16", "--backbone", "small", "--out", str(run)],
-        ["eval", "rotation", "--run", str(run), "--data", str(data)],
-        ["eval", "classify", "--run", str(run), "--data", str(data)],
-    ):
-        click.echo("   $ orbitset " + " ".join(argv))
-        status = main(argv)
-        if status != 0:
-            raise click.ClickException(f"'orbitset {' '.join(argv)}' failed with status {status}")
-    return f"trained SIE (small CNN, 1 epoch) and evaluated it: {run}/eval/*.json (tiny run: a plumbing check, not a result)"
+    train(TrainConfig(method="sie", data=str(data), out=str(run), epochs=1, batch_size=16, backbone="small"), progress=False)
+    lines = []
+    for task in ("rotation", "classify"):
+        result = evaluate(task, run, EvalOptions(data=str(data)))
+        numbers = ", ".join(f"{k} {v:.3f}" for k, v in result.items() if isinstance(v, float))
+        lines.append(f"   {task}: {numbers}")
+    return (f"trained SIE (small CNN, 1 epoch) and evaluated it: {run}/eval/*.json "
+            "(tiny run: a plumbing check, not a result)\n" + "\n".join(lines))

@@ -110,7 +110,7 @@ def load_npy(data: bytes, what: str) -> np.ndarray:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as exc:
         raise SchemaError(f"{what}: not a plain numeric .npy array ({exc}); object arrays are refused") from exc
-    except Exception as exc:  # truncated header, bad magic, ...
+    except (EOFError, OSError, SyntaxError) as exc:  # empty data, unreadable header
         raise SchemaError(f"{what}: unreadable .npy data ({exc})") from exc
 
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
-from orbitset.errors import ShardError
+from orbitset.errors import ShardError, UsageError
 from orbitset.manifests.model import Failure, Manifest, ShardEntry, write_json_atomic, write_manifest
 from orbitset.schema import is_view_field
 
@@ -167,8 +167,8 @@ class ShardWriter:
     """
 
     def __init__(self, directory: str | os.PathLike, *, objects_per_shard: int = 64, identity: Mapping[str, Any] | None = None):
-        if objects_per_shard < 1:
-            raise ShardError(f"objects_per_shard must be at least 1, got {objects_per_shard}")
+        if isinstance(objects_per_shard, bool) or not isinstance(objects_per_shard, int) or objects_per_shard < 1:
+            raise UsageError(f"objects_per_shard must be an integer of at least 1, got {objects_per_shard!r}")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.objects_per_shard = objects_per_shard

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from orbitset.errors import ManifestError, ShardError, UsageError
 from orbitset.manifests.model import load_manifest, manifest_path
 from orbitset.schema import is_view_field, load_json, load_npy, view_field
 from orbitset.shards import ShardReader
@@ -30,6 +31,9 @@ def contact_sheet(dataset: str | Path, out: str | Path, objects: int = 6, views:
 
     from orbitset import geometry
 
+    for name, value, least in (("objects", objects, 1), ("views", views, 1), ("tile", tile, 16)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise UsageError(f"contact sheet: {name} must be an integer of at least {least}, got {value!r}")
     manifest = load_manifest(dataset)
     root = manifest_path(dataset).parent
     rows: list[tuple[str, list]] = []
@@ -41,7 +45,10 @@ def contact_sheet(dataset: str | Path, out: str | Path, objects: int = 6, views:
                 head = reader.read(key, ["meta.json", "rotations.npy"])
                 meta = load_json(head["meta.json"], f"{shard.name} {key} meta.json")
                 rotations = load_npy(head["rotations.npy"], f"{shard.name} {key} rotations.npy")
-                fmt = next(f.split(".")[1] for f in reader.fields(key) if f.startswith("000.") and is_view_field(f))
+                first_view = [f for f in reader.fields(key) if f.startswith("000.") and is_view_field(f)]
+                if not first_view:
+                    raise ShardError(f"shard {shard.name} sample {key!r} has no view image 000; re-render or re-download it")
+                fmt = first_view[0].split(".")[1]
                 chosen = np.linspace(0, meta["num_views"] - 1, min(views, meta["num_views"])).round().astype(int)
                 blobs = reader.read(key, [view_field(int(i), fmt) for i in chosen])
                 angles = np.degrees(np.linalg.norm(geometry.matrix_to_axis_angle(rotations[chosen]), axis=-1))
@@ -52,6 +59,8 @@ def contact_sheet(dataset: str | Path, out: str | Path, objects: int = 6, views:
                 rows.append((f"{key} ({meta['class_name']})", tiles))
         if len(rows) == objects:
             break
+    if not rows:
+        raise ManifestError(f"{dataset} has no objects{'' if split is None else f' in split {split!r}'}; nothing to show")
     label_h = 14
     columns = max(len(t) for _, t in rows)
     sheet = Image.new("RGB", (columns * tile, len(rows) * (tile + label_h)), "white")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from orbitset import geometry
+from orbitset.errors import UsageError
 from orbitset.manifests.model import Factor, Manifest, software_versions
 from orbitset.render.recipes import FACTORS_3DIEBENCH
 from orbitset.schema import ObjectSample
@@ -103,6 +104,11 @@ def write_synthetic_dataset(
 
     Every `round(1 / val_fraction)`-th object of a class goes to ``val``; the rest to ``train``.
     """
+    for argument, value in (("classes", classes), ("objects_per_class", objects_per_class), ("views", views), ("size", size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"write_synthetic_dataset: {argument} must be an integer of at least 1, got {value!r}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise UsageError(f"write_synthetic_dataset: val_fraction must be in [0, 1), got {val_fraction!r}")
     class_names = [f"class{c}" for c in range(classes)]
     every = max(2, round(1 / val_fraction)) if val_fraction > 0 else 0
     by_split: dict[str, list[ObjectSample]] = {"train": [], "val": []}
