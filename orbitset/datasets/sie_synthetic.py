@@ -38,14 +38,15 @@ class SyntheticTree:
 
 def floor_jpeg(hue: float, size: int, noise: float = 0.0, swapped: bool = True, quality: int = 90) -> bytes:
     """A `size` px JPEG of the floor colour HSV(hue, 0.6, 0.6), red and blue swapped when `swapped` (as published)."""
-    from orbitset.testing import encode_jpeg
+    import simplejpeg
 
     rgb = np.empty((size, size, 3), dtype=np.float64)
     rgb[:] = np.array(colorsys.hsv_to_rgb(hue % 1.0, 0.6, 0.6)) * 255
     if noise:
         rgb += np.random.default_rng(int(hue * 1000)).normal(0, noise, rgb.shape)
     pixels = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-    return encode_jpeg(np.ascontiguousarray(pixels[..., ::-1]) if swapped else pixels, quality=quality)
+    stored = np.ascontiguousarray(pixels[..., ::-1] if swapped else pixels)
+    return simplejpeg.encode_jpeg(stored, quality=quality, colorspace="RGB")
 
 
 def _latent_bytes(values: np.ndarray) -> bytes:
