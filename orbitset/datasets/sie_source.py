@@ -3,41 +3,27 @@ fsspec tree (``file://``, ``memory://``, ``hf://datasets/...``, ``s3://``) holdi
 
 Every source yields `SourceObject`s (one object folder's files as bytes) in source order: archive order for an
 archive, sorted paths for a tree, archives of a tree one after the other in sorted order. Nothing is unpacked to disk.
-An archive's members are parsed here (ustar, GNU long names, pax paths; links, folders and special files are
-skipped, never followed), gzip is inflated in 1 MiB steps, and an object is yielded as soon as a member of another
-folder follows it. The layout's root may sit at any depth: objects are recognised by their
+An archive is read as a stream (`orbitset.datasets.tar_stream`) and an object is yielded as soon as a member of
+another folder follows it. The layout's root may sit at any depth: objects are recognised by their
 ``SYNSET/OBJECT_ID/{image,latent}_i`` file names.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import re
-import threading
-import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator
 
-from orbitset.datasets.sie_layout import IMAGES_SUFFIX, LABELS_SUFFIX, SAFE_NAME, view_file
-from orbitset.errors import AssetError, DownloadError
+from orbitset.datasets.sie_layout import SAFE_NAME, view_file
+from orbitset.datasets.tar_stream import MAX_MEMBER, tar_members
+from orbitset.errors import AssetError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
-#: A member larger than this is not part of the layout (images are tens of KB); it is skipped, not read into memory.
-MAX_MEMBER = 64 << 20
-_READ = 1 << 20
 _SPLIT_FILE = re.compile(r"^[A-Za-z0-9_-]+(_images|_labels)\.npy$")
-
-
-class TruncatedArchive(DownloadError):
-    """The archive ended before its end marker; `position` is how many of its bytes were read."""
-
-    def __init__(self, message: str, position: int):
-        super().__init__(message)
-        self.position = position
 
 
 @dataclass
@@ -68,175 +54,6 @@ class ObjectSource:
 
 
 # --- archives ----------------------------------------------------------------------------------------------------
-
-
-class _GzipCut(Exception):
-    """The compressed stream ended before the gzip end marker."""
-
-
-class _Inflated:
-    """The decompressed bytes of a gzip (possibly multi-member) or plain stream, read forward in exact amounts.
-
-    A helper thread reads and inflates ahead (at most 16 MiB of compressed input), so that network reads and zlib,
-    which release the GIL, overlap with the caller's work; its errors are raised to the caller."""
-
-    _END = object()
-
-    def __init__(self, raw: IO[bytes]):
-        self._buffer = b""
-        self._offset = 0
-        self._eof = False
-        self._chunks: queue.Queue = queue.Queue(maxsize=16)
-        self._stop = threading.Event()
-        threading.Thread(target=self._produce, args=(raw,), name="orbitset-inflate", daemon=True).start()
-
-    def _produce(self, raw: IO[bytes]) -> None:
-        try:
-            pending = raw.read(2)
-            inflater = zlib.decompressobj(31) if pending == b"\x1f\x8b" else None
-            fed = False  # the current gzip member has been given bytes
-            while not self._stop.is_set():
-                data = pending or raw.read(_READ)
-                pending = b""
-                if not data:
-                    if inflater is not None and fed:
-                        raise _GzipCut()
-                    break
-                if inflater is None:
-                    self._put(data)
-                    continue
-                fed = True
-                self._put(inflater.decompress(data))
-                if inflater.eof:  # a member ended; another may follow (trailing zero padding is none)
-                    rest = inflater.unused_data
-                    inflater, fed = zlib.decompressobj(31), False
-                    pending = rest if rest.strip(b"\0") else b""
-            self._put(self._END)
-        except BaseException as exc:  # handed to the reading thread
-            self._put(exc)
-
-    def _put(self, item: object) -> None:
-        while not self._stop.is_set():
-            try:
-                self._chunks.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def _fill(self, need: int) -> None:
-        chunks = [self._buffer[self._offset :]]
-        have = len(chunks[0])
-        while have < need and not self._eof:
-            item = self._chunks.get()
-            if item is self._END:
-                self._eof = True
-            elif isinstance(item, BaseException):
-                self._eof = True
-                raise item
-            else:
-                chunks.append(item)
-                have += len(item)
-        self._buffer = b"".join(chunks)
-        self._offset = 0
-
-    def close(self) -> None:
-        """Stop the helper thread (it ends at its next chunk)."""
-        self._stop.set()
-
-    def read(self, size: int) -> bytes:
-        """Exactly `size` bytes, or fewer only at the end of the stream."""
-        if len(self._buffer) - self._offset < size:
-            self._fill(size)
-        data = self._buffer[self._offset : self._offset + size]
-        self._offset += len(data)
-        return data
-
-    def skip(self, size: int) -> int:
-        skipped = 0
-        while skipped < size:
-            step = len(self.read(min(size - skipped, _READ)))
-            if not step:
-                break
-            skipped += step
-        return skipped
-
-
-def _octal(field: bytes) -> int:
-    if field[:1] == b"\x80":  # GNU base-256 for sizes of 8 GiB and more
-        return int.from_bytes(field[1:], "big")
-    text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
-
-
-def _pax_path(data: bytes) -> str | None:
-    """The ``path`` record of a pax extended header, if any."""
-    path = None
-    while data:
-        length, _, rest = data.partition(b" ")
-        try:
-            size = int(length)
-        except ValueError:
-            break
-        record, data = rest[: size - len(length) - 1], data[size:]
-        key, _, value = record.rstrip(b"\n").partition(b"=")
-        if key == b"path":
-            path = value.decode("utf-8", "replace")
-    return path
-
-
-def tar_members(raw: IO[bytes], where: str, position: Callable[[], int]) -> Iterator[tuple[str, bytes | None]]:
-    """(path, bytes) of each regular file of the tar stream `raw` (gzip or plain, detected), in archive order; bytes
-    are None for a member over `MAX_MEMBER`. TruncatedArchive (naming `where` and `position()`) if the stream ends
-    early; AssetError if it is not a tar."""
-    stream = _Inflated(raw)
-    long_name: str | None = None
-    count = 0
-
-    def truncated(what: str) -> TruncatedArchive:
-        return TruncatedArchive(f"{where} is truncated ({what}) after {position():,} bytes and {count:,} files", position())
-
-    try:
-        while True:
-            header = stream.read(512)
-            if len(header) < 512:
-                if not header:
-                    return
-                raise truncated("a member header is cut off")
-            if header == bytes(512):
-                return
-            checksum = _octal(header[148:156])
-            if checksum != sum(header[:148]) + 256 + sum(header[156:]):
-                raise AssetError(f"{where}: not a tar archive (bad header checksum after {count:,} files)")
-            size, kind = _octal(header[124:136]), header[156:157]
-            name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-            if header[257:262] == b"ustar" and header[345:346] != b"\0":
-                name = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace") + "/" + name
-            padded = (size + 511) // 512 * 512
-            if kind in (b"L", b"x"):
-                data = stream.read(padded)
-                if len(data) < padded:
-                    raise truncated("an extended header is cut off")
-                long_name = (data[:size].split(b"\0", 1)[0].decode("utf-8", "replace") if kind == b"L"
-                             else _pax_path(data[:size]) or long_name)
-                continue
-            name, long_name = long_name or name, None
-            if kind not in (b"0", b"\0", b"7") or size > MAX_MEMBER:
-                if stream.skip(padded) < padded:
-                    raise truncated(f"inside {name}")
-                if kind in (b"0", b"\0", b"7"):
-                    yield name, None
-                continue
-            data = stream.read(padded)
-            if len(data) < padded:
-                raise truncated(f"inside {name}")
-            count += 1
-            yield name, data[:size]
-    except zlib.error as exc:
-        raise AssetError(f"{where}: corrupt gzip data after {position():,} bytes ({exc})") from exc
-    except _GzipCut:
-        raise truncated("the gzip stream ends before its end marker") from None
-    finally:
-        stream.close()
 
 
 def group_members(members: Iterable[tuple[str, bytes | None]], split_files: dict[str, bytes]) -> Iterator[SourceObject]:

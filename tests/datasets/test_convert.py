@@ -20,7 +20,8 @@ from orbitset import geometry
 from orbitset.cli import main
 from orbitset.datasets.convert import ConvertSettings, convert_source, read_split_dir
 from orbitset.datasets.export import export_sie_layout
-from orbitset.datasets.sie_source import open_archive, tar_members
+from orbitset.datasets.sie_source import open_archive
+from orbitset.datasets.tar_stream import tar_members
 from orbitset.datasets.sie_synthetic import floor_jpeg, write_sie_archive, write_sie_tree
 from orbitset.errors import AssetError, DownloadError, ShardError
 from orbitset.loaders.decode import decode_cpu
