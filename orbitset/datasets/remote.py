@@ -35,10 +35,9 @@ class ResumableStream(io.RawIOBase):
         self.options = options
         self.position = 0
         self.size: int | None = None
-        self.reconnects = 0
         self._sleep = sleep
         self._stream: IO[bytes] | None = None
-        self._open()
+        self._retrying(self._open)
 
     def readable(self) -> bool:
         return True
@@ -48,6 +47,7 @@ class ResumableStream(io.RawIOBase):
             stream, start = open_at(self.url, self.position, self.options.timeout)
         except _Unavailable as exc:
             raise DownloadError(f"{self.url}: not found ({exc}); check the URL or pass another with --url") from None
+        self._stream = stream
         length = _length(stream)
         if length is not None and self.size is None:
             self.size = start + length
@@ -56,21 +56,27 @@ class ResumableStream(io.RawIOBase):
             if not skipped:
                 raise _Incomplete(f"closed after {start} bytes while skipping to byte {self.position}")
             start += len(skipped)
-        self._stream = stream
+
+    def _read(self, buffer) -> int:
+        if self._stream is None:
+            self._open()
+        read = getattr(self._stream, "readinto1", None) or self._stream.readinto  # type: ignore[union-attr]
+        count = read(buffer)
+        if count == 0 and self.size is not None and self.position < self.size:
+            raise _Incomplete(f"connection closed after {self.position} of {self.size} bytes")
+        self.position += count
+        return count
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
+        return self._retrying(lambda: self._read(buffer))
+
+    def _retrying(self, action: Callable[[], int | None]):
+        """`action()`, reopening the file at `position` after a transient failure, `options.retries` times in a row."""
         failures = 0
         while True:
             try:
-                if self._stream is None:
-                    self._open()
-                read = getattr(self._stream, "readinto1", None) or self._stream.readinto  # type: ignore[union-attr]
-                count = read(buffer)
-                if count == 0 and self.size is not None and self.position < self.size:
-                    raise _Incomplete(f"connection closed after {self.position} of {self.size} bytes")
-                self.position += count
-                return count
-            except _TRANSIENT + (http.client.HTTPException,) as exc:
+                return action()
+            except _TRANSIENT as exc:
                 self._drop()
                 failures += 1
                 if failures > self.options.retries:
@@ -79,7 +85,6 @@ class ResumableStream(io.RawIOBase):
                         f"{f' of {self.size:,}' if self.size else ''} after {failures} failed attempts "
                         f"({type(exc).__name__}: {exc}); run the same command again to resume"
                     ) from None
-                self.reconnects += 1
                 self._sleep(_backoff(self.options, failures))
 
     def _drop(self) -> None:

@@ -5,10 +5,13 @@ broken objects, truncated archives, the colour fix, and the sie-layout export.""
 from __future__ import annotations
 
 import colorsys
+import hashlib
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -18,11 +21,13 @@ import pytest
 
 from orbitset import geometry
 from orbitset.cli import main
-from orbitset.datasets.convert import ConvertSettings, convert_source, read_split_dir
+from orbitset.datasets import registry
+from orbitset.datasets.convert import ConvertSettings, convert_source, download_converted, read_split_dir
 from orbitset.datasets.export import export_sie_layout
+from orbitset.datasets.remote import git_blob_id
 from orbitset.datasets.sie_source import open_archive
-from orbitset.datasets.tar_stream import tar_members
 from orbitset.datasets.sie_synthetic import floor_jpeg, write_sie_archive, write_sie_tree
+from orbitset.datasets.tar_stream import tar_members
 from orbitset.errors import AssetError, DownloadError, ShardError
 from orbitset.loaders.decode import decode_cpu
 from orbitset.manifests.model import load_manifest
@@ -105,9 +110,6 @@ def test_local_archive_converts_to_the_same_shards_as_the_tree(source: Path, fro
 
 
 def test_archive_reader_agrees_with_tarfile_and_reads_long_and_pax_names(tmp_path: Path):
-    import io
-    import tarfile
-
     long = "x" * 120 + "/02691156/" + "a" * 90 + "/image_0.jpg"
     for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
         buffer = io.BytesIO()
@@ -253,7 +255,6 @@ def test_an_archive_without_split_files_is_refused_and_a_tree_without_goes_to_sp
 
 def test_labels_that_break_the_sorted_synset_rule_and_pickled_split_files_are_refused(source: Path, tmp_path: Path):
     files = read_split_dir(str(source / "splits"))
-    import io
 
     def npy(array, pickle=False) -> bytes:
         buffer = io.BytesIO()
@@ -357,3 +358,28 @@ def test_cli_convert_and_export(source: Path, from_tree: dict, tmp_path: Path, c
 def test_open_archive_reports_missing_files(tmp_path: Path):
     with pytest.raises(AssetError, match="no such archive"):
         open_archive(str(tmp_path / "nothing.tar.gz"))
+
+
+def test_registered_source_fetches_its_split_files_checked_by_checksum(source: Path, from_tree: dict, tmp_path: Path,
+                                                                       monkeypatch):
+    served = tmp_path / "served"
+    shutil.copytree(source / "served", served)
+    shutil.copytree(source / "splits", served / "data")
+    with FaultyServer(served) as server:
+        server.faults["/data/val_images.npy"] = ["truncate"]  # a small file resumes too
+        splits = []
+        for path in sorted((served / "data").iterdir()):
+            data = path.read_bytes()
+            checks = {"git_blob": git_blob_id(data)} if path.name == "train_images.npy" else {"sha256": hashlib.sha256(data).hexdigest()}
+            splits.append(registry.SplitFile(path.name, f"{server.url}/data/{path.name}", **checks))
+        monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+        entry = registry.DatasetEntry("synthetic", source=f"{server.url}/3DIEBench.tar.gz", layout="3diebench",
+                                      splits=tuple(splits), licence="CC-BY-NC 4.0")
+        registry.register(entry)
+        args = ["download", "synthetic", "--objects-per-shard", "4", "--views", str(VIEWS), "--backoff", "0.01"]
+        assert main([*args, "--out", str(tmp_path / "ds")]) == 0
+        assert _digests(tmp_path / "ds") == from_tree
+        wrong = registry.SplitFile("val_labels.npy", f"{server.url}/data/val_labels.npy", sha256="0" * 64)
+        registry.register(registry.DatasetEntry("synthetic", source=entry.source, layout="3diebench", splits=(wrong,)))
+        with pytest.raises(DownloadError, match="val_labels.npy: sha256 .* is not the expected"):
+            download_converted("synthetic", tmp_path / "other", progress=False)
