@@ -8,6 +8,7 @@ its gzip tar, then times on the same machine, interleaved, best of --repeats:
 2. ``convert_source(ARCHIVE)``: decompress, parse, build and validate every object sample, write the shards (sha256
    while writing) and the manifest, exactly what ``orbitset download 3diebench`` does after the transfer.
 
+then the CPU seconds of the conversion's stages run alone (read the archive, build and encode samples, write shards),
 and prints both rates (archive MB/s, files/s), their CPU seconds (user + system, child processes included), and
 conversion time / tar time, wall and CPU (target: at most 2). On a shared machine the CPU ratio is the steadier one.
 
@@ -53,6 +54,26 @@ def _convert_seconds(archive: Path, splits: Path, out: Path, views: int) -> tupl
     return seconds
 
 
+def _breakdown(archive: Path, views: int) -> dict[str, float]:
+    """CPU seconds of the conversion's three stages run one after the other in this process: reading the archive
+    (inflate, parse, group objects), building and encoding the samples, writing the shards."""
+    from orbitset.datasets.sie_layout import LAYOUTS, build_sample
+    from orbitset.datasets.sie_source import open_archive
+    from orbitset.shards import write_shard
+
+    cpu = time.process_time()
+    objects = list(open_archive(str(archive)).objects)
+    read = time.process_time() - cpu
+    cpu = time.process_time()
+    samples = [build_sample(LAYOUTS["3diebench"], o.synset, o.object_id, 0, o.files, views).encode() for o in objects]
+    build = time.process_time() - cpu
+    cpu = time.process_time()
+    with tempfile.TemporaryDirectory() as scratch:
+        for start in range(0, len(samples), 64):
+            write_shard(Path(scratch) / f"s-{start}.tar", samples[start : start + 64])
+    return {"read archive": read, "build + encode": build, "write shards": time.process_time() - cpu}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--objects-per-synset", type=int, default=40, help="Objects per synset (3 synsets).")
@@ -86,6 +107,8 @@ def main() -> None:
         wall, cpu = min(w for w, _ in runs), min(c for _, c in runs)
         print(f"{label:>9}: {wall:6.2f} s wall ({size / 1e6 / wall:6.1f} MB/s, {files / wall:7,.0f} files/s), {cpu:6.2f} s CPU")
     walls = [c[0] / t[0] for t, c in zip(tar, convert)]
+    stages = _breakdown(archive, args.views)
+    print("conversion CPU by stage (run alone): " + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()))
     print(f"convert / tar -tzf, wall time: {min(w for w, _ in convert) / min(w for w, _ in tar):.2f} (best of each; "
           f"per round {', '.join(f'{r:.2f}' for r in walls)}); CPU time: "
           f"{min(c for _, c in convert) / min(c for _, c in tar):.2f} (target <= 2)")
