@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from orbitset import threediebench
 from orbitset.datasets.sie_layout import (
     ALL_SPLIT,
     CHANNEL_NOTE,
@@ -44,7 +45,7 @@ class ConvertSettings:
     """What fixes the output bytes: the layout, views per object, objects per shard, whether colours are fixed."""
 
     layout: str = "3diebench"
-    views: int = 50
+    views: int = threediebench.VIEWS
     objects_per_shard: int = 256
     fix_colors: bool = False
 

@@ -17,16 +17,14 @@ from __future__ import annotations
 import functools
 import io
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
-from orbitset import geometry
+from orbitset import geometry, threediebench
 from orbitset.errors import AssetError
-from orbitset.render.recipes import FACTORS_3DIEBENCH, TRANSLATION_FACTORS
 from orbitset.schema import ObjectSample, load_npy, read_npy
 
 IMAGES_SUFFIX, LABELS_SUFFIX = "_images.npy", "_labels.npy"
@@ -53,13 +51,14 @@ class Layout:
     translation: bool = False
 
 
-_TRANSLATION = tuple((name, "scene", -0.5, 0.5) for name in TRANSLATION_FACTORS)
-_OOD_ROTATION = tuple((name, unit, -math.pi, math.pi) for name, unit, _, _ in FACTORS_3DIEBENCH[:3])
+# OOD angles are drawn from the union of `threediebench.OOD_ROTATION_RANGES`; the range recorded is the enclosing one.
+_OOD_LOW = min(low for low, _ in threediebench.OOD_ROTATION_RANGES)
+_OOD_HIGH = max(high for _, high in threediebench.OOD_ROTATION_RANGES)
+_OOD_ROTATION = tuple((name, unit, _OOD_LOW, _OOD_HIGH) for name, unit, _, _ in threediebench.FACTORS[:3])
 LAYOUTS = {
-    "3diebench": Layout("3diebench", FACTORS_3DIEBENCH),
-    "3diebench-t": Layout("3diebench-t", FACTORS_3DIEBENCH + _TRANSLATION, translation=True),
-    # OOD angles are drawn from [-pi, -pi/2] U [pi/2, pi]; the range recorded is the enclosing [-pi, pi].
-    "3diebench-ood": Layout("3diebench-ood", _OOD_ROTATION + FACTORS_3DIEBENCH[3:]),
+    "3diebench": Layout("3diebench", threediebench.FACTORS),
+    "3diebench-t": Layout("3diebench-t", threediebench.FACTORS + threediebench.TRANSLATION_FACTORS, translation=True),
+    "3diebench-ood": Layout("3diebench-ood", _OOD_ROTATION + threediebench.FACTORS[3:]),
 }
 
 
@@ -164,10 +163,9 @@ def swap_red_blue(image: bytes, quality: int = FIX_QUALITY) -> bytes:
 
 @functools.lru_cache(maxsize=8)
 def _camera_json(width: int, height: int) -> str:
-    from orbitset.render.scene import CameraSpec, SceneSpec
-
-    return json.dumps({"width": width, "height": height, "K": SceneSpec(width=width, height=height).intrinsics().tolist(),
-                       "extrinsics": CameraSpec().extrinsics().tolist()})
+    intrinsics = geometry.intrinsics_from_fov(threediebench.CAMERA_FOV, width, height)
+    return json.dumps({"width": width, "height": height, "K": np.asarray(intrinsics).tolist(),
+                       "extrinsics": threediebench.camera_extrinsics().tolist()})
 
 
 def _camera(width: int, height: int) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 folders with ``image_{i}.jpg`` and ``latent_{i}.npy`` (float64, shape (F,)), split and label files, and a gzip tar of
 the tree as the original archive holds it.
 
-Images are uniform floors of the view's floor hue (HSV(hue, 0.6, 0.6)), written the way the original generator
+Images are uniform floors of the view's floor hue (HSV(hue, 0.6, 0.6), 3DIEBench's floor), written the way the original generator
 wrote them: OpenCV's encoder given an RGB array, so the stored JPEG has red and blue swapped. Hues are quantised to
 `hues` levels and one encoded JPEG is reused per level, so thousands of files are written in seconds; `noise` adds a
 fixed pseudo-random texture to make JPEGs as large (and as incompressible) as real renders.
@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from orbitset import threediebench
 
 SYNSETS = ("04379243", "02691156", "03001627")
 
@@ -41,7 +43,7 @@ def floor_jpeg(hue: float, size: int, noise: float = 0.0, swapped: bool = True, 
     import simplejpeg
 
     rgb = np.empty((size, size, 3), dtype=np.float64)
-    rgb[:] = np.array(colorsys.hsv_to_rgb(hue % 1.0, 0.6, 0.6)) * 255
+    rgb[:] = np.array(colorsys.hsv_to_rgb(hue % 1.0, threediebench.FLOOR_SATURATION, threediebench.FLOOR_VALUE)) * 255
     if noise:
         rgb += np.random.default_rng(int(hue * 1000)).normal(0, noise, rgb.shape)
     pixels = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
