@@ -5,12 +5,14 @@ Order and sharding: objects keep source order. Each split's objects are numbered
 n of split s goes to ``s-{n // objects_per_shard:06d}.tar``; a broken object keeps its number (its shard is one object
 short). The shards therefore depend only on the source's order and content: an archive made from a tree in sorted
 order converts to the same bytes as the tree. Each split's current shard is held in memory until it is complete, then
-written atomically, so at most one partial shard is ever on disk.
+written by one helper process while reading goes on (one shard at a time), so at most one partial shard is ever on
+disk.
 
-Resuming: shards are written by `orbitset.shards.ShardWriter`, which puts a sidecar record beside each (its entry, its
+Resuming: shards are recorded by `orbitset.shards.ShardWriter`, which puts a sidecar beside each (its entry, its
 objects, its failures, the settings). A rerun with the same settings keeps the complete shards, reads the source again
-from its start and skips their objects without converting them. The manifest is written last. Broken objects (missing or extra views, unreadable latents, files that are not JPEGs) are recorded in the
-manifest's failures and skipped.
+from its start and skips their objects without converting them. The manifest is written last. Broken objects
+(missing or extra views, unreadable latents, files that are not JPEGs) are recorded in the manifest's failures and
+skipped.
 """
 
 from __future__ import annotations
@@ -79,6 +81,13 @@ class _Shard:
     failures: list[Failure] = field(default_factory=list)
 
 
+def _ignore_interrupts() -> None:
+    """In the shard-writing process: Ctrl-C stops the reading process only, which then waits for the shard in hand."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class _ShardProcess:
     """Writes whole shards (`orbitset.shards.write_shard`) in one helper process while this one reads and converts
     the next objects; one shard at a time, so at most one partial shard is on disk. Each shard is recorded with the
@@ -90,7 +99,7 @@ class _ShardProcess:
 
         # fork where there is one (no re-import of torch); started now, before any reader thread exists
         context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_ignore_interrupts)
         self._pool.submit(int).result()
         self._pending: tuple[Any, _Shard] | None = None
 

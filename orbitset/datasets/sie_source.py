@@ -16,11 +16,14 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Callable, Iterable, Iterator
 
 from orbitset.datasets.sie_layout import SAFE_NAME, view_file
 from orbitset.datasets.tar_stream import MAX_MEMBER, tar_members
 from orbitset.errors import AssetError
+
+if TYPE_CHECKING:
+    from orbitset.manifests.download import DownloadOptions
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _SPLIT_FILE = re.compile(r"^[A-Za-z0-9_-]+(_images|_labels)\.npy$")
@@ -42,8 +45,9 @@ class ObjectSource:
     """An opened source: its objects (iterate once), what it found beside them, and how far reading got.
 
     `total_bytes` (None when unknown) and `read_bytes()` measure progress in source bytes (compressed bytes for an
-    archive); `objects_total` is known for trees. `synsets` (trees) are all synset folders, `split_files` the split
-    and label files found in the source (name -> bytes)."""
+    archive); `objects_total` is known for trees. `synsets` are the synset folders of a tree's loose objects (None for
+    an archive or a tree of archives: not known before reading), `split_files` the split and label files found in the
+    source (name -> bytes)."""
 
     objects: Iterator[SourceObject]
     read_bytes: Callable[[], int]
@@ -105,7 +109,7 @@ class _Counting:
         self._raw.close()
 
 
-def open_archive(src: str, options=None) -> ObjectSource:
+def open_archive(src: str, options: DownloadOptions | None = None) -> ObjectSource:
     """An archive at a local path, an http(s)/file URL (read with resume, `options`: DownloadOptions) or an fsspec URL."""
     from orbitset.datasets.remote import ResumableStream
     from orbitset.manifests.download import DownloadOptions
@@ -183,7 +187,8 @@ def _prefetched(items: Iterable, load: Callable, jobs: int, ahead: int) -> Itera
             yield pending.popleft().result()
 
 
-def open_tree(src: str, skip: Callable[[str, str], bool] = lambda s, o: False, jobs: int = 8, options=None) -> ObjectSource:
+def open_tree(src: str, skip: Callable[[str, str], bool] = lambda s, o: False, jobs: int = 8,
+              options: DownloadOptions | None = None) -> ObjectSource:
     """A tree at a local path or fsspec URL: its loose object folders (read by `jobs` threads, ahead of use) then its
     archives. `skip(synset, object_id)` is asked once per loose folder, in order, before it is read: True yields it
     with ``files=None`` and reads nothing."""
@@ -228,7 +233,6 @@ def open_tree(src: str, skip: Callable[[str, str], bool] = lambda s, o: False, j
             obj.problem = f"unreadable file ({exc})"
             return obj
         obj.files = {path.rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1]: data for path, data in contents.items()}
-        read_total[0] += sum(map(len, obj.files.values()))
         return obj
 
     def wanted(folder: tuple[str, str, list[str]]) -> tuple[tuple[str, str, list[str]], bool]:
@@ -236,18 +240,22 @@ def open_tree(src: str, skip: Callable[[str, str], bool] = lambda s, o: False, j
 
     def objects() -> Iterator[SourceObject]:
         decided = (wanted(folder) for folder in listing.folders)
-        yield from _prefetched(decided, lambda item: SourceObject(item[0][0], item[0][1], None) if item[1] else load(item[0]),
-                               jobs, ahead=4 * jobs)
+        loaded = _prefetched(decided, lambda item: SourceObject(item[0][0], item[0][1], None) if item[1] else load(item[0]),
+                             jobs, ahead=4 * jobs)
+        for obj in loaded:
+            read_total[0] += sum(map(len, (obj.files or {}).values()))
+            yield obj
         for archive in listing.archives:
             url = archive if fs is None else fs.unstrip_protocol(archive)
             yield from open_archive(url, options).objects
 
     split_files = {name: read_paths([path])[path] for name, path in listing.split_files.items()}
     return ObjectSource(objects(), read_bytes=lambda: read_total[0], objects_total=len(listing.folders) or None,
-                        synsets={s for s, _, _ in listing.folders}, split_files=split_files)
+                        synsets={s for s, _, _ in listing.folders} or None, split_files=split_files)
 
 
-def open_source(src: str, skip: Callable[[str, str], bool] = lambda s, o: False, jobs: int = 8, options=None) -> ObjectSource:
+def open_source(src: str, skip: Callable[[str, str], bool] = lambda s, o: False, jobs: int = 8,
+                options: DownloadOptions | None = None) -> ObjectSource:
     """Dispatch: an archive (by its name) or a tree (anything else), local or remote."""
     if is_archive(src.split("?", 1)[0]):
         return open_archive(src, options)
