@@ -1,4 +1,4 @@
-"""The object sample: all views of one object, as one WebDataset sample (DESIGN.md, "The object sample").
+"""The object sample: all views of one object, as one WebDataset sample (docs/design.md, "The object sample").
 
 Fields of a sample (the tar members are ``<key>.<field>``):
 

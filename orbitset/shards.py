@@ -12,6 +12,9 @@ Reading: a shard's member headers are scanned once into an index (key -> field -
 fields are then read by seeking straight to them: a loader that uses 2 of 50 views reads 2 images, not 50. Members
 that are links, devices, directories, absolute or ``..`` paths, or pickle payloads make the shard unsafe and raise
 ShardError naming it. Streams that cannot seek (remote shards) are read with `iter_samples`.
+
+Writing and reading are one file because they share one member format (flat ``key.field`` names, what counts as a
+view, which payloads are refused); apart, that format would be written down twice.
 """
 
 from __future__ import annotations
@@ -90,7 +93,9 @@ class _OpenShard:
             data = sample[name]
             if isinstance(data, str):
                 data = data.encode("utf-8")
-            info = tarfile.TarInfo(f"{key}.{name}")
+            member = f"{key}.{name}"
+            split_member_name(member, self.path.name)  # refuse what a reader would refuse
+            info = tarfile.TarInfo(member)
             info.size, info.mtime, info.mode = len(data), 0, 0o444
             self._tar.addfile(info, io.BytesIO(data))
             self.views += is_view_field(name)

@@ -47,7 +47,7 @@ def test_each_part_registers_its_own_commands():
     owners = {name: command.callback.__module__ for name, command in app.commands.items() if command.callback is not None}
     assert owners["convert"] == "orbitset.datasets.commands"
     assert {c.callback.__module__ for c in app.commands["export"].commands.values()} == {"orbitset.datasets.commands"}
-    assert {owners[n] for n in ("verify", "stats", "download")} == {"orbitset.manifests.commands"}
+    assert {owners[n] for n in ("verify", "stats")} == {"orbitset.manifests.commands"}
     assert owners["render"] == "orbitset.render.commands"
     assert "convert" not in __import__("orbitset.manifests.commands", fromlist=["x"]).__dict__
 

@@ -196,3 +196,11 @@ def test_shard_whose_tar_changed_size_is_not_complete(tmp_path):
     tar = tmp_path / "train-000000.tar"
     tar.write_bytes(tar.read_bytes()[:-512])
     assert ShardWriter(tmp_path).completed("train-000000.tar", "train", ["cup__0000"]) is None
+
+
+@pytest.mark.parametrize("field", ["weights.pkl", "model.pt", "../escape.jpg"])
+def test_writer_refuses_members_a_reader_would_refuse(tmp_path, field):
+    sample = {**samples(1)[0], field: b"payload"}
+    with pytest.raises(ShardError, match="x.tar"):
+        write_shard(tmp_path / "x.tar", [sample])
+    assert list(tmp_path.iterdir()) == []

@@ -48,7 +48,7 @@ class ShardEntry:
     def from_info(cls, info: "ShardEntry", split: str) -> "ShardEntry":
         """`info` (an entry returned by `orbitset.shards.write_shard`) recorded under `split`.
 
-        Kept for datasets/convert.py and tests/loaders until they write through `orbitset.shards.ShardWriter`."""
+        Kept only for datasets/convert.py until it writes through `orbitset.shards.ShardWriter`."""
         return replace(info, split=split)
 
 
