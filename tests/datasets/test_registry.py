@@ -87,3 +87,11 @@ def test_environment_registry_file_adds_and_overrides(tmp_path: Path, monkeypatc
     file.write_text("[1, 2]")
     with pytest.raises(DownloadError, match="ORBITSET_REGISTRY"):
         registry.datasets()
+
+
+def test_hub_sources_resolve_to_huggingface_hubs_file_system_without_network():
+    fsspec = pytest.importorskip("fsspec")
+    hub = pytest.importorskip("huggingface_hub")
+    for name in ("3diebench-t", "3diebench-ood"):
+        protocol = registry.datasets()[name].source.split("://", 1)[0]
+        assert fsspec.get_filesystem_class(protocol) is hub.HfFileSystem
