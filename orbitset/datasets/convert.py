@@ -39,7 +39,7 @@ from orbitset.datasets.sie_layout import (
 from orbitset.datasets.sie_source import ObjectSource, SourceObject, open_source
 from orbitset.errors import AssetError, DownloadError, OrbitsetError
 from orbitset.manifests.download import DownloadOptions
-from orbitset.manifests.model import MANIFEST_NAME, Factor, Failure, Manifest, software_versions
+from orbitset.manifests.model import MANIFEST_NAME, Factor, Failure, Manifest, load_manifest, software_versions
 from orbitset.shards import ShardWriter, shard_name, write_shard
 
 @dataclass(frozen=True)
@@ -315,16 +315,22 @@ def download_converted(
     progress: bool = True,
 ) -> ConvertReport:
     """`orbitset download NAME` for a registered source (kind "convert"): its split files (from the registry, each
-    checked by checksum, or from `splits_from`), then `convert_source` of `url` (default: the registry's source)."""
+    checked by checksum, or from `splits_from`), then `convert_source` of `url` (default: the registry's source).
+    An `out` that already holds the finished dataset is kept as it is."""
     from orbitset.datasets.registry import lookup
     from orbitset.datasets.remote import fetch_small
 
     entry = lookup(name)
     if entry is None or entry.kind != "convert":
         raise DownloadError(f"{name!r} is not a dataset converted from a published source; see 'orbitset download --list'")
+    settings = settings or ConvertSettings(layout=entry.layout)
+    if (Path(out) / MANIFEST_NAME).exists():  # a finished run: nothing to fetch (check it with 'orbitset verify')
+        manifest = load_manifest(out)
+        if manifest.name != entry.layout:
+            raise AssetError(f"{out} already holds another dataset ({manifest.name!r}); choose another --out")
+        return ConvertReport(manifest, kept=len(manifest.shards))
     if splits_from is not None:
         files = read_split_dir(splits_from, options)
     else:
         files = {s.name: fetch_small(s.url, s.sha256, s.git_blob, options) for s in entry.splits}
-    settings = settings or ConvertSettings(layout=entry.layout)
     return convert_source(url or entry.source, out, settings, split_files=files, progress=progress, options=options)

@@ -44,7 +44,8 @@ _RESUME_NOTE = (
     "converted on the fly: the archive is not kept and nothing is unpacked, so the extra disk is the shards plus at "
     "most one partial shard. A dropped connection is resumed in place (HTTP Range). An interrupted run keeps its "
     "complete shards; running the same command again resumes: it reads the source again from its start (the part "
-    "already converted is downloaded and decompressed again, not converted again) and skips the kept shards' objects."
+    "already converted is downloaded and decompressed again, not converted again) and skips the kept shards' objects; "
+    "an OUT that holds the finished dataset is left as it is."
 )
 
 

@@ -379,6 +379,9 @@ def test_registered_source_fetches_its_split_files_checked_by_checksum(source: P
         args = ["download", "synthetic", "--objects-per-shard", "4", "--views", str(VIEWS), "--backoff", "0.01"]
         assert main([*args, "--out", str(tmp_path / "ds")]) == 0
         assert _digests(tmp_path / "ds") == from_tree
+        requests = len(server.requests)
+        assert main([*args, "--out", str(tmp_path / "ds")]) == 0, "a finished download is kept"
+        assert len(server.requests) == requests, "nothing is fetched again"
         wrong = registry.SplitFile("val_labels.npy", f"{server.url}/data/val_labels.npy", sha256="0" * 64)
         registry.register(registry.DatasetEntry("synthetic", source=entry.source, layout="3diebench", splits=(wrong,)))
         with pytest.raises(DownloadError, match="val_labels.npy: sha256 .* is not the expected"):
