@@ -57,7 +57,7 @@ def _convert_seconds(archive: Path, splits: Path, out: Path, views: int) -> tupl
 def _breakdown(archive: Path, views: int) -> dict[str, float]:
     """CPU seconds of the conversion's three stages run one after the other in this process: reading the archive
     (inflate, parse, group objects), building and encoding the samples, writing the shards."""
-    from orbitset.datasets.sie_layout import LAYOUTS, build_sample
+    from orbitset.datasets.sie_layout import LAYOUTS, ObjectFiles, build_samples
     from orbitset.datasets.sie_source import open_archive
     from orbitset.shards import write_shard
 
@@ -65,7 +65,10 @@ def _breakdown(archive: Path, views: int) -> dict[str, float]:
     objects = list(open_archive(str(archive)).objects)
     read = time.process_time() - cpu
     cpu = time.process_time()
-    samples = [build_sample(LAYOUTS["3diebench"], o.synset, o.object_id, 0, o.files, views).encode() for o in objects]
+    samples = []
+    for start in range(0, len(objects), 64):
+        batch = [ObjectFiles(o.synset, o.object_id, 0, o.files) for o in objects[start : start + 64]]
+        samples += [sample.encode() for sample in build_samples(LAYOUTS["3diebench"], batch, views)]
     build = time.process_time() - cpu
     cpu = time.process_time()
     with tempfile.TemporaryDirectory() as scratch:

@@ -31,12 +31,13 @@ from orbitset.datasets.sie_layout import (
     FIX_QUALITY,
     FIXED_NOTE,
     Layout,
+    ObjectFiles,
     Splits,
-    build_sample,
+    build_samples,
     layout_named,
     splits_from_files,
 )
-from orbitset.datasets.sie_source import ObjectSource, SourceObject, open_source
+from orbitset.datasets.sie_source import ObjectSource, open_source
 from orbitset.errors import AssetError, DownloadError, OrbitsetError
 from orbitset.manifests.download import DownloadOptions
 from orbitset.manifests.model import MANIFEST_NAME, Factor, Failure, Manifest, load_manifest, software_versions
@@ -72,13 +73,29 @@ class ConvertReport:
 
 @dataclass
 class _Shard:
-    """A split's shard being filled in memory: its name, encoded samples, object keys and failures."""
+    """A split's shard being filled in memory: its name and, in arrival order, its objects' keys and what they are
+    (the folder's files, or why the folder cannot be used)."""
 
     split: str
     name: str
-    samples: list[dict[str, Any]] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
+    objects: list[ObjectFiles | str] = field(default_factory=list)
+
+    def build(self, layout: Layout, settings: ConvertSettings) -> tuple[list[dict[str, Any]], list[Failure]]:
+        """Encoded samples and failures (in arrival order) of the shard's objects."""
+        usable = [obj for obj in self.objects if isinstance(obj, ObjectFiles)]
+        built = iter(build_samples(layout, usable, settings.views, settings.fix_colors))
+        samples: list[dict[str, Any]] = []
+        failures: list[Failure] = []
+        for key, obj in zip(self.keys, self.objects):
+            result = next(built) if isinstance(obj, ObjectFiles) else AssetError(obj)
+            try:
+                if isinstance(result, OrbitsetError):
+                    raise result
+                samples.append(result.encode())
+            except OrbitsetError as exc:
+                failures.append(Failure(key, str(exc)))
+        return samples, failures
 
 
 def _ignore_interrupts() -> None:
@@ -101,20 +118,20 @@ class _ShardProcess:
         context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_ignore_interrupts)
         self._pool.submit(int).result()
-        self._pending: tuple[Any, _Shard] | None = None
+        self._pending: tuple[Any, list[str], list[Failure]] | None = None
 
-    def submit(self, writer: ShardWriter, shard: _Shard) -> None:
+    def submit(self, writer: ShardWriter, shard: _Shard, samples: list[dict[str, Any]], failures: list[Failure]) -> None:
         self.wait(writer)
-        if not shard.samples:  # every object failed: a sidecar, no tar
-            writer.write_shard(shard.name, shard.split, shard.keys, [], shard.failures)
+        if not samples:  # every object failed: a sidecar, no tar
+            writer.write_shard(shard.name, shard.split, shard.keys, [], failures)
             return
-        future = self._pool.submit(write_shard, writer.directory / shard.name, shard.samples, shard.split)
-        self._pending = (future, shard)
+        future = self._pool.submit(write_shard, writer.directory / shard.name, samples, shard.split)
+        self._pending = (future, shard.keys, failures)
 
     def wait(self, writer: ShardWriter) -> None:
         if self._pending is not None:
-            (future, shard), self._pending = self._pending, None
-            writer.record(future.result(), shard.keys, shard.failures)
+            (future, keys, failures), self._pending = self._pending, None
+            writer.record(future.result(), keys, failures)
 
     def close(self) -> None:
         self._pool.shutdown()
@@ -223,7 +240,7 @@ def _convert(src: str, out: Path, layout: Layout, settings: ConvertSettings, spl
     failures: list[Failure] = []
 
     def flush(shard: _Shard) -> None:
-        shards.submit(writer, shard)
+        shards.submit(writer, shard, *shard.build(layout, settings))
         del pending[shard.split]
 
     try:
@@ -245,7 +262,9 @@ def _convert(src: str, out: Path, layout: Layout, settings: ConvertSettings, spl
                 continue
             shard = pending.setdefault(split, _Shard(split, shard_name(split, number // settings.objects_per_shard)))
             shard.keys.append(key)
-            _convert_object(obj, key, layout, class_index, settings, shard)
+            usable = obj.problem is None and obj.files is not None
+            shard.objects.append(ObjectFiles(obj.synset, obj.object_id, class_index, obj.files) if usable  # type: ignore[arg-type]
+                                 else obj.problem or "not read")
             if len(shard.keys) == settings.objects_per_shard:
                 flush(shard)
         for shard in list(pending.values()):
@@ -269,18 +288,6 @@ def _convert(src: str, out: Path, layout: Layout, settings: ConvertSettings, spl
                                      **_manifest_fields(layout, settings, splits, src))
     return ConvertReport(manifest, kept=kept_shards, written=len(writer.records) - kept_shards,
                          read_bytes=source.read_bytes(), seconds=time.monotonic() - started)
-
-
-def _convert_object(obj: SourceObject, key: str, layout: Layout, class_index: int, settings: ConvertSettings,
-                    shard: _Shard) -> None:
-    if obj.problem is not None or obj.files is None:
-        shard.failures.append(Failure(key, obj.problem or "not read"))
-        return
-    try:
-        sample = build_sample(layout, obj.synset, obj.object_id, class_index, obj.files, settings.views, settings.fix_colors)
-        shard.samples.append(sample.encode())
-    except OrbitsetError as exc:
-        shard.failures.append(Failure(key, str(exc)))
 
 
 def _manifest_fields(layout: Layout, settings: ConvertSettings, splits: Splits, src: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ or 10 for 3DIEBench-T), i = 0..V-1, and split files ``<split>_images.npy`` (entr
 ``<split>_labels.npy`` (class index = position of the synset in the sorted list of synsets). Every ``.npy`` is parsed
 without unpickling.
 
-A sample (`build_sample`): images byte for byte, latents (V, F) float64, rotations = `geometry.euler_to_matrix` of
+A sample (`build_samples`): images byte for byte, latents (V, F) float64, rotations = `geometry.euler_to_matrix` of
 latents[:, :3] ("xyz" extrinsic), for 3DIEBench-T translations = R @ t (the object-frame translation
 t = latents[:, 7:10] in the world frame), the 3DIEBench camera, and ``meta["channel_order"] = "bgr"``: the published
 JPEGs have red and blue swapped (written by OpenCV from an RGB array), which the loaders undo at decode time.
@@ -19,12 +19,12 @@ import io
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from orbitset import geometry, threediebench
-from orbitset.errors import AssetError
+from orbitset.errors import AssetError, OrbitsetError
 from orbitset.schema import ObjectSample, load_npy, read_npy
 
 IMAGES_SUFFIX, LABELS_SUFFIX = "_images.npy", "_labels.npy"
@@ -173,14 +173,38 @@ def _camera(width: int, height: int) -> dict[str, Any]:
     return json.loads(_camera_json(width, height))
 
 
-def build_sample(layout: Layout, synset: str, object_id: str, class_index: int, files: Mapping[str, bytes],
-                 views: int, fix_colors: bool = False) -> ObjectSample:
-    """The ObjectSample of one object folder, from its files' bytes (file name -> bytes); its `encode` validates it.
+@dataclass(frozen=True)
+class ObjectFiles:
+    """One object folder to convert: its synset, object id, class index and files (name -> bytes)."""
 
-    Raises AssetError for a broken object: missing or extra views, a file that is not a JPEG, unreadable latents."""
+    synset: str
+    object_id: str
+    class_index: int
+    files: Mapping[str, bytes]
+
+
+def build_samples(layout: Layout, objects: Sequence[ObjectFiles], views: int,
+                  fix_colors: bool = False) -> list[ObjectSample | OrbitsetError]:
+    """The ObjectSample of each object folder (its `encode` validates it), or the error that makes it broken (missing
+    or extra views, a file that is not a JPEG, unreadable latents), in order. The rotations of all of them are computed
+    in one call: for a single object the call's fixed cost is most of the work."""
+    checked: list[tuple[list[bytes], np.ndarray, int, int] | OrbitsetError] = []
+    for obj in objects:
+        try:
+            checked.append(_read_views(layout, obj.files, views, fix_colors))
+        except OrbitsetError as exc:
+            checked.append(exc)
+    tables = [c[1] for c in checked if not isinstance(c, OrbitsetError)]
+    rotations = iter(np.split(np.asarray(geometry.euler_to_matrix(np.concatenate(tables)[:, :3])), len(tables))
+                     if tables else [])
+    return [c if isinstance(c, OrbitsetError) else _sample(layout, obj, views, fix_colors, *c, next(rotations))
+            for obj, c in zip(objects, checked)]
+
+
+def _read_views(layout: Layout, files: Mapping[str, bytes], views: int,
+                fix_colors: bool) -> tuple[list[bytes], np.ndarray, int, int]:
+    """(images, latents (V, F) float64, width, height) of one folder's files, checked; AssetError if broken."""
     from PIL import Image
-
-    from orbitset.datasets.sources import key_part
 
     needed = [f"{kind}_{i}.{ext}" for i in range(views) for kind, ext in (("image", "jpg"), ("latent", "npy"))]
     missing = [name for name in needed if name not in files]
@@ -215,20 +239,26 @@ def build_sample(layout: Layout, synset: str, object_id: str, class_index: int, 
             images = [swap_red_blue(image) for image in images]
         except ValueError as exc:
             raise AssetError(f"a JPEG could not be decoded to fix its colours ({exc})") from exc
-    rotations = np.asarray(geometry.euler_to_matrix(table[:, :3]))
+    return images, table, width, height
+
+
+def _sample(layout: Layout, obj: ObjectFiles, views: int, fix_colors: bool, images: list[bytes], table: np.ndarray,
+            width: int, height: int, rotations: np.ndarray) -> ObjectSample:
+    from orbitset.datasets.sources import key_part
+
     meta = {
-        "class_name": synset,
-        "class_index": class_index,
+        "class_name": obj.synset,
+        "class_index": obj.class_index,
         "num_views": views,
         "factor_names": [f[0] for f in layout.factors],
         "factor_units": [f[1] for f in layout.factors],
         "source": layout.name,
-        "source_id": f"{synset}/{object_id}",
+        "source_id": f"{obj.synset}/{obj.object_id}",
         "channel_order": "rgb" if fix_colors else "bgr",
         "channel_note": FIXED_NOTE.format(quality=FIX_QUALITY) if fix_colors else CHANNEL_NOTE,
     }
-    sample = ObjectSample(
-        key=f"{key_part(synset)}__{key_part(object_id)}",
+    return ObjectSample(
+        key=f"{key_part(obj.synset)}__{key_part(obj.object_id)}",
         images=images,
         latents=table,
         rotations=rotations,
@@ -236,4 +266,3 @@ def build_sample(layout: Layout, synset: str, object_id: str, class_index: int, 
         meta=meta,
         translations=np.einsum("vij,vj->vi", rotations, table[:, 7:10]) if layout.translation else None,
     )
-    return sample
