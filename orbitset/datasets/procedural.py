@@ -153,7 +153,7 @@ def _part_of_faces(mesh: trimesh.Trimesh, parts: Sequence[trimesh.Trimesh]) -> n
 
 def _solid(parts: Sequence[trimesh.Trimesh], cuts: Sequence[trimesh.Trimesh] = ()) -> trimesh.Trimesh:
     """The union of the closed `parts` minus the union of `cuts`, as one watertight mesh in canonical order; its
-    ``metadata["face_part"]`` is the index in `parts` of the part each face comes from (cut faces: nearest part)."""
+    ``metadata["parts"]`` keeps the parts (for `part_colours`)."""
     snapped = [_snapped(part) for part in parts]
     solid = trimesh.boolean.union(snapped, engine="manifold", check_volume=False)
     if cuts:
@@ -161,18 +161,20 @@ def _solid(parts: Sequence[trimesh.Trimesh], cuts: Sequence[trimesh.Trimesh] = (
             [solid, *(_snapped(cut) for cut in cuts)], engine="manifold", check_volume=False
         )
     solid = _canonical(solid)
-    solid.metadata["face_part"] = _part_of_faces(solid, snapped)
+    solid.metadata["parts"] = snapped
     return solid
 
 
-def part_colours(mesh: trimesh.Trimesh, class_name: str, instance: int) -> np.ndarray:
-    """(F, 4) uint8 sRGB face colours of a `make_mesh` result: one colour per part, drawn from
-    ``np.random.default_rng([crc32(class_name), instance, 1])`` (hue uniform, saturation 0.35-0.8, value 0.45-0.9)."""
+def part_colours(mesh: trimesh.Trimesh, parts: Sequence[trimesh.Trimesh], class_name: str, instance: int) -> np.ndarray:
+    """(F, 4) uint8 sRGB face colours of a `make_mesh` result made of `parts` (its ``metadata["parts"]``): one
+    colour per part (cut faces: the nearest part's),
+    drawn from ``np.random.default_rng([crc32(class_name), instance, 1])`` (hue uniform, saturation 0.35-0.8,
+    value 0.45-0.9)."""
     import colorsys
 
-    face_part = np.asarray(mesh.metadata["face_part"])
+    face_part = _part_of_faces(mesh, parts)
     rng = np.random.default_rng([zlib.crc32(class_name.encode("ascii")), int(instance), 1])
-    count = int(face_part.max()) + 1
+    count = len(parts)
     hues, saturations, values = rng.random(count), rng.uniform(0.35, 0.8, count), rng.uniform(0.45, 0.9, count)
     palette = np.array([colorsys.hsv_to_rgb(h, s, v) for h, s, v in zip(hues, saturations, values)])
     rgba = np.concatenate([np.round(palette * 255), np.full((count, 1), 255)], axis=1).astype(np.uint8)
@@ -552,7 +554,8 @@ class ProceduralSource(AssetSource):
             raise AssetError(f"procedural instance {instance} of {ref.source_id!r} is out of range: this source has "
                              f"instances 0..{self.instances_per_class - 1}")
         mesh = make_mesh(class_name, instance)
+        parts = mesh.metadata.pop("parts")
         if appearance == "uniform":
             return RawAsset(mesh, up_axis="z", info={})
-        mesh.visual = trimesh.visual.ColorVisuals(mesh, face_colors=part_colours(mesh, class_name, instance))
-        return RawAsset(mesh, up_axis="z", info={"colour_source": "face", "parts": int(mesh.metadata["face_part"].max()) + 1})
+        mesh.visual = trimesh.visual.ColorVisuals(mesh, face_colors=part_colours(mesh, parts, class_name, instance))
+        return RawAsset(mesh, up_axis="z", info={"colour_source": "face", "parts": len(parts)})

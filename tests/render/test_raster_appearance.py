@@ -82,7 +82,7 @@ def test_procedural_objects_have_colours_per_part(backend):
     ref = source.objects()[0]
     asset = source.load(ref)
     assert asset.info["colour_source"] == "face" and asset.info["parts"] >= 3
-    assert len(np.unique(asset.mesh.visual.face_colors, axis=0)) == asset.info["parts"]
+    assert 3 <= len(np.unique(asset.mesh.visual.face_colors, axis=0)) <= asset.info["parts"]
     again = source.load(ref)
     np.testing.assert_array_equal(again.mesh.visual.face_colors, asset.mesh.visual.face_colors)  # from the seed
     backend.set_asset(asset)
