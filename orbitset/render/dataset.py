@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from orbitset.datasets.sources import AssetRef, AssetSource
+from orbitset.datasets.sources import AssetRef, AssetSource, check_up_axis
 from orbitset.errors import RenderError
 from orbitset.manifests.model import Factor, Failure, Manifest, ShardEntry, software_versions, write_json_atomic, write_manifest
 from orbitset.render.executors import WorkerLimits, make_executor
@@ -231,6 +231,7 @@ def render_dataset(
     if not 0.0 <= val_fraction < 1.0:
         raise RenderError(f"val_fraction must be in [0, 1), got {val_fraction}")
     check_backend_layers(backend, preset, recipe.layers)
+    check_up_axis(up_axis)
     source = open_assets(assets, categories)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
