@@ -9,6 +9,7 @@ import numpy as np
 
 from orbitset.errors import ManifestError, ShardError, UsageError
 from orbitset.manifests.model import load_manifest, manifest_path
+from orbitset.manifests.stats import check_not_empty
 from orbitset.schema import is_view_field, load_json, load_npy, view_field
 from orbitset.shards import ShardReader
 
@@ -35,6 +36,7 @@ def contact_sheet(dataset: str | Path, out: str | Path, objects: int = 6, views:
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise UsageError(f"contact sheet: {name} must be an integer of at least {least}, got {value!r}")
     manifest = load_manifest(dataset)
+    check_not_empty(manifest, dataset, split)
     root = manifest_path(dataset).parent
     rows: list[tuple[str, list]] = []
     for shard in manifest.shards_for(split):
