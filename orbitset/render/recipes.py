@@ -33,6 +33,7 @@ YAML form (every field optional except ``name`` and ``factors``/``rotation``; an
     layers: [mask, points]
     camera: {distance: 3.0, fov: 0.6}
     floor: {enabled: false}
+    view_transform: Standard    # colour management (default Filmic, as 3DIEBench)
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orbitset import threediebench
 from orbitset.errors import RenderError
 from orbitset.render.scene import CameraSpec, FloorSpec, SceneSpec, SpotSpec, SunSpec
 
@@ -75,16 +77,8 @@ DEFAULT_VALUES: dict[str, float] = {
     "floor_hue": 0.0, "spot_theta": 0.0, "spot_phi": 0.0, "spot_hue": 0.0,
 }
 
-#: 3DIEBench's per-view factors: (name, unit, low, high), in latent order (REFERENCE.md).
-FACTORS_3DIEBENCH = (
-    ("rot_x", "rad", -HALF_PI, HALF_PI),
-    ("rot_y", "rad", -HALF_PI, HALF_PI),
-    ("rot_z", "rad", -HALF_PI, HALF_PI),
-    ("floor_hue", "1", 0.0, 1.0),
-    ("spot_theta", "rad", 0.0, math.pi / 4),
-    ("spot_phi", "rad", 0.0, 2 * math.pi),
-    ("spot_hue", "1", 0.0, 1.0),
-)
+#: 3DIEBench's per-view factors (re-exported from `orbitset.threediebench` for callers not yet moved there).
+FACTORS_3DIEBENCH = threediebench.FACTORS
 
 LAYERS = ("depth", "mask", "points")
 IMAGE_FORMATS = ("jpg", "png", "webp")
@@ -223,7 +217,7 @@ class Recipe:
         """Build a recipe from its YAML/JSON form (see the module docstring); RenderError names the bad entry."""
         if not isinstance(data, dict) or "name" not in data:
             raise RenderError(f"{source}: a recipe is a mapping with at least 'name' and 'factors' (or 'rotation: so3')")
-        scene_keys = ("camera", "floor", "sun", "spot", "background")
+        scene_keys = ("camera", "floor", "sun", "spot", "background", "view_transform")
         scene = {k: data[k] for k in scene_keys if k in data}
         data = {k: v for k, v in data.items() if k not in scene_keys}
         known = {f.name for f in dataclasses.fields(cls)} - {"scene"}
@@ -272,8 +266,10 @@ def _scene_from(data: dict[str, Any]) -> SceneSpec:
             values[key] = parts[key](**{k: _number(v) if not isinstance(v, (bool, list)) else v for k, v in value.items()})
         elif key == "background":
             values[key] = tuple(float(v) for v in value)
+        elif key == "view_transform":
+            values[key] = str(value)
         else:
-            raise ValueError(f"unknown scene entry {key!r}; known: camera, floor, sun, spot, background")
+            raise ValueError(f"unknown scene entry {key!r}; known: camera, floor, sun, spot, background, view_transform")
     for key in ("camera", "sun"):
         if key in values:
             spec = values[key]
@@ -285,18 +281,18 @@ def _scene_from(data: dict[str, Any]) -> SceneSpec:
 
 def _euler_recipe(name: str, angle_ranges: tuple[tuple[float, float], ...], extra: tuple[FactorSpec, ...] = ()) -> Recipe:
     rotation = tuple(FactorSpec(axis, angle_ranges) for axis in EULER_FACTORS)
-    rest = tuple(FactorSpec(n, ((lo, hi),)) for n, _, lo, hi in FACTORS_3DIEBENCH[3:])
+    rest = tuple(FactorSpec(n, ((lo, hi),)) for n, _, lo, hi in threediebench.FACTORS[3:])
     return Recipe(name=name, factors=rotation + rest + extra)
 
 
 def _shipped() -> dict[str, Recipe]:
-    translation = tuple(FactorSpec(n, ((-0.5, 0.5),)) for n in TRANSLATION_FACTORS)
-    ood = ((-math.pi, -HALF_PI), (HALF_PI, math.pi))
-    lights = tuple(FactorSpec(n, ((lo, hi),)) for n, _, lo, hi in FACTORS_3DIEBENCH[3:])
+    translation = tuple(FactorSpec(n, ((lo, hi),)) for n, _, lo, hi in threediebench.TRANSLATION_FACTORS)
+    lights = tuple(FactorSpec(n, ((lo, hi),)) for n, _, lo, hi in threediebench.FACTORS[3:])
+    in_range = ((-HALF_PI, HALF_PI),)
     return {
-        "3diebench": _euler_recipe("3diebench", ((-HALF_PI, HALF_PI),)),
-        "3diebench-t": _euler_recipe("3diebench-t", ((-HALF_PI, HALF_PI),), translation),
-        "3diebench-ood": _euler_recipe("3diebench-ood", ood),
+        "3diebench": _euler_recipe("3diebench", in_range),
+        "3diebench-t": _euler_recipe("3diebench-t", in_range, translation),
+        "3diebench-ood": _euler_recipe("3diebench-ood", threediebench.OOD_ROTATION_RANGES),
         "so3": Recipe(name="so3", rotation="so3", factors=lights),
     }
 
