@@ -2,7 +2,7 @@
 
 All backends render the same objects and the same views (3diebench factors, seed 0) in one run; the reference is
 Blender Cycles with `--reference-samples` samples. Printed ratios: fast vs exact images/s (target >= 3x with
-SSIM >= 0.95 against the reference) and raster vs exact (target >= 20x). Timings cover set_mesh + render of every
+SSIM >= 0.95 against the reference) and raster vs exact (target >= 20x). Timings cover set_asset + render of every
 view, after the backend is built (scene built once per worker in real runs).
 
     .venv/bin/python benchmarks/render.py [--objects 3] [--views 2] [--size 128] [--reference-samples 256]
@@ -50,11 +50,11 @@ def _load() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
-def render_all(backend, meshes, states) -> tuple[list[np.ndarray], float]:
+def render_all(backend, assets, states) -> tuple[list[np.ndarray], float]:
     images = []
     start = time.perf_counter()
-    for mesh, views in zip(meshes, states):
-        backend.set_mesh(mesh)
+    for asset, views in zip(assets, states):
+        backend.set_asset(asset)
         images.extend(backend.render(view).rgb for view in views)
     return images, time.perf_counter() - start
 
@@ -77,7 +77,7 @@ def main() -> None:
     scene = recipe.scene_spec()
     source = ProceduralSource(instances_per_class=1)
     refs = select_objects(source.objects(), args.objects)
-    meshes = [source.load(ref)[0] for ref in refs]
+    assets = [source.load(ref) for ref in refs]
     states = [factors.view_states(recipe, factors.sample_views(recipe, 0, ref.key), scene) for ref in refs]
     images_total = args.objects * args.views
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; load average {_load()}; "
@@ -96,8 +96,8 @@ def main() -> None:
     for name, preset in configs:
         backend = get_backend(name, scene, preset)
         try:
-            render_all(backend, meshes[:1], [states[0][:1]])  # warm-up: shader compilation, kernel loading
-            runs[f"{name}/{preset}"] = render_all(backend, meshes, states)
+            render_all(backend, assets[:1], [states[0][:1]])  # warm-up: shader compilation, kernel loading
+            runs[f"{name}/{preset}"] = render_all(backend, assets, states)
         finally:
             backend.close()
         device = getattr(backend, "device", "OpenGL")

@@ -16,27 +16,21 @@ Layouts (every class name and object id is made a valid sample-key part with `ke
   own name for files directly in PATH.
 - ``procedural`` / ``procedural:N`` -- the embedded procedural objects (N instances per class, default 100).
 
-Loading uses trimesh on the whole file as a scene: every mesh of the scene, with its scene-graph transform applied,
-is merged into one `trimesh.Trimesh` (duplicate vertices merged); materials are skipped (backends use a neutral
-material). Any failure (missing
-file, unreadable bytes, no triangles, non-finite vertices) is an `AssetError` naming the file.
+Files are read by `orbitset.datasets.mesh_files.load_mesh_file` (appearance, up axis by format); any failure is an
+`AssetError` naming the file relative to the source root.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from orbitset.datasets.sources import AssetRef, AssetSource, key_part
+from orbitset.datasets.mesh_files import MESH_SUFFIXES, load_mesh_file
+from orbitset.datasets.sources import AssetRef, AssetSource, RawAsset, key_part
 from orbitset.errors import AssetError
 
-if TYPE_CHECKING:
-    import trimesh
-
-MESH_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
 GLTF_SUFFIXES = (".glb", ".gltf")
 SPEC_FORMS = ("procedural", "procedural:N", "shapenet:PATH", "modelnet:PATH", "objaverse:PATH", "folder:PATH")
 SHAPENET_MODEL = Path("models") / "model_normalized.obj"
@@ -58,25 +52,6 @@ def open_source(spec: str) -> AssetSource:
     if kind not in sources or not argument:
         raise AssetError(f"unknown asset spec {spec!r}; use one of: {', '.join(SPEC_FORMS)}")
     return sources[kind](argument)
-
-
-def load_mesh_file(path: Path) -> "trimesh.Trimesh":
-    """Load every mesh in `path` (scene-graph transforms applied) merged into one; AssetError naming the file."""
-    import trimesh
-
-    if not path.is_file():
-        raise AssetError(f"{path}: mesh file is missing; check the asset path or re-download the object")
-    try:
-        # process=False: trimesh would otherwise drop faces with NaN vertices silently; we refuse such meshes instead
-        mesh = trimesh.load_scene(str(path), skip_materials=True, process=False).to_mesh()
-    except Exception as exc:  # trimesh raises many types for bad bytes; all of them mean "unreadable"
-        raise AssetError(f"{path}: cannot read the mesh ({type(exc).__name__}: {exc}); the file is corrupt or not a mesh") from exc
-    if len(mesh.vertices) == 0 or len(mesh.faces) == 0:
-        raise AssetError(f"{path}: the file holds no triangles (empty mesh, or only points/lines)")
-    if not np.all(np.isfinite(mesh.vertices)):
-        raise AssetError(f"{path}: the mesh has NaN or infinite vertex coordinates")
-    mesh.merge_vertices()
-    return mesh
 
 
 class FileSource(AssetSource):
@@ -122,8 +97,9 @@ class FileSource(AssetSource):
         self.path_of(ref)
         return self._splits[ref]
 
-    def load_raw(self, ref: AssetRef) -> "trimesh.Trimesh":
-        return load_mesh_file(self.path_of(ref))
+    def load_raw(self, ref: AssetRef, appearance: str = "source") -> RawAsset:
+        path = self.path_of(ref)
+        return load_mesh_file(path, appearance, shown=path.relative_to(self.root).as_posix())
 
 
 class FolderSource(FileSource):

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import trimesh
 
-from orbitset.datasets.sources import AssetRef, AssetSource
+from orbitset.datasets.sources import AssetRef, AssetSource, RawAsset
 from orbitset.errors import AssetError
 
 _GRID = 2.0**-20  # part vertices are snapped to this grid (raw units) before the union
@@ -507,7 +507,7 @@ class ProceduralSource(AssetSource):
             for i in range(self.instances_per_class)
         ]
 
-    def load_raw(self, ref: AssetRef) -> trimesh.Trimesh:
+    def load_raw(self, ref: AssetRef, appearance: str = "source") -> RawAsset:
         match = _SOURCE_ID.match(ref.source_id)
         if match is None:
             raise AssetError(f"procedural source id {ref.source_id!r} is not of the form '<class>/<instance>'")
@@ -518,4 +518,4 @@ class ProceduralSource(AssetSource):
         if instance >= self.instances_per_class:
             raise AssetError(f"procedural instance {instance} of {ref.source_id!r} is out of range: this source has "
                              f"instances 0..{self.instances_per_class - 1}")
-        return make_mesh(class_name, instance)
+        return RawAsset(make_mesh(class_name, instance), up_axis="z", info={})

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from orbitset.datasets.sources import AssetRef, AssetSource
+from orbitset.datasets.sources import AssetRef, AssetSource, LoadedAsset
 from orbitset.errors import AssetError, OrbitsetError
 from orbitset.render import factors
 from orbitset.render.points import surface_points
@@ -39,6 +39,8 @@ class JobSpec:
     backend: str = "raster"
     preset: str = "fast"
     max_faces: int = MAX_FACES
+    appearance: str = "source"
+    up_axis: str | None = None  # None: each file's own (see orbitset.datasets.mesh_files)
 
 
 @dataclass(frozen=True)
@@ -99,18 +101,20 @@ def points_rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), factors.stable_hash("points/" + key)])
 
 
-def load_checked(source: AssetSource, ref: AssetRef, max_faces: int):
-    """The normalised mesh of `ref` and its Normalisation; AssetError for a mesh that cannot be rendered."""
-    mesh, normalisation = source.load(ref)
-    if len(mesh.faces) > max_faces:
-        raise AssetError(f"{ref.source_id}: {len(mesh.faces)} faces exceed the face limit {max_faces}; raise --max-faces to render it")
-    return mesh, normalisation
+def load_checked(job: JobSpec, ref: AssetRef) -> LoadedAsset:
+    """`ref` loaded as the job asks (appearance, up axis); AssetError for a mesh that cannot be rendered."""
+    asset = job.source.load(ref, appearance=job.appearance, up_axis=job.up_axis)
+    if len(asset.mesh.faces) > job.max_faces:
+        raise AssetError(
+            f"{ref.source_id}: {len(asset.mesh.faces)} faces exceed the face limit {job.max_faces}; raise --max-faces to render it"
+        )
+    return asset
 
 
 def render_object(job: JobSpec, backend: Backend, ref: AssetRef, latents: np.ndarray | None = None) -> ObjectSample:
     """Render all views of one object; raises an OrbitsetError (AssetError, RenderError, ...) when it cannot."""
     recipe = job.recipe
-    mesh, normalisation = load_checked(job.source, ref, job.max_faces)
+    asset = load_checked(job, ref)
     if latents is None:
         latents = factors.sample_views(recipe, job.seed, ref.key)
     latents = np.asarray(latents, dtype=np.float64)
@@ -119,7 +123,7 @@ def render_object(job: JobSpec, backend: Backend, ref: AssetRef, latents: np.nda
     rotations = np.stack([s.rotation for s in states])
     translations = factors.translations_of(recipe, latents, rotations)
     want_depth, want_mask = "depth" in recipe.layers, "mask" in recipe.layers
-    backend.set_mesh(mesh)
+    backend.set_asset(asset)
     images, depths, masks = [], [], []
     for state in states:
         view = backend.render(state, depth=want_depth, mask=want_mask)
@@ -138,7 +142,7 @@ def render_object(job: JobSpec, backend: Backend, ref: AssetRef, latents: np.nda
         "translation_frame": recipe.translation_frame if translations is not None else None,
         "source": job.source.name,
         "source_id": ref.source_id,
-        "normalisation": normalisation.to_json(),
+        "asset": asset.to_json(),
         "recipe": recipe.name,
         "recipe_hash": recipe.hash(),
         "seed": job.seed,
@@ -165,7 +169,7 @@ def render_object(job: JobSpec, backend: Backend, ref: AssetRef, latents: np.nda
         meta=meta,
         depths=depths or None,
         masks=masks or None,
-        points=surface_points(mesh, recipe.points, points_rng(job.seed, ref.key)) if "points" in recipe.layers else None,
+        points=surface_points(asset.mesh, recipe.points, points_rng(job.seed, ref.key)) if "points" in recipe.layers else None,
     )
     return sample.validate()
 

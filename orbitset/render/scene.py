@@ -1,8 +1,9 @@
 """The scene as plain data, and the interface every render backend implements.
 
 A `SceneSpec` is fixed for a whole job (image size, camera, floor, lights, colour management; 3DIEBench's values,
-from `orbitset.threediebench`, are the defaults). A `ViewState` is everything that changes per view, already resolved from the recipe's factors: object
-pose, floor and spot colours, spot position, and the camera. Backends turn (mesh, ViewState) into arrays and never
+from `orbitset.threediebench`, are the defaults). A `ViewState` is everything that changes per view, already resolved
+from the recipe's factors: object pose, floor and spot colours, spot position, and the camera. Backends turn
+(asset, ViewState) into arrays and never
 write files. Colours are linear RGB in [0, 1], converted from the recipe's HSV with `colorsys.hsv_to_rgb`.
 
 Units: lengths in scene units, angles in radians, light energies in Blender's units (W for spot lights, W/m^2 for
@@ -22,7 +23,7 @@ from orbitset import geometry
 from orbitset import threediebench as tdb
 
 if TYPE_CHECKING:
-    import trimesh
+    from orbitset.datasets.sources import LoadedAsset
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ class RenderedView:
 
 
 class Backend(ABC):
-    """A renderer. Built once per worker for a SceneSpec; per object only the mesh is swapped; per view only the
+    """A renderer. Built once per worker for a SceneSpec; per object only the asset is swapped; per view only the
     ViewState changes. Implementations import their renderer inside the module that defines them."""
 
     name: str = "backend"
@@ -145,8 +146,9 @@ class Backend(ABC):
         self.scene = scene
 
     @abstractmethod
-    def set_mesh(self, mesh: "trimesh.Trimesh") -> None:
-        """Replace the object (a normalised mesh in its canonical frame)."""
+    def set_asset(self, asset: "LoadedAsset") -> None:
+        """Replace the object (`asset.mesh` is in its canonical frame; its visuals are used when
+        `asset.appearance` is "source", one neutral material otherwise)."""
 
     @abstractmethod
     def render(self, view: ViewState, depth: bool = False, mask: bool = False) -> RenderedView:

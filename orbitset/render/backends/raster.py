@@ -24,7 +24,7 @@ from orbitset.errors import RenderError
 from orbitset.render.scene import Backend, RenderedView, SceneSpec, ViewState
 
 if TYPE_CHECKING:
-    import trimesh
+    from orbitset.datasets.sources import LoadedAsset
 
 #: Blender spot watts -> pyrender candela-like intensity, and sun W/m^2 -> pyrender lux-like intensity.
 SPOT_INTENSITY_PER_WATT = 0.03
@@ -60,7 +60,7 @@ def _direction_pose(direction: np.ndarray) -> np.ndarray:
 
 
 class RasterBackend(Backend):
-    """pyrender backend; build once per worker, `set_mesh` per object, `render` per view."""
+    """pyrender backend; build once per worker, `set_asset` per object, `render` per view."""
 
     name = "raster"
 
@@ -106,19 +106,20 @@ class RasterBackend(Backend):
         self._object_node = None
         self._renderer = pyrender.OffscreenRenderer(scene.width, scene.height)
 
-    def set_mesh(self, mesh: "trimesh.Trimesh") -> None:
+    def set_asset(self, asset: "LoadedAsset") -> None:
         if self._object_node is not None:
             self._scene.remove_node(self._object_node)
             self._object_node = None
         import trimesh
 
+        mesh = asset.mesh
         plain = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)  # geometry only: neutral material
         pyrender_mesh = self._pyrender.Mesh.from_trimesh(plain, material=self._object_material, smooth=False)
         self._object_node = self._scene.add(pyrender_mesh, pose=np.eye(4))
 
     def render(self, view: ViewState, depth: bool = False, mask: bool = False) -> RenderedView:
         if self._object_node is None:
-            raise RenderError("raster backend: set_mesh must be called before render")
+            raise RenderError("raster backend: set_asset must be called before render")
         pyrender = self._pyrender
         self._scene.set_pose(self._object_node, view.object_to_world())
         self._scene.set_pose(self._camera_node, _gl_pose(view.camera_extrinsics))
