@@ -27,7 +27,8 @@ The scene matches SIE's generator (BlenderProc 2.8 defaults, REFERENCE.md "3DIEB
 Presets:
 
 - ``exact``: 3DIEBench's sampling (at most 100 samples).
-- ``fast``: the same scene with at most 16 samples (docs/performance.md gives its speed and SSIM against ``exact``).
+- ``fast``: the same scene with at most 16 samples and the denoiser's fast guide prefilter (docs/performance.md
+  gives its speed and SSIM against ``exact``).
 - ``workbench``: the Workbench engine (studio lighting, textures and material colours, floor colour from the
   recipe, no spot light or shadows): a fast preview, not the 3DIEBench look.
 
@@ -81,12 +82,14 @@ def quiet_stdout():
 
 @dataclass(frozen=True)
 class Preset:
-    """Render settings. `samples` and `adaptive_threshold` apply to Cycles only; the rest of the Cycles setup is
-    3DIEBench's for every preset."""
+    """Render settings. `samples`, `adaptive_threshold` and `denoising_prefilter` (how OpenImageDenoise cleans its
+    albedo and normal guides: "ACCURATE" as BlenderProc's denoiser, or "FAST") apply to Cycles only; the rest of the
+    Cycles setup is 3DIEBench's for every preset."""
 
     engine: str  # "CYCLES" or "BLENDER_WORKBENCH"
     samples: int = 0
     adaptive_threshold: float = 0.01
+    denoising_prefilter: str = "ACCURATE"
 
 
 #: Light paths of BlenderProc's defaults: (max, diffuse, glossy, transmission, volume, transparent) bounces.
@@ -95,7 +98,7 @@ BOUNCES = {"max_bounces": 3, "diffuse_bounces": 3, "glossy_bounces": 0, "transmi
 
 PRESETS: dict[str, Preset] = {
     "exact": Preset("CYCLES", samples=100),
-    "fast": Preset("CYCLES", samples=16),
+    "fast": Preset("CYCLES", samples=16, denoising_prefilter="FAST"),
     "workbench": Preset("BLENDER_WORKBENCH"),
 }
 
@@ -216,7 +219,7 @@ class BlenderBackend(Backend):
         cycles.use_light_tree = False
         cycles.use_denoising = True
         cycles.denoiser = "OPENIMAGEDENOISE"
-        cycles.denoising_input_passes, cycles.denoising_prefilter = "RGB_ALBEDO_NORMAL", "ACCURATE"
+        cycles.denoising_input_passes, cycles.denoising_prefilter = "RGB_ALBEDO_NORMAL", preset.denoising_prefilter
         cycles.seed, cycles.use_animated_seed = 0, False
         cycles.device = "CPU"
         if device != "cpu":
@@ -347,6 +350,20 @@ class BlenderBackend(Backend):
             for leftover in self._tmp.iterdir():
                 leftover.unlink()
         return result
+
+    def render_background(self, view: ViewState) -> np.ndarray:
+        """uint8 (H, W, 3) RGB of `view` with the object hidden from the camera only: its shadows and the light it
+        bounces stay (a background plate, to find the object in another renderer's image of the same view)."""
+        self._check_open()
+        if self._parts is None:
+            raise RenderError("Blender backend: call set_asset(asset) before render_background(view)")
+        for obj in self._parts.objects:
+            obj.visible_camera = False
+        try:
+            return self.render(view).rgb
+        finally:
+            for obj in self._parts.objects:
+                obj.visible_camera = True
 
     def _set_passes(self, depth: bool, mask: bool) -> None:
         if self._passes == (depth, mask):
