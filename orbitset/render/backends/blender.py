@@ -1,5 +1,8 @@
 """Blender backend (bpy): the 3DIEBench scene as its original generator renders it, built once per process.
 
+One file: building the scene, configuring Cycles and rendering a view all act on the same datablocks this backend
+owns and removes; how an asset becomes Blender objects is `blender_assets`.
+
 Only this module and `blender_assets` import bpy. The scene is built from a `SceneSpec` when the backend is created;
 `set_asset` swaps the object (its parts and every datablock they used are removed, so memory does not grow; see
 `blender_assets` for how files are imported); `render` only moves the object, the camera and the spot light and
