@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from orbitset.manifests.model import load_manifest, manifest_path
+from orbitset.manifests.stats import check_not_empty
 from orbitset.schema import load_json, load_npy, view_field
 from orbitset.shards import ShardReader
 
@@ -31,6 +32,7 @@ def contact_sheet(dataset: str | Path, out: str | Path, objects: int = 6, views:
     from orbitset import geometry
 
     manifest = load_manifest(dataset)
+    check_not_empty(manifest, dataset, split)
     root = manifest_path(dataset).parent
     rows: list[tuple[str, list]] = []
     for shard in manifest.shards_for(split):

@@ -51,13 +51,13 @@ class PlannedShard:
         return self.name[: -len(".tar")] + ".json"
 
 
-def open_assets(assets: "AssetSource | str") -> AssetSource:
-    """An AssetSource, or the source an ``--assets`` spec names."""
+def open_assets(assets: "AssetSource | str", categories: str | Path | None = None) -> AssetSource:
+    """An AssetSource, or the source an ``--assets`` spec names (`categories`: see `open_source`)."""
     if isinstance(assets, AssetSource):
         return assets
     from orbitset.datasets.mesh_sources import open_source
 
-    return open_source(str(assets))
+    return open_source(str(assets), categories=categories)
 
 
 def select_objects(refs: Sequence[AssetRef], count: int | None) -> list[AssetRef]:
@@ -85,6 +85,7 @@ def assign_splits(refs: Sequence[AssetRef], source: AssetSource, seed: int, val_
     """key -> split for every object in `refs` (objects a split file leaves out are dropped)."""
     listed = read_split_file(split_file) if split_file is not None else None
     out: dict[str, str] = {}
+    drawn: list[AssetRef] = []
     for ref in refs:
         if listed is not None:
             split = listed.get(ref.key, listed.get(ref.source_id))
@@ -95,9 +96,27 @@ def assign_splits(refs: Sequence[AssetRef], source: AssetSource, seed: int, val_
         elif getattr(source, "split_of", None) is not None and source.split_of(ref) is not None:
             split = source.split_of(ref)
         else:
-            split = "val" if stable_hash(f"{seed}/split/{ref.key}") / 2**64 < val_fraction else "train"
+            split = "val" if _split_draw(seed, ref) < val_fraction else "train"
+            drawn.append(ref)
         out[ref.key] = split
+    _keep_one_train_object_per_class(drawn, out, seed)
     return out
+
+
+def _split_draw(seed: int, ref: AssetRef) -> float:
+    """The uniform [0, 1) number that decides `ref`'s random split."""
+    return stable_hash(f"{seed}/split/{ref.key}") / 2**64
+
+
+def _keep_one_train_object_per_class(drawn: Sequence[AssetRef], splits: dict[str, str], seed: int) -> None:
+    """Move to train, in every class of two or more randomly split objects that all drew val, the one that drew the
+    largest number (so that every class can be learnt)."""
+    by_class: dict[str, list[AssetRef]] = {}
+    for ref in drawn:
+        by_class.setdefault(ref.class_name, []).append(ref)
+    for members in by_class.values():
+        if len(members) >= 2 and all(splits[ref.key] == "val" for ref in members):
+            splits[max(members, key=lambda ref: _split_draw(seed, ref)).key] = "train"
 
 
 def plan_shards(refs: Sequence[AssetRef], splits: dict[str, str], objects_per_shard: int) -> list[PlannedShard]:
@@ -149,9 +168,10 @@ def remove_partials(out: Path) -> None:
 def _finish_shard(out: Path, shard: PlannedShard, results: dict[str, ObjectResult], recipe: Recipe, seed: int) -> dict[str, Any]:
     samples = [results[r.key].fields for r in shard.refs if results[r.key].fields is not None]
     failures = [{"object": r.key, "reason": results[r.key].reason} for r in shard.refs if results[r.key].fields is None]
+    warnings = {r.key: results[r.key].framing for r in shard.refs if results[r.key].framing}
     info: ShardInfo | None = write_shard(out / shard.name, samples) if samples else None
     record = _sidecar_identity(shard, recipe, seed)
-    record.update(info=None if info is None else vars(info), failures=failures)
+    record.update(info=None if info is None else vars(info), failures=failures, warnings=warnings)
     write_json_atomic(out / shard.sidecar, record)
     return record
 
@@ -194,18 +214,24 @@ def render_dataset(
     max_faces: int = MAX_FACES,
     limits: WorkerLimits = WorkerLimits(),
     name: str | None = None,
+    appearance: str | None = None,
+    up_axis: str | None = None,
+    categories: str | Path | None = None,
 ) -> Manifest:
     """Render `assets` with `recipe` into shards + manifest.json under `out` (resuming a previous run there).
 
-    `views`, `size` and `layers` override the recipe's (None keeps them); `objects` limits the object count.
+    `views`, `size`, `layers` and `appearance` override the recipe's (None keeps them); `objects` limits the object
+    count; `up_axis` ("y" or "z") overrides every file's own up axis; `categories` is an objaverse annotation file.
     With `factors_from` (an orbitset dataset or an original 3DIEBench tree) exactly the recorded views are rendered.
     Failed objects are recorded (manifest ``failures``) and skipped. Returns the manifest written last.
     """
-    recipe = get_recipe(recipe).with_overrides(views=views, size=size, layers=tuple(layers) if layers is not None else None)
+    recipe = get_recipe(recipe).with_overrides(
+        views=views, size=size, layers=tuple(layers) if layers is not None else None, appearance=appearance
+    )
     if not 0.0 <= val_fraction < 1.0:
         raise RenderError(f"val_fraction must be in [0, 1), got {val_fraction}")
     check_backend_layers(backend, preset, recipe.layers)
-    source = open_assets(assets)
+    source = open_assets(assets, categories)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     remove_partials(out)
@@ -225,7 +251,11 @@ def render_dataset(
         raise RenderError(f"no objects to render from {source.name} assets (objects={objects}); check --assets and --objects")
     splits = assign_splits(refs, source, seed, val_fraction, split_file, recorded_splits)
     plan = plan_shards([r for r in refs if r.key in splits], splits, objects_per_shard)
-    job = JobSpec(source=source, recipe=recipe, seed=seed, classes=tuple(source.classes()), backend=backend, preset=preset, max_faces=max_faces)
+    selected = {ref.class_name for ref in refs if ref.key in splits}
+    job = JobSpec(
+        source=source, recipe=recipe, seed=seed, classes=tuple(c for c in source.classes() if c in selected),
+        backend=backend, preset=preset, max_faces=max_faces, appearance=recipe.appearance, up_axis=up_axis,
+    )
 
     records = {shard.name: read_complete(out, shard, recipe, seed) for shard in plan}
     todo = [shard for shard in plan if records[shard.name] is None]
@@ -256,6 +286,8 @@ def render_dataset(
 
     entries = [ShardEntry.from_info(ShardInfo(**records[s.name]["info"]), s.split) for s in plan if records[s.name]["info"]]
     failed = unmatched + [Failure(**f) for s in plan for f in records[s.name]["failures"]]
+    failed_keys = {f.object for f in failed}
+    empty_classes = [c for c in job.classes if all(r.key in failed_keys for s in plan for r in s.refs if r.class_name == c)]
     manifest = Manifest(
         name=name or recipe.name,
         shards=entries,
@@ -274,6 +306,11 @@ def render_dataset(
             "val_fraction": val_fraction,
             "factors_from": str(factors_from) if factors_from is not None else None,
             "max_faces": max_faces,
+            "up_axis": up_axis,
+            "unsupported_files": list(getattr(source, "unsupported", [])),
+            "source_warnings": list(getattr(source, "warnings", [])),
+            "classes_without_objects": empty_classes,
+            "framing_warnings": {k: v for s in plan for k, v in records[s.name].get("warnings", {}).items()},
         },
     )
     write_manifest(manifest, out)

@@ -2,7 +2,8 @@
 
 `render_object` loads and checks the mesh (AssetError for a missing, unreadable, empty, non-finite or too large one),
 draws (or takes) the per-view latents, renders every view with the given backend, encodes images and layers, samples
-the point cloud, and returns a validated `ObjectSample`. `run_task` wraps it for executors: any orbitset error (or an
+the point cloud, counts badly framed views (`framing_counts`, a warning recorded in meta.json, not a failure), and
+returns a validated `ObjectSample`. `run_task` wraps it for executors: any orbitset error (or an
 unexpected exception of the renderer) becomes a recorded failure instead of stopping the dataset.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import io
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,7 @@ class ObjectResult:
     reason: str = ""
     views: int = 0
     seconds: float = 0.0
+    framing: dict[str, int] = field(default_factory=dict)
 
 
 def encode_image(rgb: np.ndarray, image_format: str, quality: int = 90) -> bytes:
@@ -96,6 +98,26 @@ def encode_mask(mask: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+#: A view whose object mask covers less than this fraction of the image is counted as "small".
+SMALL_OBJECT_FRACTION = 0.005
+
+
+def framing_counts(masks: list[np.ndarray]) -> dict[str, int]:
+    """Views whose object mask is empty, touches the image border, or covers less than SMALL_OBJECT_FRACTION of the
+    image (non-empty), counted by kind; kinds with no such view are left out."""
+    counts = {"empty": 0, "touches_border": 0, "small": 0}
+    for mask in masks:
+        covered = float(mask.mean())
+        if covered == 0.0:
+            counts["empty"] += 1
+            continue
+        if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any():
+            counts["touches_border"] += 1
+        if covered < SMALL_OBJECT_FRACTION:
+            counts["small"] += 1
+    return {kind: count for kind, count in counts.items() if count}
+
+
 def points_rng(seed: int, key: str) -> np.random.Generator:
     """The generator of object `key`'s point cloud (independent of its views' generators)."""
     return np.random.default_rng([int(seed), factors.stable_hash("points/" + key)])
@@ -123,15 +145,18 @@ def render_object(job: JobSpec, backend: Backend, ref: AssetRef, latents: np.nda
     rotations = np.stack([s.rotation for s in states])
     translations = factors.translations_of(recipe, latents, rotations)
     want_depth, want_mask = "depth" in recipe.layers, "mask" in recipe.layers
+    check_framing = "mask" in backend.image_layers(job.preset)
     backend.set_asset(asset)
-    images, depths, masks = [], [], []
+    images, depths, masks, object_masks = [], [], [], []
     for state in states:
-        view = backend.render(state, depth=want_depth, mask=want_mask)
+        view = backend.render(state, depth=want_depth, mask=want_mask or check_framing)
         images.append(encode_image(view.rgb, recipe.image_format, recipe.jpeg_quality))
         if want_depth:
             depths.append(encode_depth(view.depth, recipe.depth_unit))
         if want_mask:
             masks.append(encode_mask(view.mask))
+        if check_framing:
+            object_masks.append(view.mask)
     meta = {
         "class_name": ref.class_name,
         "class_index": job.classes.index(ref.class_name),
@@ -143,6 +168,7 @@ def render_object(job: JobSpec, backend: Backend, ref: AssetRef, latents: np.nda
         "source": job.source.name,
         "source_id": ref.source_id,
         "asset": asset.to_json(),
+        "framing": framing_counts(object_masks) if check_framing else None,
         "recipe": recipe.name,
         "recipe_hash": recipe.hash(),
         "seed": job.seed,
@@ -179,7 +205,10 @@ def run_task(job: JobSpec, backend: Backend, task: ObjectTask) -> ObjectResult:
     start = time.perf_counter()
     try:
         sample = render_object(job, backend, task.ref, task.latents)
-        return ObjectResult(task.ref.key, sample.encode(), views=sample.num_views, seconds=time.perf_counter() - start)
+        return ObjectResult(
+            task.ref.key, sample.encode(), views=sample.num_views, seconds=time.perf_counter() - start,
+            framing=sample.meta["framing"] or {},
+        )
     except OrbitsetError as exc:
         reason = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # a renderer bug on one mesh must not stop the dataset; keep the cause

@@ -37,6 +37,7 @@ YAML form (every field optional except ``name`` and ``factors``/``rotation``; an
       - {name: trans_z, ranges: [[-0.2, -0.1], [0.1, 0.2]]}
     fixed: {spot_theta: 0.3}
     layers: [mask, points]
+    appearance: source          # or uniform: one grey material for every object (shape-only studies)
     camera: {distance: 3.0, fov: 0.6}
     floor: {enabled: false}
     view_transform: Standard    # colour management (default Filmic, as 3DIEBench)
@@ -54,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from orbitset import threediebench
+from orbitset.datasets.sources import APPEARANCES
 from orbitset.errors import RenderError
 from orbitset.render.scene import CameraSpec, FloorSpec, SceneSpec, SpotSpec, SunSpec
 
@@ -125,6 +127,7 @@ class Recipe:
     image_format: str = "jpg"
     jpeg_quality: int = 90
     layers: tuple[str, ...] = ("mask", "points")
+    appearance: str = "source"  # "source": each object's own materials, textures, colours; "uniform": one grey
     points: int = 2048
     depth_unit: float = 0.001
     fixed: tuple[tuple[str, float], ...] = ()
@@ -154,9 +157,14 @@ class Recipe:
         """The scene at this recipe's image size."""
         return dataclasses.replace(self.scene, width=self.size, height=self.size)
 
-    def with_overrides(self, *, views: int | None = None, size: int | None = None, layers: tuple[str, ...] | None = None) -> "Recipe":
-        """A copy with other views, size or layers (None keeps the recipe's)."""
+    def with_overrides(
+        self, *, views: int | None = None, size: int | None = None, layers: tuple[str, ...] | None = None,
+        appearance: str | None = None,
+    ) -> "Recipe":
+        """A copy with other views, size, layers or appearance (None keeps the recipe's)."""
         changes: dict[str, Any] = {}
+        if appearance is not None:
+            changes["appearance"] = appearance
         if views is not None:
             changes["views"] = int(views)
         if size is not None:
@@ -199,6 +207,8 @@ class Recipe:
         bad_layers = [layer for layer in self.layers if layer not in LAYERS]
         if bad_layers:
             raise RenderError(f"{where}: unknown layers {bad_layers}; choose from {LAYERS}")
+        if self.appearance not in APPEARANCES:
+            raise RenderError(f"{where}: appearance {self.appearance!r} is not one of {APPEARANCES}")
         if self.points < 1:
             raise RenderError(f"{where}: points must be at least 1, got {self.points}")
         bad_fixed = [name for name, _ in self.fixed if name not in FACTOR_UNITS or name in QUAT_FACTORS]

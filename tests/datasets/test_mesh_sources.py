@@ -153,11 +153,13 @@ def test_objaverse_glb_scene_transforms_are_applied(tmp_path):
     _box(tmp_path / "cars" / "ignored.obj")  # only glb/gltf in an objaverse folder
     source = ObjaverseSource(tmp_path)
     refs = source.objects()
-    assert [(r.class_name, r.object_id) for r in refs] == [("cars", "f00d"), ("objaverse", "0a1b2c3d")]
-    raw = source.load_raw(refs[1])
+    assert [(r.class_name, r.object_id) for r in refs] == [("objaverse", "0a1b2c3d"), ("objaverse", "f00d")]
+    assert source.unsupported == ["cars/ignored.obj"]
+    assert "one class" in source.warnings[0] and "--categories" in source.warnings[0]
+    raw = source.load_raw(refs[0])
     assert len(raw.mesh.faces) == 24  # both boxes merged into one mesh
     np.testing.assert_allclose(raw.mesh.bounds, [[-0.5, -0.5, -0.5], [4.5, 0.5, 0.5]])
-    assert np.linalg.norm(source.load(refs[1]).mesh.extents) == pytest.approx(1.0)
+    assert np.linalg.norm(source.load(refs[0]).mesh.extents) == pytest.approx(1.0)
 
 
 def test_folder_of_mixed_formats_classes_from_subfolders(tmp_path):
