@@ -125,11 +125,12 @@ def test_swapping_meshes_does_not_leak_datablocks():
     import bpy
 
     backend = _backend()
-    backend.set_asset(_object_asset())
+    backend.set_asset(_object_asset())  # coloured parts: a material of its own
     before = (len(bpy.data.meshes), len(bpy.data.materials), len(bpy.data.images), len(bpy.data.objects))
     for size in (0.2, 0.4, 0.6, 0.8):
         backend.set_asset(_mesh_asset(trimesh.creation.icosphere(subdivisions=2, radius=size)))
         backend.render(_view(), depth=True, mask=True)
+    backend.set_asset(_object_asset())
     after = (len(bpy.data.meshes), len(bpy.data.materials), len(bpy.data.images), len(bpy.data.objects))
     assert after == before
 

@@ -173,7 +173,7 @@ def test_glb_with_embedded_texture_and_draco_glb(tmp_path):
     bpy.ops.import_scene.gltf(filepath=str(folder / "plain.glb"))
     imported = list(bpy.context.selected_objects)
     bpy.ops.export_scene.gltf(filepath=str(tmp_path / "draco.glb"), export_format="GLB", use_selection=True,
-                              export_draco_mesh_compression_enable=True)
+                              use_active_scene=True, export_draco_mesh_compression_enable=True)
     bpy.data.batch_remove(imported)
     assert b"KHR_draco_mesh_compression" in (tmp_path / "draco.glb").read_bytes()[:4000]
     (folder / "draco").mkdir()
@@ -182,7 +182,7 @@ def test_glb_with_embedded_texture_and_draco_glb(tmp_path):
     green = colorsys.rgb_to_hsv(40, 200, 60)[0]
     for ref in source.objects():
         backend, out = _render(source.load(ref))
-        assert backend.last_import["importer"] == "blender-gltf", ref
+        assert backend.last_import["importer"] == "blender-gltf", (ref, backend.last_import)
         assert out.mask.sum() > 200, ref
         assert _hue_distance(_hue(out.rgb[out.mask]), green) < 0.05, ref
 
