@@ -233,3 +233,18 @@ def test_swapping_imported_assets_does_not_leak_datablocks(tmp_path):
         backend.set_asset(asset)
         assert backend.render(_view(), mask=True).mask.any()
     assert {name: len(getattr(bpy.data, name)) for name in names} == before
+
+
+def test_procedural_parts_keep_their_colours():
+    from orbitset.datasets.procedural import ProceduralSource
+
+    source = ProceduralSource(instances_per_class=1)
+    asset = source.load(source.objects()[0])
+    assert asset.mesh.visual.kind == "face"
+    backend, out = _render(asset)
+    assert backend.last_import == {"importer": "trimesh", "colours": "face"}
+    pixels = out.rgb[out.mask].astype(np.float64) / 255.0
+    saturation = (pixels.max(axis=1) - pixels.min(axis=1)) / np.maximum(pixels.max(axis=1), 1e-6)
+    assert np.median(saturation) > 0.2  # coloured parts, not the uniform grey
+    hues = {round(colorsys.rgb_to_hsv(*p)[0], 1) for p in pixels[saturation > 0.2]}
+    assert len(hues) >= 2  # several parts, several colours
