@@ -78,6 +78,7 @@ def quiet_stdout():
         os.dup2(devnull, 1)
         yield
     finally:
+        sys.stdout.flush()  # what Python code printed meanwhile (e.g. the glTF importer's log) goes to /dev/null too
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)
