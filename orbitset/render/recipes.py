@@ -4,6 +4,12 @@ A recipe is plain data (a frozen dataclass, loadable from YAML) and is hashed in
 (`Recipe.hash`: sha256 of its canonical JSON). Shipped recipes: ``3diebench``, ``3diebench-t``, ``3diebench-ood``
 and ``so3`` (see `SHIPPED`); any other name is read as a YAML file.
 
+The shipped recipes use 3DIEBench's scene (`orbitset.threediebench`) as its original generator renders it (SIE's
+``data/main.py`` on BlenderProc 2.8 and Blender 4.2; measured by ``benchmarks/fidelity.py``). What differs on
+purpose: the floor plane is 100 units wide instead of 10000 (it fills the view either way, and depth buffers stay
+precise), and the denoiser is Cycles' own OpenImageDenoise with albedo and normal guides instead of the same
+denoiser run as a compositor node.
+
 Factor vocabulary (one column of ``latents.npy`` each, in the recipe's order; units in brackets):
 
 - ``rot_x``, ``rot_y``, ``rot_z`` [rad]: Euler angles, convention `Recipe.euler` (3DIEBench: "xyz", R = Rz Ry Rx)

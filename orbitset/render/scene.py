@@ -1,9 +1,9 @@
 """The scene as plain data, and the interface every render backend implements.
 
 A `SceneSpec` is fixed for a whole job (image size, camera, floor, lights, colour management; 3DIEBench's values,
-from `orbitset.threediebench`, are the defaults). A `ViewState` is everything that changes per view, already resolved from the recipe's factors: object
-pose, floor and spot colours, spot position, and the camera. Backends turn (asset, ViewState) into arrays and never
-write files. Colours are linear RGB in [0, 1], converted from the recipe's HSV with `colorsys.hsv_to_rgb`.
+from `orbitset.threediebench`, are the defaults). A `ViewState` is everything that changes per view, already resolved
+from the recipe's factors: object pose, floor and spot colours, spot position, and the camera. Backends turn
+(asset, ViewState) into arrays and never write files. Colours are linear RGB in [0, 1], converted from the recipe's HSV with `colorsys.hsv_to_rgb`.
 
 Units: lengths in scene units, angles in radians, light energies in Blender's units (W for spot lights, W/m^2 for
 the sun), depth in scene units along the camera's z axis.
