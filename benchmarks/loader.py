@@ -19,7 +19,7 @@ least --seconds after a warm-up epoch (workers persist across epochs, for the ba
 pairs per CPU-second of all the processes involved, which other load on the machine distorts less. The ratios are the
 median over the rounds of the ratio within each round, so that a moment of idle machine lucky for one configuration
 does not decide them; the 1-worker loaders are measured between two decode bounds, and compared with their mean (a
-round takes a minute, over which this shared machine's speed drifts by up to 1.5x). (5) measures the 1-worker target
+round takes about a minute, over which a shared machine's speed can drift). (5) measures the 1-worker target
 the way the machine's noise disturbs least: the vCPUs of a shared VM differ in speed from moment to moment, so the
 bound and the loader's worker run on the same CPU, alternating every 0.25 s.
 

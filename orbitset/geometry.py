@@ -1,6 +1,6 @@
 """Rotation, camera and frame conventions of orbitset, in one place, for numpy and torch.
 
-Conventions (DESIGN.md):
+Conventions (docs/design.md, "Conventions"):
 - World frame right-handed, Z up. Angles in radians, lengths in scene units.
 - Rotation matrices act on column vectors; rotation matrices in files are float64.
 - Euler angles are named by a scipy/roma convention string: lower case = extrinsic (fixed axes), upper case =

@@ -1,7 +1,8 @@
 """3DIEBench's constants, in one place: its factors, the variants' ranges, and the scene its generator builds.
 
-Values are those of SIE's generator (``data/main.py`` on BlenderProc 2.8, see REFERENCE.md "3DIEBench"). The
-render scene's defaults (`orbitset.render.scene`), the shipped recipes, the converter of the published layout and
+Values are those of SIE's generator (``data/main.py`` of facebookresearch/SIE, on BlenderProc 2.8; Garrido, Najman,
+LeCun, "Self-supervised learning of Split Invariant Equivariant representations", ICML 2023). The render scene's
+defaults (`orbitset.render.scene`), the shipped recipes, the converter of the published layout and
 the test helpers all read them from here. Units: angles in radians, lengths in scene units, light energies in
 Blender's units (W for the spot light, W/m^2 for the sun); colours are HSV in [0, 1].
 """

@@ -2,9 +2,9 @@
 
 A source lists objects (class, id) in a deterministic order and loads one as a `LoadedAsset`: the mesh in its
 canonical frame, with its appearance, and how the file's coordinates were mapped there. Canonical frame
-(DESIGN.md): Z up; the file's up axis is turned to +Z first (Y-up files: ``(x, y, z) -> (x, -z, y)``, as Blender's
-OBJ and glTF importers do), then the mesh is centred on its bounding-box centre and, unless the source is already
-normalised (ShapeNet), scaled to a unit bounding-box diagonal.
+(docs/design.md, "Conventions"): Z up; the file's up axis is turned to +Z first (Y-up files:
+``(x, y, z) -> (x, -z, y)``, as Blender's OBJ and glTF importers do), then the mesh is centred on its bounding-box
+centre and, unless the source is already normalised (ShapeNet), scaled to a unit bounding-box diagonal.
 """
 
 from __future__ import annotations

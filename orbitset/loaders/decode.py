@@ -3,9 +3,10 @@ normalisation.
 
 CPU: JPEGs are decoded by libjpeg-turbo through simplejpeg, straight into the caller's array (a worker's batch
 buffer): one C call per image, no intermediate image object and no copy (Pillow's per-image Python work and its
-RGBX-to-RGB repacking cost more than the decoding itself), with pixels identical to Pillow's. When the requested side is at most half the stored one, JPEGs are decoded at a reduced DCT scale
-(1/2, 1/4 or 1/8, never below the requested size) before the exact resize, which is several times cheaper than
-decoding at full size. Pillow decodes everything else (PNG, CMYK JPEGs) and does the resizing.
+RGBX-to-RGB repacking cost more than the decoding itself), with pixels identical to Pillow's. When the requested
+side is at most half the stored one, JPEGs are decoded at a reduced DCT scale (1/2, 1/4 or 1/8, never below the
+requested size) before the exact resize, so that only the coefficients the output needs are decoded. Pillow decodes
+everything else (PNG, CMYK JPEGs) and does the resizing.
 
 GPU: batches of JPEG bytes are decoded on the device by whichever is installed of torchvision
 (``torchvision.io.decode_jpeg(device="cuda")``), nvidia nvImageCodec or TorchCodec; an image the GPU decoder rejects
@@ -165,7 +166,8 @@ def normalize_hwc(pixels: torch.Tensor, dtype: torch.dtype = torch.float32, chan
 
     On the CPU two numpy passes (multiply converting as it reads, then add in place) over rows of W pixels, with the
     per-channel scale and shift tiled along the row: the inner loops are long and vectorised (broadcasting a 3-vector
-    over the last axis is several times slower); channels-first output is written channel by channel from strided reads.
+    over the last axis would run a short inner loop per pixel); channels-first output is written channel by channel
+    from strided reads.
     Elsewhere (CUDA) torch's passes on the device. CPU outputs are allocated by numpy, which asks Linux for
     transparent huge pages on large arrays: a fresh output then costs one page fault per 2 MB, not per 4 KB.
     """

@@ -43,8 +43,8 @@ def distributed_rank_world(rank: int | None = None, world_size: int | None = Non
 
 
 def object_draws(seed: int, epoch: int, key: str, count: int) -> list[int]:
-    """`count` uniform 64-bit integers for (seed, epoch, key): BLAKE2b in counter mode, 8 integers per hash (far
-    cheaper than seeding a numpy generator: the view choices of a pair cost next to nothing)."""
+    """`count` uniform 64-bit integers for (seed, epoch, key): BLAKE2b in counter mode, 8 integers per hash (no numpy
+    generator is seeded, so drawing a pair's views costs one hash)."""
     draws: list[int] = []
     for block in range(-(-count // 8)):
         digest = hashlib.blake2b(f"{seed}:{epoch}:{key}:{block}".encode("utf-8"), digest_size=64).digest()

@@ -1,6 +1,6 @@
 """Per-view factors: drawing them from a recipe and resolving them into a `ViewState`.
 
-Randomness (DESIGN.md): view `v` of object `key` in a dataset of seed `s` draws its factors from
+Randomness (docs/design.md, "Conventions"): view `v` of object `key` in a dataset of seed `s` draws its factors from
 ``np.random.default_rng([s, stable_hash(key), v])``, so a view's latents never depend on worker count, order,
 executor or resumption. Draw order inside a view: the SO(3) quaternion first (4 normals) for ``rotation: so3``
 recipes, then one uniform per factor in recipe order.

@@ -5,10 +5,10 @@ A recipe is plain data (a frozen dataclass, loadable from YAML) and is hashed in
 and ``so3`` (see `SHIPPED`); any other name is read as a YAML file.
 
 The shipped recipes use 3DIEBench's scene (`orbitset.threediebench`) as its original generator renders it (SIE's
-``data/main.py`` on BlenderProc 2.8 and Blender 4.2; measured by ``benchmarks/fidelity.py``). What differs on
-purpose: the floor plane is 100 units wide instead of 10000 (it fills the view either way, and depth buffers stay
-precise), and the denoiser is Cycles' own OpenImageDenoise with albedo and normal guides instead of the same
-denoiser run as a compositor node.
+``data/main.py`` on BlenderProc 2.8 and Blender 4.2; ``benchmarks/fidelity.py`` compares the two view by view). What
+differs on purpose: the floor plane is 100 units wide instead of 10000 (it fills the view either way, and depth
+buffers stay precise), and the denoiser is Cycles' own OpenImageDenoise with albedo and normal guides instead of the
+same denoiser run as a compositor node.
 
 Factor vocabulary (one column of ``latents.npy`` each, in the recipe's order; units in brackets):
 
