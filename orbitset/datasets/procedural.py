@@ -19,6 +19,9 @@ Conventions:
 - Determinism: part vertices are snapped to a 2**-20 grid before the union (so ulp-level differences of
   platform trigonometry cannot reach the boolean engine) and the result's vertices and faces are put in a canonical
   order, so the same (class, instance) gives the same mesh bytes everywhere.
+
+One file: each class builder is a short composition of the private primitives and `_solid` defined here, and the
+determinism rules above bind them together; apart, those helpers would become an interface with no other user.
 """
 
 from __future__ import annotations

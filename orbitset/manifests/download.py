@@ -16,6 +16,9 @@ Guarantees, per shard (`fetch_shard`):
 - nothing is written outside the output folder: shard names are plain file names (checked by the manifest model),
   every target is checked to sit directly in the folder, and symlinks there are refused.
 The manifest is written last, so a folder with a manifest is complete.
+
+One file: the manifest, each shard and the loaders' remote files (`fetch_file`) go through the same transports,
+retry and backoff rules and partial-file protocol, which these guarantees describe together.
 """
 
 from __future__ import annotations
