@@ -8,7 +8,7 @@ Only this module and `blender_assets` import bpy. The scene is built from a `Sce
 `blender_assets` for how files are imported); `render` only moves the object, the camera and the spot light and
 changes colours, then renders with persistent data (no scene reload between views).
 
-The scene matches SIE's generator (SIE's ``data/main.py`` with BlenderProc 2.8's defaults):
+The scene matches SIE's generator (``data/main.py`` with BlenderProc 2.8's defaults):
 
 - Colour management: the scene's view transform (3DIEBench: Filmic, BlenderProc's default), no look, exposure 0,
   gamma 1, no dithering. Recipe colours are linear RGB, given to materials and lights as they are.
