@@ -41,10 +41,7 @@ thread count (default: all cores).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import sys
 import tempfile
 import weakref
 from dataclasses import dataclass
@@ -56,32 +53,15 @@ import numpy as np
 from orbitset import geometry
 from orbitset._optional import require
 from orbitset.errors import RenderError
+from orbitset.render.backends.blender_assets import BlenderParts, build_parts, diffuse_material, quiet_stdout
 from orbitset.render.scene import Backend, RenderedView, SceneSpec, ViewState
 
 if TYPE_CHECKING:
     from orbitset.datasets.sources import LoadedAsset
-    from orbitset.render.backends.blender_assets import BlenderParts
 
 OBJECT_PASS_INDEX = 1
 OBJECT_GREY = 0.8  # Cycles' default surface: diffuse, this grey
 _NO_HIT_DEPTH = 1e9  # Blender writes 1e10 in the depth pass where nothing is hit
-
-
-@contextlib.contextmanager
-def quiet_stdout():
-    """Send Blender's per-render log lines ("Fra:1 ... Sample", "Saved: ...") to /dev/null so progress bars stay
-    readable; they are written by C code to file descriptor 1, so the descriptor itself is redirected."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        yield
-    finally:
-        sys.stdout.flush()  # what Python code printed meanwhile (e.g. the glTF importer's log) goes to /dev/null too
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
 
 
 @dataclass(frozen=True)
@@ -147,7 +127,6 @@ class BlenderBackend(Backend):
     # --- scene construction (once per process) ------------------------------------------------------------------
 
     def _build_scene(self, device: str, threads: int | None) -> None:
-        bpy = self.bpy
         spec = self.scene
         scene = self._new("scenes", "orbitset")
         self._bl_scene = scene
@@ -287,7 +266,6 @@ class BlenderBackend(Backend):
         return obj
 
     def _diffuse_material(self, name: str, rgb: tuple[float, float, float]):
-        from orbitset.render.backends.blender_assets import diffuse_material
 
         material, diffuse = diffuse_material(self.bpy, name, rgb)
         self._owned.append(("materials", material))
@@ -304,7 +282,6 @@ class BlenderBackend(Backend):
 
     def set_asset(self, asset: "LoadedAsset") -> None:
         """Replace the object by `asset` (see `blender_assets.build_parts`); `last_import` then says how it was built."""
-        from orbitset.render.backends.blender_assets import build_parts
 
         self._check_open()
         self._remove_parts()

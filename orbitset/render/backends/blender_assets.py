@@ -20,6 +20,9 @@ Every datablock created is returned in `BlenderParts.datablocks` so that the cal
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,13 +73,29 @@ def build_parts(bpy, asset: "LoadedAsset", collection, uniform_material) -> Blen
     return _built(bpy, asset, collection, uniform_material)
 
 
+@contextlib.contextmanager
+def quiet_stdout():
+    """Send Blender's per-render log lines ("Fra:1 ... Sample", "Saved: ...") to /dev/null so progress bars stay
+    readable; they are written by C code to file descriptor 1, so the descriptor itself is redirected."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        sys.stdout.flush()  # what Python code printed meanwhile (e.g. the glTF importer's log) goes to /dev/null too
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+
 # --- files through Blender's importers ------------------------------------------------------------------------------
 
 
 def _run_importer(bpy, kind: str, path: Path) -> np.ndarray:
     """Import `path`; returns the 4x4 matrix from raw file coordinates to the coordinates the importer wrote."""
-    from orbitset.render.backends.blender import quiet_stdout
-
     with quiet_stdout():
         if kind == "obj":
             bpy.ops.wm.obj_import(filepath=str(path), forward_axis="Y", up_axis="Z", validate_meshes=False)
