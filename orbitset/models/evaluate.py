@@ -111,10 +111,33 @@ def _batches(loader, device):
         yield {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-@torch.no_grad()
+#: The last few `orbit_features` results, keyed by (checkpoint path, its mtime, data, split, seed, device): the
+#: evaluations of one run share one pass over each split.
+_FEATURE_CACHE: dict[tuple, dict[str, Any]] = {}
+_FEATURE_CACHE_SIZE = 3
+
+
 def orbit_features(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, split: str) -> dict[str, Any]:
     """Every view of every object of `split`: representation (N, V, D), rotations (N, V, 3, 3), latents (N, V, F),
-    labels (N,), object keys, factor names."""
+    labels (N,), object keys, factor names. Reuses the result for the same checkpoint file (unchanged), data, split,
+    seed and device."""
+    from orbitset.models.train import CHECKPOINT_FILE
+
+    checkpoint = Path(cfg.out) / CHECKPOINT_FILE
+    key = (str(checkpoint.resolve()), checkpoint.stat().st_mtime_ns if checkpoint.is_file() else None,
+           str(opts.data or cfg.data), split, opts.seed, str(opts.device))
+    if key[1] is None or key not in _FEATURE_CACHE:
+        features = _compute_orbit_features(model, cfg, opts, split)
+        if key[1] is None:
+            return features
+        _FEATURE_CACHE[key] = features
+        while len(_FEATURE_CACHE) > _FEATURE_CACHE_SIZE:
+            _FEATURE_CACHE.pop(next(iter(_FEATURE_CACHE)))
+    return _FEATURE_CACHE[key]
+
+
+@torch.no_grad()
+def _compute_orbit_features(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, split: str) -> dict[str, Any]:
     from orbitset.loaders import ViewLoader
     from orbitset.manifests.model import load_manifest
 
@@ -495,6 +518,7 @@ def evaluate(task: str, run: str | os.PathLike, opts: EvalOptions) -> dict[str, 
         raise OrbitsetError(f"unknown evaluation {task!r}; choose one of {', '.join(TASKS)}")
     opts.check()
     cfg, model = load_run(run, opts.device)
+    cfg.out = str(run)  # where the run is now (it may have moved since training)
     allowed = POINT_TASKS if cfg.is_point_model else IMAGE_TASKS
     if task not in allowed:
         kind = "point-cloud" if cfg.is_point_model else "image"
