@@ -138,7 +138,8 @@ def register(app: click.Group) -> None:
     @click.option("--results", default="docs/results.md", show_default=True, type=click.Path(dir_okay=False))
     @click.option("--scale", type=float, default=1.0, show_default=True, help="Multiply every epoch count (quick checks).")
     def smoke(out, data, results, scale):
-        """Render a small dataset, train small SIE/VICReg and point-cloud models on CPU, evaluate, write results."""
+        """Render a small dataset (train/val/test objects), train small SIE, VICReg and point-cloud models on CPU
+        with three seeds, evaluate on the test objects, write the claims with mean and spread."""
         from orbitset.models.smoke import run_smoke
 
         if not run_smoke(out, data=data, results=results, scale=scale):

@@ -23,6 +23,8 @@ from orbitset.errors import OrbitsetError
 #: Width of each condition kind: the quaternion, then the two hue deltas.
 CONDITIONS = {"rotation": 4, "rotation+color": 6}
 HUE_FACTORS = ("floor_hue", "spot_hue")
+#: The latents the raw convention composes its quaternions from (3DIEBench's Euler angles, in this order).
+EULER_LATENTS = ("rot_x", "rot_y", "rot_z")
 #: Quaternion convention -> the `PairLoader` rotation format that delivers it.
 QUATERNIONS = {"raw": "quat_raw", "canonical": "quat"}
 

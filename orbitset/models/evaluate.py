@@ -50,7 +50,7 @@ from torch import nn
 from orbitset import geometry
 from orbitset.errors import OrbitsetError
 from orbitset.models import equivariance
-from orbitset.models.conditions import hue_delta_columns, relative_quaternion
+from orbitset.models.conditions import EULER_LATENTS, hue_delta_columns, relative_quaternion
 from orbitset.models.losses import r2_score
 from orbitset.models.methods import PARTS, mlp_head
 from orbitset.models.train import ImageModel, TrainConfig, load_run
@@ -188,6 +188,10 @@ def draw_pairs(objects: int, views: int, per_object: int, generator: torch.Gener
 def pair_targets(task: str, cfg: TrainConfig, orbits: dict[str, Any], obj, a, b) -> torch.Tensor:
     """Targets of pairs: the relative quaternion in the run's convention ("rotation") or the hue deltas ("color")."""
     if task == "rotation":
+        if cfg.quaternion == "raw" and tuple(orbits["factor_names"][:3]) != EULER_LATENTS:
+            raise OrbitsetError(f"the run uses the raw quaternion, composed from Euler latents {EULER_LATENTS}, but "
+                                f"this dataset's first factors are {orbits['factor_names'][:3]}; evaluate on data like "
+                                "the training data, or train with --quaternion canonical")
         return relative_quaternion(cfg.quaternion, orbits["rotations"][obj, a], orbits["rotations"][obj, b],
                                    orbits["latents"][obj, a], orbits["latents"][obj, b])
     columns = hue_delta_columns(orbits["factor_names"])

@@ -7,9 +7,10 @@ A run directory holds:
 - ``metrics.jsonl``: one JSON object per logged step and per epoch (loss terms, online probe metrics, images/s);
 - ``eval/TASK.json``: results of ``orbitset eval``.
 
-Image methods train on pairs from `orbitset.loaders.PairLoader`; point-cloud models on `orbitset.loaders.PointLoader`
-with a rotation protocol ("z": random rotations about the world Z axis, which is up in orbitset; "so3": uniform
-random rotations). Mixed precision (bfloat16 autocast) is used on CUDA.
+Image methods train on pairs from `orbitset.loaders.PairLoader`, with the relative quaternion in the config's
+convention (`TrainConfig.quaternion`, `orbitset.models.conditions`: "raw" as SIE feeds it by default); point-cloud
+models on `orbitset.loaders.PointLoader` with a rotation protocol ("z": random rotations about the world Z axis,
+which is up in orbitset; "so3": uniform random rotations). Mixed precision (bfloat16 autocast) is used on CUDA.
 """
 
 from __future__ import annotations
