@@ -408,7 +408,7 @@ def pre(model, cfg, opts):
     n, v, _ = p["embeddings"].shape
     bank = F.normalize(p["embeddings"].reshape(n * v, -1), dim=-1)
     queries = F.normalize(p["predicted"][:, 1:].reshape(n * (v - 1), -1), dim=-1)
-    nearest = (queries @ bank.T).argmax(dim=1)
+    nearest = torch.cat([(chunk @ bank.T).argmax(dim=1) for chunk in queries.split(4096)])  # bounded memory
     quats = geometry.matrix_to_quat(p["rotations"].double()).reshape(n * v, 4)
     target = quats.reshape(n, v, 4)[:, 1:].reshape(-1, 4)
     error = 1 - (target * quats[nearest]).sum(dim=1).pow(2)
