@@ -95,9 +95,9 @@ def register(app: click.Group) -> None:
     @click.option("--probe-hidden", type=int, default=1024, show_default=True)
     @click.option("--pair-sampling", type=click.Choice(["fresh", "fixed"]), default="fresh", show_default=True,
                   help="fresh: a new random pair (view) per object every probe epoch (the paper's); fixed: drawn once.")
-    @click.option("--views", type=int, default=1, show_default=True, help="classify, fixed sampling: views per object.")
+    @click.option("--views", type=int, default=1, show_default=True, help="classify: views per object (per epoch).")
     @click.option("--pairs-per-object", type=int, default=1, show_default=True,
-                  help="rotation/color, fixed sampling: pairs per object.")
+                  help="rotation/color: pairs per object (per epoch when fresh).")
     @click.option("--test-pairs", type=int, default=10, show_default=True, help="Scored pairs per evaluated object.")
     @click.option("--stop-split", help="Early stopping on this split's objects (e.g. val when evaluating test).")
     @click.option("--holdout-fraction", type=float, default=0.0, show_default=True,

@@ -26,9 +26,10 @@ Tasks (`TASKS`); each returns a dict of metrics and is written to ``RUN/eval/TAS
 
 Probe protocol (`EvalOptions` defaults = the paper's): Adam (weight decay 0), lr 1e-3, batch 256, 300 epochs, and for
 ``pair_sampling="fresh"`` a fresh random pair (rotation, colour) or view (classify) per training object in every
-epoch. The cheaper option for CPU runs: ``pair_sampling="fixed"`` (`pairs_per_object` pairs or `views` views per
-object drawn once), fewer `probe_epochs`, and early stopping on held-out objects (`stop_split`, or a
-`holdout_fraction` of the training objects; never the evaluated split).
+epoch (`pairs_per_object`, `views`: more per epoch, for datasets too small to give a probe enough steps). The
+cheaper option for CPU runs: ``pair_sampling="fixed"`` (the pairs or views drawn once), fewer `probe_epochs`, and
+early stopping on held-out objects (`stop_split`, or a `holdout_fraction` of the training objects; never the
+evaluated split).
 
 Departures from the original scripts, on purpose: the frozen trunk runs in eval mode (the original leaves it in
 train mode, so its BatchNorm statistics drift during probing); checkpoints load strictly (a shape mismatch is an
@@ -77,7 +78,8 @@ class EvalOptions:
     probe_weight_decay: float = 0.0
     part: str = "all"
     pair_sampling: str = "fresh"
-    #: fixed sampling: pairs per training object (rotation, colour) and views per training object (classify).
+    #: pairs (rotation, colour) and views (classify) per training object: drawn afresh every epoch ("fresh"; the
+    #: paper's protocol is 1 of each) or once ("fixed").
     pairs_per_object: int = 1
     views: int = 1
     #: seeded pairs per evaluated object for the rotation and colour scores and the equivariance errors.
@@ -297,8 +299,8 @@ def classify(model: ImageModel, cfg: TrainConfig, opts: EvalOptions) -> dict[str
     def sample(epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         if opts.pair_sampling == "fixed":
             return reps[torch.arange(n)[:, None], fixed].flatten(0, 1), labels.repeat_interleave(opts.views)
-        view = torch.randint(v, (n,), generator=torch.Generator().manual_seed(opts.seed * 100003 + epoch))
-        return reps[torch.arange(n), view], labels
+        view = torch.randint(v, (n, opts.views), generator=torch.Generator().manual_seed(opts.seed * 100003 + epoch))
+        return reps[torch.arange(n)[:, None], view].flatten(0, 1), labels.repeat_interleave(opts.views)
 
     def every_view(orbits):
         part = _part(model, orbits, opts.part)
@@ -327,7 +329,7 @@ def _regression(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, task: st
 
     def sample(epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = fixed if opts.pair_sampling == "fixed" else draw_pairs(
-            n, v, 1, torch.Generator().manual_seed(opts.seed * 100003 + epoch))
+            n, v, opts.pairs_per_object, torch.Generator().manual_seed(opts.seed * 100003 + epoch))
         return _pair_inputs(model, cfg, opts, task, fit, *pairs)
 
     def scored(orbits, seed):
