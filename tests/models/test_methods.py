@@ -93,7 +93,7 @@ def test_hypernetwork_is_a_bias_free_linear_with_pytorch_default_init():
     predictor = HyperPredictor(4, 64)
     assert isinstance(predictor.hypernet, nn.Linear) and predictor.hypernet.bias is None
     assert predictor.hypernet.in_features == 4 and predictor.hypernet.out_features == 64 * 64
-    weight = predictor.hypernet.weight
+    weight = predictor.hypernet.weight.detach()
     bound = 1 / math.sqrt(4)  # kaiming_uniform(a=sqrt(5)) of nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
     assert float(weight.abs().max()) <= bound and float(weight.abs().max()) > 0.99 * bound
     assert float(weight.std()) == pytest.approx(bound / math.sqrt(3), rel=0.02)
