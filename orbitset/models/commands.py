@@ -25,6 +25,13 @@ def _parse_params(values: tuple[str, ...]) -> dict:
     return params
 
 
+def _given(ctx: click.Context) -> set[str]:
+    """Names of the options the user set on the command line (not defaults)."""
+    from click.core import ParameterSource
+
+    return {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+
+
 def register(app: click.Group) -> None:
     """Add this part's commands to `app`."""
 
@@ -50,16 +57,24 @@ def register(app: click.Group) -> None:
                   help="Method hyper-parameter, e.g. --param equi_coeff=4.5 (see orbitset.models.methods).")
     @click.option("--no-online-probes", is_flag=True, help="Do not train the online probes.")
     @click.option("--resume", is_flag=True, help="Continue from RUN/checkpoint.pt.")
-    def train(method, data, out, epochs, batch_size, lr, weight_decay, device, size, backbone, condition,
-              pairs_per_object, rotation, num_points, num_workers, seed, params, no_online_probes, resume):
+    @click.option("--quaternion", type=click.Choice(["raw", "canonical"]), default="raw", show_default=True,
+                  help="Condition quaternion: raw as 3DIEBench composes it (SIE's) or sign-canonical (w >= 0).")
+    @click.option("--protocol", type=click.Choice(["3diebench-paper"]),
+                  help="The published configuration (ResNet-18, 256 px, batch 1024, 2000 epochs, ...) in one flag.")
+    @click.pass_context
+    def train(ctx, method, data, out, epochs, batch_size, lr, weight_decay, device, size, backbone, condition,
+              pairs_per_object, rotation, num_points, num_workers, seed, params, no_online_probes, resume, quaternion,
+              protocol):
         """Train a reference model (checkpoint every epoch, metrics in RUN/metrics.jsonl)."""
+        from orbitset.models.protocols import apply_protocol
         from orbitset.models.train import TrainConfig, train as run_training
 
-        cfg = TrainConfig(method=method, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
-                          weight_decay=weight_decay, device=device, size=size, backbone=backbone, condition=condition,
-                          params=_parse_params(params), seed=seed, num_workers=num_workers,
-                          pairs_per_object=pairs_per_object, rotation=rotation, num_points=num_points,
-                          online_probes=not no_online_probes)
+        values = apply_protocol(protocol, "train", dict(
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, size=size, backbone=backbone,
+            pairs_per_object=pairs_per_object, quaternion=quaternion), _given(ctx))
+        cfg = TrainConfig(method=method, data=data, out=out, device=device, condition=condition,
+                          params=_parse_params(params), seed=seed, num_workers=num_workers, rotation=rotation,
+                          num_points=num_points, online_probes=not no_online_probes, **values)
         history = run_training(cfg, resume=resume)
         if history:
             last = history[-1]
@@ -71,22 +86,41 @@ def register(app: click.Group) -> None:
     @click.option("--data", type=click.Path(exists=True, file_okay=False), help="Dataset (default: the run's).")
     @click.option("--split", default="val", show_default=True)
     @click.option("--device", default="cpu", show_default=True)
+    @click.option("--part", type=click.Choice(["inv", "equi", "all"]), default="all", show_default=True,
+                  help="Representation part the probe reads (classify, rotation, color).")
     @click.option("--batch-size", type=int, default=256, show_default=True)
     @click.option("--probe-epochs", type=int, default=300, show_default=True)
     @click.option("--probe-lr", type=float, default=1e-3, show_default=True)
+    @click.option("--probe-weight-decay", type=float, default=0.0, show_default=True)
     @click.option("--probe-hidden", type=int, default=1024, show_default=True)
-    @click.option("--views", type=int, default=1, show_default=True, help="classify: random views per object.")
-    @click.option("--pairs-per-object", type=int, default=1, show_default=True, help="rotation/color: pairs per object.")
+    @click.option("--pair-sampling", type=click.Choice(["fresh", "fixed"]), default="fresh", show_default=True,
+                  help="fresh: a new random pair (view) per object every probe epoch (the paper's); fixed: drawn once.")
+    @click.option("--views", type=int, default=1, show_default=True, help="classify: views per object (per epoch).")
+    @click.option("--pairs-per-object", type=int, default=1, show_default=True,
+                  help="rotation/color: pairs per object (per epoch when fresh).")
+    @click.option("--test-pairs", type=int, default=10, show_default=True, help="Scored pairs per evaluated object.")
+    @click.option("--stop-split", help="Early stopping on this split's objects (e.g. val when evaluating test).")
+    @click.option("--holdout-fraction", type=float, default=0.0, show_default=True,
+                  help="Early stopping on this fraction of the training objects (when no --stop-split).")
+    @click.option("--patience", type=int, default=10, show_default=True)
     @click.option("--num-workers", type=int, default=0, show_default=True)
     @click.option("--seed", type=int, default=0, show_default=True)
-    def eval_command(task, run, data, split, device, batch_size, probe_epochs, probe_lr, probe_hidden, views,
-                     pairs_per_object, num_workers, seed):
+    @click.option("--protocol", type=click.Choice(["3diebench-paper"]), help="The published evaluation budget.")
+    @click.pass_context
+    def eval_command(ctx, task, run, data, split, device, part, batch_size, probe_epochs, probe_lr, probe_weight_decay,
+                     probe_hidden, pair_sampling, views, pairs_per_object, test_pairs, stop_split, holdout_fraction,
+                     patience, num_workers, seed, protocol):
         """Evaluate a run; writes RUN/eval/TASK.json and prints a short table."""
         from orbitset.models.evaluate import EvalOptions, evaluate, format_table
+        from orbitset.models.protocols import apply_protocol
 
-        opts = EvalOptions(data=data, split=split, device=device, batch_size=batch_size, probe_epochs=probe_epochs,
-                           probe_lr=probe_lr, probe_hidden=probe_hidden, views=views,
-                           pairs_per_object=pairs_per_object, seed=seed, num_workers=num_workers)
+        values = apply_protocol(protocol, "eval", dict(
+            batch_size=batch_size, probe_epochs=probe_epochs, probe_lr=probe_lr, probe_weight_decay=probe_weight_decay,
+            probe_hidden=probe_hidden, pair_sampling=pair_sampling, stop_split=stop_split,
+            holdout_fraction=holdout_fraction), _given(ctx))
+        opts = EvalOptions(data=data, split=split, device=device, part=part, views=views,
+                           pairs_per_object=pairs_per_object, test_pairs=test_pairs, patience=patience, seed=seed,
+                           num_workers=num_workers, **values)
         click.echo(format_table(evaluate(task, run, opts)))
 
     @app.command()
@@ -104,7 +138,8 @@ def register(app: click.Group) -> None:
     @click.option("--results", default="docs/results.md", show_default=True, type=click.Path(dir_okay=False))
     @click.option("--scale", type=float, default=1.0, show_default=True, help="Multiply every epoch count (quick checks).")
     def smoke(out, data, results, scale):
-        """Render a small dataset, train small SIE/VICReg and point-cloud models on CPU, evaluate, write results."""
+        """Render a small dataset (train/val/test objects), train small SIE, VICReg and point-cloud models on CPU
+        with three seeds, evaluate on the test objects, write the claims with mean and spread."""
         from orbitset.models.smoke import run_smoke
 
         if not run_smoke(out, data=data, results=results, scale=scale):

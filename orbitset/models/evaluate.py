@@ -1,29 +1,44 @@
 """Standard evaluations of a trained run, on frozen features (3DIEBench protocol, REFERENCE.md).
 
-Tasks (`TASKS`); each returns a dict of metrics and is written to ``RUN/eval/TASK.json`` by `evaluate`:
-- ``classify``: linear probe on the representation, `views` random views per object, top-1 on validation objects;
-- ``rotation``: MLP probe (2D -> 1024 -> 1024 -> 4) on [rep_a, rep_b] predicting the relative quaternion; R^2 with
-  one global mean (`orbitset.models.losses.r2_score`), reported with the R^2 of the constant predictor (the
-  per-component training mean, ``r2_mean_baseline``), which a useful probe must beat;
+This module holds the image and point-cloud evaluations together because they share one options object, one feature
+pass over the orbits and one result-writing entry point (`evaluate`).
 
-Probes are fitted on features computed once (frozen trunk) with AdamW; a slice of the *training* objects
-(`holdout_fraction`, whole objects) is held out for early stopping (`patience` epochs), never the evaluated split.
+Features: every view of every object of a split goes once through the frozen trunk (`orbit_features`, model in eval
+mode), and the probes draw their pairs or views from those features. Image evaluations read the representation part
+`EvalOptions.part` ("inv", "equi" or "all"; only "all" for methods that do not split), recorded in the JSON as
+``part``; quaternion targets and conditions follow the run's training convention (`TrainConfig.quaternion`).
+
+Tasks (`TASKS`); each returns a dict of metrics and is written to ``RUN/eval/TASK.json`` by `evaluate`:
+- ``classify``: linear probe on the representation; top-1 over every view of the evaluated objects;
+- ``rotation``: MLP probe (2D -> 1024 -> 1024 -> 4, ReLU) on [rep_a, rep_b] predicting the relative quaternion;
+  R^2 with one global mean (`orbitset.models.losses.r2_score`) on `test_pairs` seeded pairs per evaluated object,
+  next to the R^2 of the constant training-mean predictor (``r2_mean_baseline``);
 - ``color``: the same probe predicting the (floor, spot) hue deltas;
-- ``retrieval``: predict view j's embedding from view 0's and rank the true view among the object's views by cosine
-  similarity (MRR, H@1, H@5); invariant methods predict with the identity;
-- ``pre``: the same predictions, nearest neighbour over every embedding of the split; error = mean(1 - <q, q_nn>^2)
-  between the target view's rotation quaternion and the neighbour's;
+- ``retrieval``: predict view j's embedding from view 0's for every j = 0..V-1 and rank the true view among the
+  object's V views by cosine similarity (MRR, H@1, H@2, H@5, H@10); invariant methods predict with the identity;
+- ``pre``: the same predictions (j >= 1), nearest neighbour over every embedding of the split; error =
+  mean(1 - <q, q_nn>^2) between the target view's rotation quaternion and the neighbour's;
 - ``pointcloud``: accuracy of a point-cloud run under test rotations about Z (orbitset's up axis) and in SO(3); keys
   are ``TRAIN/TEST`` protocol names, e.g. ``z/z`` and ``z/so3``;
-- ``equivariance``: relative invariance error ||f(g x) - f(x)|| / ||f(x)|| of the invariant parts and, where the model
-  has a predictor or equivariant layers, the equivariance error;
+- ``equivariance``: relative invariance error of the invariant part and, for methods with a predictor, the
+  relative prediction error of W(q) next to the identity's and the best scaled identity beta * w * I's;
 - ``orbit-plot``: a NERO-style figure of the model's output along orbits (``RUN/eval/orbit-plot.png``).
+
+Probe protocol (`EvalOptions` defaults = the paper's): Adam (weight decay 0), lr 1e-3, batch 256, 300 epochs, and for
+``pair_sampling="fresh"`` a fresh random pair (rotation, colour) or view (classify) per training object in every
+epoch (`pairs_per_object`, `views`: more per epoch, for datasets too small to give a probe enough steps). The
+cheaper option for CPU runs: ``pair_sampling="fixed"`` (the pairs or views drawn once), fewer `probe_epochs`, and
+early stopping on held-out objects (`stop_split`, or a `holdout_fraction` of the training objects; never the
+evaluated split).
+
+Departures from the original scripts, on purpose: the frozen trunk runs in eval mode (the original leaves it in
+train mode, so its BatchNorm statistics drift during probing); checkpoints load strictly (a shape mismatch is an
+error, where the original silently keeps random weights); test metrics average over every view (classify) or
+`test_pairs` pairs (rotation, colour) per object instead of one random draw, the same expectation with less noise.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,18 +51,22 @@ from torch import nn
 from orbitset import geometry
 from orbitset.errors import OrbitsetError
 from orbitset.models import equivariance
+from orbitset.models.conditions import EULER_LATENTS, hue_delta_columns, relative_quaternion
 from orbitset.models.losses import r2_score
-from orbitset.models.methods import hue_delta_columns
+from orbitset.models.methods import PARTS, mlp_head
 from orbitset.models.train import ImageModel, TrainConfig, load_run
 
 IMAGE_TASKS = ("classify", "rotation", "color", "retrieval", "pre", "equivariance", "orbit-plot")
 POINT_TASKS = ("pointcloud", "equivariance", "orbit-plot")
 TASKS = tuple(dict.fromkeys(IMAGE_TASKS + POINT_TASKS))
+#: Image tasks that read a representation part; the others work in the method's own embedding space.
+PART_TASKS = ("classify", "rotation", "color")
+PAIR_SAMPLING = ("fresh", "fixed")
 
 
 @dataclass
 class EvalOptions:
-    """Probe budget and data options (defaults: the published protocol: Adam 1e-3, batch 256, 300 epochs)."""
+    """Probe budget and data options (defaults: the published protocol; see the module docstring)."""
 
     data: str | None = None
     split: str = "val"
@@ -57,15 +76,36 @@ class EvalOptions:
     probe_lr: float = 1e-3
     probe_hidden: int = 1024
     probe_weight_decay: float = 0.0
+    part: str = "all"
+    pair_sampling: str = "fresh"
+    #: pairs (rotation, colour) and views (classify) per training object: drawn afresh every epoch ("fresh"; the
+    #: paper's protocol is 1 of each) or once ("fixed").
+    pairs_per_object: int = 1
+    views: int = 1
+    #: seeded pairs per evaluated object for the rotation and colour scores and the equivariance errors.
+    test_pairs: int = 10
+    #: early stopping: held-out objects from this split, else from `holdout_fraction` of the training objects.
+    stop_split: str | None = None
     holdout_fraction: float = 0.0
     patience: int = 10
-    views: int = 1
-    pairs_per_object: int = 1
     seed: int = 0
     num_workers: int = 0
 
+    def check(self) -> None:
+        if self.part not in PARTS:
+            raise OrbitsetError(f"unknown part {self.part!r}; choose one of {', '.join(PARTS)}")
+        if self.pair_sampling not in PAIR_SAMPLING:
+            raise OrbitsetError(f"pair_sampling must be one of {', '.join(PAIR_SAMPLING)}, not {self.pair_sampling!r}")
+        for name in ("batch_size", "probe_hidden", "pairs_per_object", "views", "test_pairs", "patience"):
+            if getattr(self, name) < 1:
+                raise OrbitsetError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.probe_epochs < 0 or self.probe_lr <= 0:
+            raise OrbitsetError(f"probe-epochs must be >= 0 and probe-lr > 0, got {self.probe_epochs} and {self.probe_lr}")
+        if self.stop_split is not None and self.stop_split in ("train", self.split):
+            raise OrbitsetError(f"stop_split {self.stop_split!r} must differ from the training and evaluated splits")
 
-# --- feature extraction ------------------------------------------------------------------------------------------
+
+# --- features ----------------------------------------------------------------------------------------------------
 
 
 def _batches(loader, device):
@@ -73,55 +113,40 @@ def _batches(loader, device):
         yield {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+#: The last few `orbit_features` results, keyed by (checkpoint path, its mtime, data, split, seed, device): the
+#: evaluations of one run share one pass over each split.
+_FEATURE_CACHE: dict[tuple, dict[str, Any]] = {}
+_FEATURE_CACHE_SIZE = 3
+
+
+def orbit_features(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, split: str) -> dict[str, Any]:
+    """Every view of every object of `split`: representation (N, V, D), rotations (N, V, 3, 3), latents (N, V, F),
+    labels (N,), object keys, factor names. Reuses the result for the same checkpoint file (unchanged), data, split,
+    seed and device."""
+    from orbitset.models.train import CHECKPOINT_FILE
+
+    checkpoint = Path(cfg.out) / CHECKPOINT_FILE
+    key = (str(checkpoint.resolve()), checkpoint.stat().st_mtime_ns if checkpoint.is_file() else None,
+           str(opts.data or cfg.data), split, opts.seed, str(opts.device))
+    if key[1] is None or key not in _FEATURE_CACHE:
+        features = _compute_orbit_features(model, cfg, opts, split)
+        if key[1] is None:
+            return features
+        _FEATURE_CACHE[key] = features
+        while len(_FEATURE_CACHE) > _FEATURE_CACHE_SIZE:
+            _FEATURE_CACHE.pop(next(iter(_FEATURE_CACHE)))
+    return _FEATURE_CACHE[key]
+
+
 @torch.no_grad()
-def pair_features(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, split: str, seed: int) -> dict[str, torch.Tensor]:
-    """Representations of both views of `pairs_per_object` pairs per object, with their targets."""
-    from orbitset.loaders import PairLoader
-
-    loader = PairLoader(opts.data or cfg.data, batch_size=opts.batch_size, split=split, num_workers=opts.num_workers,
-                        seed=seed, shuffle=False, size=cfg.size, pairs_per_object=opts.pairs_per_object, device=opts.device)
-    out: dict[str, list[torch.Tensor]] = {"rep_a": [], "rep_b": [], "rel_rotation": [], "rel_latents": [], "label": []}
-    keys: list[str] = []
-    for batch in _batches(loader, opts.device):
-        keys.extend(batch["key"])
-        out["rep_a"].append(model.method.representation(batch["view_a"]).float().cpu())
-        out["rep_b"].append(model.method.representation(batch["view_b"]).float().cpu())
-        for key in ("rel_rotation", "rel_latents", "label"):
-            out[key].append(batch[key].cpu())
-    if not out["label"]:
-        raise OrbitsetError(f"the {split!r} split of {opts.data or cfg.data} has no objects")
-    features = {k: torch.cat(v) for k, v in out.items()}
-    features["rel_latent_names"] = list(loader.rel_latent_names)  # type: ignore[assignment]
-    features["keys"] = keys  # type: ignore[assignment]
-    return features
-
-
-@torch.no_grad()
-def view_features(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, split: str, seed: int) -> dict[str, torch.Tensor]:
-    """Representations of `opts.views` random views per object (one pass of the single-view loader per view)."""
+def _compute_orbit_features(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, split: str) -> dict[str, Any]:
     from orbitset.loaders import ViewLoader
-
-    reps, labels, keys = [], [], []
-    for repeat in range(opts.views):
-        loader = ViewLoader(opts.data or cfg.data, batch_size=opts.batch_size, mode="single", split=split,
-                            num_workers=opts.num_workers, seed=seed + repeat, shuffle=False, size=cfg.size, device=opts.device)
-        for batch in _batches(loader, opts.device):
-            reps.append(model.method.representation(batch["view"]).float().cpu())
-            keys.extend(batch["key"])
-            labels.append(batch["label"].cpu())
-    if not labels:
-        raise OrbitsetError(f"the {split!r} split of {opts.data or cfg.data} has no objects")
-    return {"rep": torch.cat(reps), "label": torch.cat(labels), "keys": keys}
-
-
-@torch.no_grad()
-def orbit_features(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, split: str) -> dict[str, torch.Tensor]:
-    """Every view of every object: representation (N, V, D), rotations (N, V, 3, 3), latents, labels."""
-    from orbitset.loaders import ViewLoader
+    from orbitset.manifests.model import load_manifest
 
     loader = ViewLoader(opts.data or cfg.data, batch_size=max(1, opts.batch_size // 16), mode="all", split=split,
                         num_workers=opts.num_workers, seed=opts.seed, shuffle=False, size=cfg.size, device=opts.device)
     out: dict[str, list[torch.Tensor]] = {"rep": [], "rotations": [], "latents": [], "label": []}
+    keys: list[str] = []
     for batch in _batches(loader, opts.device):
         views = batch["views"]
         n, v = views.shape[:2]
@@ -129,9 +154,50 @@ def orbit_features(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, split
         out["rotations"].append(batch["rotations"].cpu())
         out["latents"].append(batch["latents"].cpu())
         out["label"].append(batch["label"].cpu())
+        keys.extend(batch["key"])
     if not out["label"]:
         raise OrbitsetError(f"the {split!r} split of {opts.data or cfg.data} has no objects")
-    return {k: torch.cat(v) for k, v in out.items()}
+    orbits: dict[str, Any] = {k: torch.cat(v) for k, v in out.items()}
+    orbits["keys"] = keys
+    orbits["factor_names"] = [f.name for f in load_manifest(opts.data or cfg.data).factors]
+    return orbits
+
+
+def _select(orbits: dict[str, Any], mask: torch.Tensor) -> dict[str, Any]:
+    """The orbits of the objects where `mask` is true."""
+    chosen = dict(orbits)
+    for key in ("rep", "rotations", "latents", "label"):
+        chosen[key] = orbits[key][mask]
+    chosen["keys"] = [k for k, m in zip(orbits["keys"], mask.tolist()) if m]
+    return chosen
+
+
+def _part(model: ImageModel, orbits: dict[str, Any], part: str) -> torch.Tensor:
+    n, v, d = orbits["rep"].shape
+    return model.method.part(orbits["rep"].reshape(n * v, d), part).reshape(n, v, -1)
+
+
+def draw_pairs(objects: int, views: int, per_object: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """`per_object` random pairs of distinct views per object: (object, view a, view b) index tensors."""
+    if views < 2:
+        raise OrbitsetError(f"pairs need at least 2 views per object, the dataset has {views}")
+    obj = torch.arange(objects).repeat_interleave(per_object)
+    a = torch.randint(views, (len(obj),), generator=generator)
+    b = (a + torch.randint(1, views, (len(obj),), generator=generator)) % views
+    return obj, a, b
+
+
+def pair_targets(task: str, cfg: TrainConfig, orbits: dict[str, Any], obj, a, b) -> torch.Tensor:
+    """Targets of pairs: the relative quaternion in the run's convention ("rotation") or the hue deltas ("color")."""
+    if task == "rotation":
+        if cfg.quaternion == "raw" and tuple(orbits["factor_names"][:3]) != EULER_LATENTS:
+            raise OrbitsetError(f"the run uses the raw quaternion, composed from Euler latents {EULER_LATENTS}, but "
+                                f"this dataset's first factors are {orbits['factor_names'][:3]}; evaluate on data like "
+                                "the training data, or train with --quaternion canonical")
+        return relative_quaternion(cfg.quaternion, orbits["rotations"][obj, a], orbits["rotations"][obj, b],
+                                   orbits["latents"][obj, a], orbits["latents"][obj, b])
+    columns = hue_delta_columns(orbits["factor_names"])
+    return (orbits["latents"][obj, b][:, columns] - orbits["latents"][obj, a][:, columns]).float()
 
 
 # --- probes ------------------------------------------------------------------------------------------------------
@@ -163,36 +229,38 @@ def holdout_mask(keys: list[str], fraction: float, seed: int) -> torch.Tensor:
     return torch.tensor([key in held for key in keys], dtype=torch.bool)
 
 
-def train_probe(probe: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: Callable, opts: EvalOptions,
-                keys: list[str] | None = None) -> nn.Module:
-    """Fit `probe` on fixed features with AdamW (`probe_lr`, `probe_weight_decay`), mini-batches of `batch_size`, up
-    to `probe_epochs` epochs.
+Sample = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
 
-    With `keys` (the object of every row) and `holdout_fraction` > 0, that fraction of the training objects is held
-    out and the probe keeps the weights of its best held-out loss, stopping after `patience` epochs without
-    improvement. Features are standardised with the fitting rows' statistics first (`Standardize`, part of the
-    returned probe)."""
-    fit = torch.ones(len(inputs), dtype=torch.bool)
-    if keys is not None and opts.holdout_fraction > 0:
-        fit = ~holdout_mask(keys, opts.holdout_fraction, opts.seed)
-    x_fit, y_fit, x_held, y_held = inputs[fit], targets[fit], inputs[~fit], targets[~fit]
-    probe = nn.Sequential(Standardize(x_fit), probe)
+
+def train_probe(probe: nn.Module, sample: Sample, loss_fn: Callable, opts: EvalOptions,
+                held: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[nn.Module, int]:
+    """Fit `probe` with Adam (`probe_lr`, weight decay `probe_weight_decay`) in mini-batches of `batch_size` for up
+    to `probe_epochs` epochs, epoch e on the rows ``sample(e)`` (a fresh draw or the same rows every epoch).
+
+    Features are standardised with epoch 0's statistics first (`Standardize`, part of the returned probe). With
+    `held` (inputs, targets of held-out objects) the probe keeps the weights of its best held-out loss and stops
+    after `patience` epochs without improvement. Returns the probe (eval mode) and the epochs run."""
+    x, y = sample(0)
+    probe = nn.Sequential(Standardize(x), probe)
     generator = torch.Generator().manual_seed(opts.seed)
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=opts.probe_lr, weight_decay=opts.probe_weight_decay)
-    best, best_state, since_best = float("inf"), None, 0
-    for _ in range(opts.probe_epochs):
+    optimizer = torch.optim.Adam(probe.parameters(), lr=opts.probe_lr, weight_decay=opts.probe_weight_decay)
+    best, best_state, since_best, epochs = float("inf"), None, 0, 0
+    for epoch in range(opts.probe_epochs):
+        if epoch:
+            x, y = sample(epoch)
         probe.train()
-        order = torch.randperm(len(x_fit), generator=generator)
-        for start in range(0, len(x_fit), opts.batch_size):
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), opts.batch_size):
             index = order[start : start + opts.batch_size]
             if len(index) < 2:
                 continue
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(probe(x_fit[index]), y_fit[index]).backward()
+            loss_fn(probe(x[index]), y[index]).backward()
             optimizer.step()
-        if len(x_held):
+        epochs = epoch + 1
+        if held is not None:
             with torch.no_grad():
-                held_loss = float(loss_fn(probe.eval()(x_held), y_held))
+                held_loss = float(loss_fn(probe.eval()(held[0]), held[1]))
             if held_loss < best:
                 best, best_state, since_best = held_loss, {k: v.clone() for k, v in probe.state_dict().items()}, 0
             else:
@@ -201,81 +269,124 @@ def train_probe(probe: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, l
                     break
     if best_state is not None:
         probe.load_state_dict(best_state)
-    return probe.eval()
+    return probe.eval(), epochs
 
 
 def mlp_probe(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     """The regression probe of 3DIEBench: in -> hidden -> hidden -> out with ReLU."""
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, out_dim))
+    return mlp_head(in_dim, [hidden, hidden, out_dim])
+
+
+def _fit_and_stop_sets(model: ImageModel, cfg: TrainConfig, opts: EvalOptions) -> tuple[dict, dict | None]:
+    """The training orbits to fit on and the held-out orbits for early stopping (None without early stopping)."""
+    train = orbit_features(model, cfg, opts, "train")
+    if opts.stop_split is not None:
+        return train, orbit_features(model, cfg, opts, opts.stop_split)
+    if opts.holdout_fraction > 0:
+        mask = holdout_mask(train["keys"], opts.holdout_fraction, opts.seed)
+        return _select(train, ~mask), _select(train, mask)
+    return train, None
 
 
 def classify(model: ImageModel, cfg: TrainConfig, opts: EvalOptions) -> dict[str, Any]:
-    train = view_features(model, cfg, opts, "train", opts.seed)
-    test = view_features(model, cfg, opts, opts.split, opts.seed + 1000)
+    fit, stop = _fit_and_stop_sets(model, cfg, opts)
+    test = orbit_features(model, cfg, opts, opts.split)
+    reps = _part(model, fit, opts.part)
+    n, v, _ = reps.shape
+    labels = fit["label"].long()
+    fixed = torch.randint(v, (n, opts.views), generator=torch.Generator().manual_seed(opts.seed))
+
+    def sample(epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if opts.pair_sampling == "fixed":
+            return reps[torch.arange(n)[:, None], fixed].flatten(0, 1), labels.repeat_interleave(opts.views)
+        view = torch.randint(v, (n, opts.views), generator=torch.Generator().manual_seed(opts.seed * 100003 + epoch))
+        return reps[torch.arange(n)[:, None], view].flatten(0, 1), labels.repeat_interleave(opts.views)
+
+    def every_view(orbits):
+        part = _part(model, orbits, opts.part)
+        return part.flatten(0, 1), orbits["label"].long().repeat_interleave(part.shape[1])
+
     torch.manual_seed(opts.seed)
-    probe = train_probe(nn.Linear(train["rep"].shape[1], cfg.num_classes), train["rep"], train["label"].long(),
-                        F.cross_entropy, opts, train["keys"])
+    probe, epochs = train_probe(nn.Linear(reps.shape[-1], cfg.num_classes), sample, F.cross_entropy, opts,
+                                every_view(stop) if stop is not None else None)
+    x_test, y_test = every_view(test)
     with torch.no_grad():
-        top1 = float((probe(test["rep"]).argmax(1) == test["label"]).float().mean())
-    return {"top1": top1, "chance": 1.0 / cfg.num_classes, "train_samples": len(train["rep"]),
-            "test_samples": len(test["rep"])}
+        top1 = float((probe(x_test).argmax(1) == y_test).float().mean())
+    return {"part": opts.part, "top1": top1, "chance": 1.0 / cfg.num_classes, "epochs_run": epochs,
+            "train_objects": n, "test_objects": len(test["label"]), "test_views": len(y_test)}
 
 
-def _regression(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, target: Callable) -> dict[str, Any]:
-    train = pair_features(model, cfg, opts, "train", opts.seed)
-    test = pair_features(model, cfg, opts, opts.split, opts.seed + 1000)
-    x_train = torch.cat([train["rep_a"], train["rep_b"]], 1)
-    x_test = torch.cat([test["rep_a"], test["rep_b"]], 1)
-    y_train, y_test = target(train).float(), target(test).float()
-    torch.manual_seed(opts.seed)
+def _pair_inputs(model, cfg, opts, task, orbits, obj, a, b):
+    reps = _part(model, orbits, opts.part)
+    return torch.cat([reps[obj, a], reps[obj, b]], 1), pair_targets(task, cfg, orbits, obj, a, b)
+
+
+def _regression(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, task: str) -> dict[str, Any]:
+    fit, stop = _fit_and_stop_sets(model, cfg, opts)
+    test = orbit_features(model, cfg, opts, opts.split)
+    n, v = fit["rep"].shape[:2]
+    fixed = draw_pairs(n, v, opts.pairs_per_object, torch.Generator().manual_seed(opts.seed))
+
+    def sample(epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = fixed if opts.pair_sampling == "fixed" else draw_pairs(
+            n, v, opts.pairs_per_object, torch.Generator().manual_seed(opts.seed * 100003 + epoch))
+        return _pair_inputs(model, cfg, opts, task, fit, *pairs)
+
+    def scored(orbits, seed):
+        return _pair_inputs(model, cfg, opts, task, orbits,
+                            *draw_pairs(len(orbits["label"]), orbits["rep"].shape[1], opts.test_pairs,
+                                        torch.Generator().manual_seed(seed)))
+
     # The probe predicts the offset from the training mean, so that it starts at the constant predictor.
-    mean = y_train.mean(dim=0)
-    fitted = train_probe(mlp_probe(x_train.shape[1], opts.probe_hidden, y_train.shape[1]), x_train, y_train - mean,
-                         F.mse_loss, opts, train["keys"])
+    mean = sample(0)[1].mean(dim=0)
 
-    def probe(x: torch.Tensor) -> torch.Tensor:
-        return fitted(x) + mean
+    def offset(epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = sample(epoch)
+        return x, y - mean
 
+    held = None
+    if stop is not None:
+        x_held, y_held = scored(stop, opts.seed + 2000)
+        held = (x_held, y_held - mean)
+    torch.manual_seed(opts.seed)
+    x0 = sample(0)[0]
+    fitted, epochs = train_probe(mlp_probe(x0.shape[1], opts.probe_hidden, len(mean)), offset, F.mse_loss, opts, held)
+    x_test, y_test = scored(test, opts.seed + 1000)
     with torch.no_grad():
-        r2_test = r2_score(probe(x_test), y_test)
-        r2_train = r2_score(probe(x_train), y_train)
-    baseline = r2_score(mean.expand_as(y_test), y_test)
-    return {"r2": r2_test, "r2_train": r2_train, "r2_mean_baseline": baseline, "train_pairs": len(x_train),
-            "test_pairs": len(x_test)}
+        r2_test = r2_score(fitted(x_test) + mean, y_test)
+    return {"part": opts.part, "r2": r2_test, "r2_mean_baseline": r2_score(mean.expand_as(y_test), y_test),
+            "pair_sampling": opts.pair_sampling, "epochs_run": epochs, "train_objects": n,
+            "test_pairs": len(x_test), "quaternion": cfg.quaternion if task == "rotation" else None}
 
 
 def rotation(model, cfg, opts):
-    return _regression(model, cfg, opts, lambda f: f["rel_rotation"])
+    return _regression(model, cfg, opts, "rotation")
 
 
 def color(model, cfg, opts):
-    return _regression(model, cfg, opts, lambda f: f["rel_latents"][:, hue_delta_columns(f["rel_latent_names"])])
+    return _regression(model, cfg, opts, "color")
 
 
-def _orbit_condition(cfg: TrainConfig, rotations: torch.Tensor, latents: torch.Tensor, factor_names: list[str]) -> torch.Tensor:
-    """Conditions from view 0 to every view: (N, V, C) canonical quaternions of R_0^T R_j (+ hue deltas)."""
-    relative = geometry.relative_rotation(rotations[:, :1].double(), rotations.double())
-    condition = geometry.canonical_quat(geometry.matrix_to_quat(relative)).float()
+def _conditions(cfg: TrainConfig, orbits: dict[str, Any], obj, a, b) -> torch.Tensor:
+    """Predictor conditions of pairs (object, view a, view b): the quaternion in the run's convention, then the hue
+    deltas for the rotation+color condition."""
+    condition = pair_targets("rotation", cfg, orbits, obj, a, b)
     if cfg.condition == "rotation+color":
-        columns = hue_delta_columns(factor_names)
-        hues = latents[..., columns] - latents[:, :1, columns]
-        condition = torch.cat([condition, hues.float()], dim=-1)
+        condition = torch.cat([condition, pair_targets("color", cfg, orbits, obj, a, b)], dim=-1)
     return condition
 
 
 @torch.no_grad()
 def _predictions(model: ImageModel, cfg: TrainConfig, opts: EvalOptions) -> dict[str, torch.Tensor]:
-    from orbitset.manifests.model import load_manifest
-
+    """Embeddings of every view and their predictions from view 0 (j = 0..V-1), (N, V, E) each."""
     orbits = orbit_features(model, cfg, opts, opts.split)
     method = model.method.cpu()
     n, v, d = orbits["rep"].shape
     embeddings = method.target_embedding(orbits["rep"].reshape(n * v, d)).reshape(n, v, -1)
-    factor_names = [f.name for f in load_manifest(opts.data or cfg.data).factors]
-    condition = _orbit_condition(cfg, orbits["rotations"], orbits["latents"], factor_names)
-    source = embeddings[:, :1].expand(-1, v, -1).reshape(n * v, -1)
-    predicted = method.predict(source, condition.reshape(n * v, -1)).reshape(n, v, -1)
+    obj = torch.arange(n).repeat_interleave(v)
+    target = torch.arange(v).repeat(n)
+    condition = _conditions(cfg, orbits, obj, torch.zeros_like(target), target)
+    predicted = method.predict(embeddings[obj, 0], condition).reshape(n, v, -1)
     model.method.to(opts.device)
     return {"embeddings": embeddings, "predicted": predicted, "rotations": orbits["rotations"]}
 
@@ -286,11 +397,11 @@ def retrieval(model, cfg, opts):
     n, v, _ = embeddings.shape
     if v < 2:
         raise OrbitsetError("retrieval needs at least 2 views per object")
-    similarity = torch.einsum("njd,nkd->njk", predicted, embeddings)[:, 1:]  # queries j >= 1 against all views
-    true = similarity.gather(2, torch.arange(1, v).expand(n, -1).unsqueeze(2))
+    similarity = torch.einsum("njd,nkd->njk", predicted, embeddings)  # query j (from view 0) against all views
+    true = similarity.gather(2, torch.arange(v).expand(n, -1).unsqueeze(2))
     rank = 1 + (similarity > true).sum(dim=2).float()
-    return {"mrr": float((1 / rank).mean()), "h@1": float((rank <= 1).float().mean()),
-            "h@5": float((rank <= 5).float().mean()), "views": v, "objects": n,
+    hits = {f"h@{k}": float((rank <= k).float().mean()) for k in (1, 2, 5, 10)}
+    return {"mrr": float((1 / rank).mean()), **hits, "views": v, "objects": n, "queries": n * v,
             "predictor": bool(model.method.has_predictor)}
 
 
@@ -299,11 +410,49 @@ def pre(model, cfg, opts):
     n, v, _ = p["embeddings"].shape
     bank = F.normalize(p["embeddings"].reshape(n * v, -1), dim=-1)
     queries = F.normalize(p["predicted"][:, 1:].reshape(n * (v - 1), -1), dim=-1)
-    nearest = (queries @ bank.T).argmax(dim=1)
+    nearest = torch.cat([(chunk @ bank.T).argmax(dim=1) for chunk in queries.split(4096)])  # bounded memory
     quats = geometry.matrix_to_quat(p["rotations"].double()).reshape(n * v, 4)
     target = quats.reshape(n, v, 4)[:, 1:].reshape(-1, 4)
     error = 1 - (target * quats[nearest]).sum(dim=1).pow(2)
     return {"pre": float(error.mean()), "queries": len(queries), "bank": len(bank)}
+
+
+def scaled_identity_beta(embedding_a: torch.Tensor, embedding_b: torch.Tensor, w: torch.Tensor) -> float:
+    """The least-squares beta of the predictor beta * w * I: argmin_beta sum_n ||beta w_n e_a,n - e_b,n||^2."""
+    scaled = w[:, None] * embedding_a
+    return float((scaled * embedding_b).sum() / (scaled * scaled).sum().clamp_min(1e-12))
+
+
+def _relative_errors(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    return float(((predicted - target).norm(dim=1) / target.norm(dim=1).clamp_min(1e-12)).mean())
+
+
+@torch.no_grad()
+def image_equivariance(model: ImageModel, cfg: TrainConfig, opts: EvalOptions) -> dict[str, Any]:
+    """Mean relative errors over `test_pairs` pairs per evaluated object: invariance of the invariant part and, with
+    a predictor, ||W(q) e_a - e_b|| / ||e_b|| beside the identity's and the best beta * w * I's (w: the quaternion's
+    real part), so that a predictor that learned only a scaling is visible."""
+    orbits = orbit_features(model, cfg, opts, opts.split)
+    method = model.method.cpu()
+    n, v, d = orbits["rep"].shape
+    obj, a, b = draw_pairs(n, v, opts.test_pairs, torch.Generator().manual_seed(opts.seed + 1000))
+    rep_a, rep_b = orbits["rep"][obj, a], orbits["rep"][obj, b]
+    inv_a, inv_b = method.invariant_part(rep_a), method.invariant_part(rep_b)
+    result: dict[str, Any] = {"invariance_error": _relative_errors(inv_a, inv_b),
+                              "reduction": "mean over view pairs of the same object", "pairs": len(obj)}
+    if method.has_predictor:
+        condition = _conditions(cfg, orbits, obj, a, b)
+        e_a, e_b = method.target_embedding(rep_a), method.target_embedding(rep_b)
+        beta = scaled_identity_beta(e_a, e_b, condition[:, 3])
+        result.update({
+            "equivariance_error": _relative_errors(method.predict(e_a, condition), e_b),
+            "identity_error": _relative_errors(e_a, e_b),
+            "scaled_identity_error": _relative_errors(beta * condition[:, 3:4] * e_a, e_b),
+            "scaled_identity_beta": beta,
+            "quaternion": cfg.quaternion,
+        })
+    model.method.to(opts.device)
+    return result
 
 
 # --- point clouds ------------------------------------------------------------------------------------------------
@@ -332,35 +481,21 @@ def pointcloud(model, cfg, opts):
 
 
 @torch.no_grad()
-def equivariance_eval(model, cfg, opts):
-    if cfg.is_point_model:
-        classifier = model.classifier
-        errors: dict[str, list[float]] = {}
-        for index, batch in enumerate(_point_batches(cfg, opts, None, opts.seed)):
-            points = batch["points"].float()
-            rotations = equivariance.random_rotations(len(points), opts.seed + index).to(points.device)
-            errors.setdefault("features", []).append(equivariance.invariance_error(classifier.features, points, rotations))
-            errors.setdefault("logits", []).append(equivariance.invariance_error(classifier, points, rotations))
-            if hasattr(classifier, "equivariant_features"):
-                errors.setdefault("equivariant_layers", []).append(
-                    equivariance.equivariance_error(classifier.equivariant_features, points, rotations))
-        result = {f"invariance_error_{k}": max(v) for k, v in errors.items() if k != "equivariant_layers"}
-        if "equivariant_layers" in errors:
-            result["equivariance_error"] = max(errors["equivariant_layers"])
-        return {**result, "dtype": "float32", "rotations": "so3", "reduction": "max over test objects"}
-    features = pair_features(model, cfg, opts, opts.split, opts.seed)
-    method = model.method.cpu()
-    inv_a, inv_b = method.invariant_part(features["rep_a"]), method.invariant_part(features["rep_b"])
-    result = {"invariance_error": float(((inv_b - inv_a).norm(dim=1) / inv_a.norm(dim=1).clamp_min(1e-12)).mean()),
-              "reduction": "mean over view pairs of the same object"}
-    if method.has_predictor:
-        condition = model.pair_condition({"rel_rotation": features["rel_rotation"], "rel_latents": features["rel_latents"]})
-        e_a, e_b = method.target_embedding(features["rep_a"]), method.target_embedding(features["rep_b"])
-        scale = e_b.norm(dim=1).clamp_min(1e-12)
-        result["equivariance_error"] = float(((method.predict(e_a, condition) - e_b).norm(dim=1) / scale).mean())
-        result["identity_error"] = float(((e_a - e_b).norm(dim=1) / scale).mean())
-    model.method.to(opts.device)
-    return result
+def point_equivariance(model, cfg, opts):
+    classifier = model.classifier
+    errors: dict[str, list[float]] = {}
+    for index, batch in enumerate(_point_batches(cfg, opts, None, opts.seed)):
+        points = batch["points"].float()
+        rotations = equivariance.random_rotations(len(points), opts.seed + index).to(points.device)
+        errors.setdefault("features", []).append(equivariance.invariance_error(classifier.features, points, rotations))
+        errors.setdefault("logits", []).append(equivariance.invariance_error(classifier, points, rotations))
+        if hasattr(classifier, "equivariant_features"):
+            errors.setdefault("equivariant_layers", []).append(
+                equivariance.equivariance_error(classifier.equivariant_features, points, rotations))
+    result = {f"invariance_error_{k}": max(v) for k, v in errors.items() if k != "equivariant_layers"}
+    if "equivariant_layers" in errors:
+        result["equivariance_error"] = max(errors["equivariant_layers"])
+    return {**result, "dtype": "float32", "rotations": "so3", "reduction": "max over test objects"}
 
 
 def orbit_plot(model, cfg, opts, out: Path):
@@ -376,21 +511,27 @@ def orbit_plot(model, cfg, opts, out: Path):
 
 
 IMAGE_FUNCTIONS = {"classify": classify, "rotation": rotation, "color": color, "retrieval": retrieval, "pre": pre,
-                   "equivariance": equivariance_eval}
-POINT_FUNCTIONS = {"pointcloud": pointcloud, "equivariance": equivariance_eval}
+                   "equivariance": image_equivariance}
+POINT_FUNCTIONS = {"pointcloud": pointcloud, "equivariance": point_equivariance}
 
 
 def evaluate(task: str, run: str | os.PathLike, opts: EvalOptions) -> dict[str, Any]:
-    """Run `task` on the run's last checkpoint; write and return ``RUN/eval/TASK.json``."""
+    """Run `task` on the run's last checkpoint; write and return ``RUN/eval/TASK.json`` (``TASK-PART.json`` for
+    the part "inv" or "equi")."""
     from orbitset.manifests.model import write_json_atomic
 
     if task not in TASKS:
         raise OrbitsetError(f"unknown evaluation {task!r}; choose one of {', '.join(TASKS)}")
+    opts.check()
     cfg, model = load_run(run, opts.device)
+    cfg.out = str(run)  # where the run is now (it may have moved since training)
     allowed = POINT_TASKS if cfg.is_point_model else IMAGE_TASKS
     if task not in allowed:
         kind = "point-cloud" if cfg.is_point_model else "image"
         raise OrbitsetError(f"{task!r} does not apply to the {kind} run {run} ({cfg.method}); use one of {', '.join(allowed)}")
+    if opts.part != "all" and task not in PART_TASKS:
+        raise OrbitsetError(f"{task!r} works in the method's own embedding space; --part {opts.part} applies only to "
+                            f"{', '.join(PART_TASKS)}")
     torch.manual_seed(opts.seed)
     out_dir = Path(run) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -399,8 +540,8 @@ def evaluate(task: str, run: str | os.PathLike, opts: EvalOptions) -> dict[str, 
     else:
         metrics = (POINT_FUNCTIONS if cfg.is_point_model else IMAGE_FUNCTIONS)[task](model, cfg, opts)
     result = {"task": task, "run": str(run), "method": cfg.method, "data": opts.data or cfg.data, "split": opts.split,
-              "probe_epochs": opts.probe_epochs, **metrics}
-    write_json_atomic(out_dir / f"{task}.json", result)
+              "part": opts.part, "probe_epochs": opts.probe_epochs, **metrics}
+    write_json_atomic(out_dir / (f"{task}.json" if opts.part == "all" else f"{task}-{opts.part}.json"), result)
     return result
 
 

@@ -1,13 +1,18 @@
-"""Self-supervised image methods trained on pairs of views: SIE, VICReg, SimCLR, EquiMod, SEN-style, AugSelf-style.
+"""Self-supervised image methods trained on pairs of views: SIE, VICReg, SimCLR, EquiMod, SEN-style, AugSelf.
 
 Every method wraps a trunk (``orbitset.models.backbones``) and is called on a pair of image batches plus the
-*condition* of the pair: the relative rotation quaternion (x, y, z, w) of view b with respect to view a, optionally
-followed by the hue deltas (floor, spot) of b minus a ("rotation+color"). A call returns a `MethodOutput` with the
-weighted total loss, its unweighted terms and the trunk representations.
+*condition* of the pair (`orbitset.models.conditions`: the relative quaternion, optionally the hue deltas). A call
+returns a `MethodOutput` with the weighted total loss, its unweighted terms and the trunk representations.
 
-Defaults follow the published configurations (../shared/REFERENCE.md); projector widths default to 4x the input
-dimension (1024 for SIE's 256-d parts of a ResNet-18, 2048 for a 512-d representation) so that they scale with the
-trunk.
+Defaults are the SIE repository's 3DIEBench configuration (facebookresearch/SIE, README command: ``--sim-coeff 10
+--std-coeff 10 --cov-coeff 1 --mlp 2048-2048-2048 --equi-factor 0.45 --hypernetwork linear``), with each loss weight
+as the code effectively applies it; every difference from it is a keyword option. Projector widths default to 4x the
+input dimension (2048 for a ResNet-18's 512-d representation, 1024 for each of SIE's 256-d parts: the original's
+2048-2048-2048 split by the parts' share), so that they scale with the trunk.
+
+Deliberate departures from the original, for every method: the loss terms are computed in float32 outside autocast;
+the variance/covariance statistics are those of the local batch (the original gathers them across GPUs, the same on
+one device).
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ from torch import nn
 
 from orbitset.errors import OrbitsetError
 from orbitset.models import losses
+from orbitset.models.conditions import CONDITIONS
 
-#: Width of each condition kind: the quaternion, then the two hue deltas.
-CONDITIONS = {"rotation": 4, "rotation+color": 6}
-HUE_FACTORS = ("floor_hue", "spot_hue")
+#: Initialisations of the hypernetwork predictor (see `HyperPredictor`).
+HYPERNET_INITS = ("default", "identity")
+#: The parts of a representation an evaluation can read (`Method.part`).
+PARTS = ("inv", "equi", "all")
 
 
 @dataclass
@@ -50,33 +57,57 @@ def _dims(dims: Sequence[int] | None, in_dim: int) -> list[int]:
     return list(dims) if dims else [4 * in_dim] * 3
 
 
-class HyperPredictor(nn.Module):
-    """SIE's hypernetwork predictor: W(c) = sum_i c_i W_i (a bias-free Linear from the condition to a D x D matrix).
+def mlp_head(in_dim: int, dims: Sequence[int], batch_norm: bool = False) -> nn.Sequential:
+    """(Linear[-BN]-ReLU) for every hidden width, then a Linear with bias to the last width (heads and probes)."""
+    layers: list[nn.Module] = []
+    for width in dims[:-1]:
+        layers += [nn.Linear(in_dim, width), *([nn.BatchNorm1d(width)] if batch_norm else []), nn.ReLU(inplace=True)]
+        in_dim = width
+    layers.append(nn.Linear(in_dim, dims[-1]))
+    return nn.Sequential(*layers)
 
-    ``forward(z, c)`` returns W(c) z per row; it is linear in the condition c by construction. Initialisation: W_i
-    drawn with standard deviation `init_std`/sqrt(D), plus the identity on the quaternion's w component (index 3,
-    `identity_index`), so that the untrained predictor is close to the identity for small rotations (a choice of
-    orbitset; the reference gives no initialisation). `identity_index=None` gives a plain random init.
+
+class HyperPredictor(nn.Module):
+    """SIE's hypernetwork predictor: W(c) = sum_i c_i W_i (+ B with `bias`), a Linear from the condition c to the
+    D x D matrix W(c); ``forward(z, c)`` returns W(c) z per row, linear in c when there is no bias.
+
+    `init`: ``"default"`` (the original's) keeps PyTorch's default initialisation of ``nn.Linear(C, D * D)``:
+    entries uniform in +-1/sqrt(C), so that the untrained predictor multiplies embeddings by about sqrt(D / 3C) and
+    the variance hinge on its output starts idle; ``"identity"`` (an orbitset option) draws W_i with standard
+    deviation 0.1/sqrt(D) and adds the identity on the quaternion's w component (index 3), B = 0: close to the
+    identity for small rotations.
     """
 
-    def __init__(self, condition_dim: int, dim: int, init_std: float = 0.1, identity_index: int | None = 3) -> None:
+    def __init__(self, condition_dim: int, dim: int, bias: bool = False, init: str = "default") -> None:
         super().__init__()
-        weight = torch.randn(condition_dim, dim, dim) * init_std / dim**0.5
-        if identity_index is not None and identity_index < condition_dim:
-            weight[identity_index] += torch.eye(dim)
-        self.weight = nn.Parameter(weight)
+        if init not in HYPERNET_INITS:
+            raise OrbitsetError(f"unknown hypernetwork init {init!r}; choose one of {', '.join(HYPERNET_INITS)}")
+        self.dim = dim
+        self.hypernet = nn.Linear(condition_dim, dim * dim, bias=bias)
+        if init == "identity":
+            with torch.no_grad():
+                self.hypernet.weight.normal_(0.0, 0.1 / dim**0.5)
+                if condition_dim > 3:
+                    self.hypernet.weight.view(dim, dim, condition_dim)[:, :, 3] += torch.eye(dim)
+                if bias:
+                    self.hypernet.bias.zero_()
 
     def matrices(self, condition: torch.Tensor) -> torch.Tensor:
         """(N, C) -> (N, D, D) the matrices W(c)."""
-        return torch.einsum("nc,cij->nij", condition, self.weight)
+        return self.hypernet(condition).view(-1, self.dim, self.dim)
 
     def forward(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        per_basis = torch.einsum("cij,nj->nci", self.weight, z)
-        return torch.einsum("nc,nci->ni", condition.to(per_basis.dtype), per_basis)
+        # sum_i c_i (W_i z): never materialises the N x D x D matrices
+        basis = self.hypernet.weight.view(self.dim, self.dim, -1)
+        per_basis = torch.einsum("ijc,nj->nci", basis.to(z.dtype), z)
+        out = torch.einsum("nc,nci->ni", condition.to(per_basis.dtype), per_basis)
+        if self.hypernet.bias is not None:
+            out = out + z @ self.hypernet.bias.view(self.dim, self.dim).T.to(z.dtype)
+        return out
 
 
 class MLPPredictor(nn.Module):
-    """A predictor conditioned by concatenation: MLP([z, embed(c)]) (EquiMod's form)."""
+    """A predictor conditioned by concatenation: MLP([z, embed(c)]) (an EquiMod option)."""
 
     def __init__(self, condition_dim: int, dim: int, hidden: int) -> None:
         super().__init__()
@@ -92,6 +123,8 @@ class Method(nn.Module):
 
     #: Whether the method predicts view b's embedding from view a's (used by retrieval, PRE, equivariance).
     has_predictor = False
+    #: Index splitting the representation into an invariant and an equivariant part; None: no split.
+    split: int | None = None
 
     def __init__(self, backbone: nn.Module, condition_dim: int = 4) -> None:
         super().__init__()
@@ -110,9 +143,19 @@ class Method(nn.Module):
     def pair_loss(self, rep_a, rep_b, condition) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
+    def part(self, rep: torch.Tensor, part: str) -> torch.Tensor:
+        """The columns of a representation that an evaluation reads: "inv", "equi" or "all" (`PARTS`)."""
+        if part not in PARTS:
+            raise OrbitsetError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
+        if part == "all":
+            return rep
+        if self.split is None:
+            raise OrbitsetError(f"{type(self).__name__} does not split its representation; evaluate it with part 'all'")
+        return rep[:, : self.split] if part == "inv" else rep[:, self.split :]
+
     def invariant_part(self, rep: torch.Tensor) -> torch.Tensor:
         """The part of the representation the method makes invariant (all of it unless the method splits it)."""
-        return rep
+        return rep if self.split is None else rep[:, : self.split]
 
     def target_embedding(self, rep: torch.Tensor) -> torch.Tensor:
         """The embedding in which a prediction from another view is compared (retrieval, PRE)."""
@@ -124,10 +167,12 @@ class Method(nn.Module):
 
 
 class VICReg(Method):
-    """VICReg (Bardes et al. 2022): 25 x invariance MSE + 25 x variance hinge + 1 x covariance on projections."""
+    """VICReg (Bardes et al. 2022) on projections: sim x invariance MSE + std x variance hinge + cov x covariance.
+
+    Defaults 10 / 10 / 1: the SIE repository's 3DIEBench command (the VICReg paper uses 25 / 25 / 1)."""
 
     def __init__(self, backbone, condition_dim=4, *, projector_dims: Sequence[int] | None = None,
-                 sim_coeff: float = 25.0, std_coeff: float = 25.0, cov_coeff: float = 1.0) -> None:
+                 sim_coeff: float = 10.0, std_coeff: float = 10.0, cov_coeff: float = 1.0) -> None:
         super().__init__(backbone, condition_dim)
         self.projector = projector(self.rep_dim, _dims(projector_dims, self.rep_dim))
         self.coeffs = {"inv": sim_coeff, "var": std_coeff, "cov": cov_coeff}
@@ -158,18 +203,26 @@ class SimCLR(Method):
 
 
 class AugSelf(SimCLR):
-    """SimCLR plus AugSelf-style transformation prediction: an MLP on [rep_a, rep_b] regresses the condition (MSE)."""
+    """SimCLR plus AugSelf-style transformation prediction: a head on [rep_a, rep_b] regresses the condition's
+    quaternion (MSE, weight `aug_coeff`).
+
+    Default head (the SIE repository's): 2D -> 2D -> 2D -> 4 with ReLU and no batch norm (1024 -> 1024 -> 1024 -> 4
+    on a ResNet-18); `head_dims` sets the widths (the last is always the quaternion's 4), `head_batch_norm` adds
+    batch norm after the hidden layers. Departure: with the rotation+color condition the head still regresses the
+    quaternion only, as the original's rotation variant does."""
 
     def __init__(self, backbone, condition_dim=4, *, projector_dims: Sequence[int] | None = None,
-                 temperature: float = 0.1, head_dims: Sequence[int] = (512,), aug_coeff: float = 1.0) -> None:
+                 temperature: float = 0.1, head_dims: Sequence[int] | None = None, head_batch_norm: bool = False,
+                 aug_coeff: float = 1.0) -> None:
         super().__init__(backbone, condition_dim, projector_dims=projector_dims, temperature=temperature)
-        self.head = projector(2 * self.rep_dim, [*head_dims, condition_dim])
+        hidden = list(head_dims) if head_dims is not None else [2 * self.rep_dim] * 2
+        self.head = mlp_head(2 * self.rep_dim, [*hidden, 4], batch_norm=head_batch_norm)
         self.aug_coeff = aug_coeff
 
     def pair_loss(self, rep_a, rep_b, condition):
         nce, terms = super().pair_loss(rep_a, rep_b, condition)
         predicted = self.head(torch.cat([rep_a, rep_b], dim=1))
-        terms["aug"] = F.mse_loss(predicted, condition.to(predicted.dtype))
+        terms["aug"] = F.mse_loss(predicted, condition[:, :4].to(predicted.dtype))
         return nce + self.aug_coeff * terms["aug"], terms
 
 
@@ -179,15 +232,21 @@ class SIE(Method):
     The first ``inv_fraction`` of the trunk's dimensions are invariant, the rest equivariant; each part has its own
     projector. The equivariant embedding of view a is mapped by the hypernetwork predictor W(condition) to predict
     view b's. Loss = inv_coeff x MSE(inv_a, inv_b) + equi_coeff x MSE(W eq_a, eq_b)
-    + var_coeff x variance hinge of the joined [inv, eq] embeddings (both views)
+    + var_coeff x variance hinge of the joined [inv, eq] embeddings (mean of both views)
     + pred_var_coeff x variance hinge of the prediction + cov_coeff x covariance of the joined embeddings.
+
+    Defaults as the original effectively applies them: inv 10, equi 4.5 (``--equi-factor 0.45`` x sim 10), var 10,
+    pred_var 5 (the code halves its std_coeff 10 on this term), cov 1; a bias-free hypernetwork with PyTorch's
+    default initialisation (`hypernet_bias`, `hypernet_init`: see `HyperPredictor`). The quaternion convention of the
+    condition is the training's (`orbitset.models.conditions`; the original's is "raw").
     """
 
     has_predictor = True
 
     def __init__(self, backbone, condition_dim=4, *, inv_fraction: float = 0.5,
                  projector_dims: Sequence[int] | None = None, inv_coeff: float = 10.0, equi_coeff: float = 4.5,
-                 var_coeff: float = 10.0, pred_var_coeff: float = 10.0, cov_coeff: float = 1.0) -> None:
+                 var_coeff: float = 10.0, pred_var_coeff: float = 5.0, cov_coeff: float = 1.0,
+                 hypernet_bias: bool = False, hypernet_init: str = "default") -> None:
         super().__init__(backbone, condition_dim)
         self.split = int(round(self.rep_dim * inv_fraction))
         if not 0 < self.split < self.rep_dim:
@@ -195,7 +254,7 @@ class SIE(Method):
         self.inv_projector = projector(self.split, _dims(projector_dims, self.split))
         eq_dim = self.rep_dim - self.split
         self.eq_projector = projector(eq_dim, _dims(projector_dims, eq_dim))
-        self.predictor = HyperPredictor(condition_dim, _dims(projector_dims, eq_dim)[-1])
+        self.predictor = HyperPredictor(condition_dim, _dims(projector_dims, eq_dim)[-1], hypernet_bias, hypernet_init)
         self.coeffs = {"inv": inv_coeff, "equi": equi_coeff, "var": var_coeff, "pred_var": pred_var_coeff,
                        "cov": cov_coeff}
 
@@ -213,9 +272,6 @@ class SIE(Method):
         }
         return sum(self.coeffs[k] * v for k, v in terms.items()), terms
 
-    def invariant_part(self, rep):
-        return rep[:, : self.split]
-
     def target_embedding(self, rep):
         return self.eq_projector(rep[:, self.split :])
 
@@ -224,31 +280,47 @@ class SIE(Method):
 
 
 class EquiMod(Method):
-    """EquiMod (Devillers & Lefort 2023), VICReg form: an invariant projector trained with VICReg between the views,
-    and an equivariant projector whose embedding of view a, passed with the condition through an MLP predictor, is
-    trained with VICReg against view b's. Loss = VICReg(inv) + equi_weight x VICReg(predicted, eq_b)."""
+    """EquiMod (Devillers & Lefort 2023), the SIE repository's VICReg form: an invariant and an equivariant projector
+    on the whole representation; loss = VICReg(inv_a, inv_b) + equi_factor x equivariant term.
+
+    Equivariant term (`equi_terms`): ``"embeddings"`` (the original's) = sim x MSE(pred, eq_b) + std x variance hinge
+    and cov x covariance of the two equivariant embeddings eq_a, eq_b; ``"prediction"`` = VICReg between the
+    prediction and eq_b. `predictor`: ``"hypernetwork"`` (the original's default, `HyperPredictor`) or ``"mlp"``
+    (`MLPPredictor`). Defaults 10 / 10 / 1 and equi_factor 0.45: the SIE repository's 3DIEBench command line.
+    """
 
     has_predictor = True
 
     def __init__(self, backbone, condition_dim=4, *, projector_dims: Sequence[int] | None = None,
-                 sim_coeff: float = 25.0, std_coeff: float = 25.0, cov_coeff: float = 1.0,
-                 equi_weight: float = 1.0) -> None:
+                 sim_coeff: float = 10.0, std_coeff: float = 10.0, cov_coeff: float = 1.0,
+                 equi_factor: float = 0.45, predictor: str = "hypernetwork", equi_terms: str = "embeddings",
+                 hypernet_bias: bool = False, hypernet_init: str = "default") -> None:
         super().__init__(backbone, condition_dim)
+        if predictor not in ("hypernetwork", "mlp") or equi_terms not in ("embeddings", "prediction"):
+            raise OrbitsetError(f"EquiMod takes predictor 'hypernetwork' or 'mlp' and equi_terms 'embeddings' or "
+                                f"'prediction', not {predictor!r} and {equi_terms!r}")
         dims = _dims(projector_dims, self.rep_dim)
         self.inv_projector = projector(self.rep_dim, dims)
         self.eq_projector = projector(self.rep_dim, dims)
-        self.predictor = MLPPredictor(condition_dim, dims[-1], dims[0])
+        self.predictor = (HyperPredictor(condition_dim, dims[-1], hypernet_bias, hypernet_init)
+                          if predictor == "hypernetwork" else MLPPredictor(condition_dim, dims[-1], dims[0]))
         self.coeffs = {"inv": sim_coeff, "var": std_coeff, "cov": cov_coeff}
-        self.equi_weight = equi_weight
+        self.equi_factor, self.equi_terms = equi_factor, equi_terms
 
-    def _vicreg(self, a, b):
-        terms = losses.vicreg_terms(a, b)
+    def _weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         return sum(self.coeffs[k] * v for k, v in terms.items())
 
     def pair_loss(self, rep_a, rep_b, condition):
-        inv = self._vicreg(self.inv_projector(rep_a), self.inv_projector(rep_b))
-        equi = self._vicreg(self.predict(self.target_embedding(rep_a), condition), self.target_embedding(rep_b))
-        return inv + self.equi_weight * equi, {"inv_vicreg": inv, "equi_vicreg": equi}
+        inv = self._weighted(losses.vicreg_terms(self.inv_projector(rep_a), self.inv_projector(rep_b)))
+        eq_a, eq_b = self.target_embedding(rep_a), self.target_embedding(rep_b)
+        predicted = self.predict(eq_a, condition)
+        if self.equi_terms == "embeddings":
+            terms = losses.vicreg_terms(eq_a, eq_b)
+            terms["inv"] = losses.vicreg_terms(predicted, eq_b)["inv"]
+        else:
+            terms = losses.vicreg_terms(predicted, eq_b)
+        equi = self._weighted(terms)
+        return inv + self.equi_factor * equi, {"inv_vicreg": inv, "equi_vicreg": equi}
 
     def target_embedding(self, rep):
         return self.eq_projector(rep)
@@ -259,16 +331,17 @@ class EquiMod(Method):
 
 class SEN(Method):
     """SEN-style (Park et al. 2022) equivariant contrastive learning: the hypernetwork predictor maps view a's
-    projection to view b's, and InfoNCE (temperature 0.1) contrasts the prediction with the true embedding."""
+    projection to view b's, and InfoNCE (temperature 0.1) contrasts the prediction with the true embedding
+    (the SIE repository's SimCLROnlyEqui)."""
 
     has_predictor = True
 
     def __init__(self, backbone, condition_dim=4, *, projector_dims: Sequence[int] | None = None,
-                 temperature: float = 0.1) -> None:
+                 temperature: float = 0.1, hypernet_bias: bool = False, hypernet_init: str = "default") -> None:
         super().__init__(backbone, condition_dim)
         dims = _dims(projector_dims, self.rep_dim)
         self.projector = projector(self.rep_dim, dims)
-        self.predictor = HyperPredictor(condition_dim, dims[-1])
+        self.predictor = HyperPredictor(condition_dim, dims[-1], hypernet_bias, hypernet_init)
         self.temperature = temperature
 
     def pair_loss(self, rep_a, rep_b, condition):
@@ -314,28 +387,3 @@ def build_method(name: str, backbone: nn.Module, condition: str | None = None, *
     if unknown:
         raise OrbitsetError(f"method {name!r} has no parameter {', '.join(unknown)}; it takes {', '.join(allowed)}")
     return cls(backbone, CONDITIONS[condition], **params)
-
-
-def hue_delta_columns(latent_names: Sequence[str]) -> list[int]:
-    """Indices of the floor and spot hue factors in a list of latent (or latent-delta) names."""
-    columns = []
-    for factor in HUE_FACTORS:
-        matches = [i for i, name in enumerate(latent_names) if factor in name]
-        if not matches:
-            raise OrbitsetError(
-                f"the dataset has no {factor!r} factor (factors: {', '.join(latent_names)}); "
-                "the rotation+color condition needs 3DIEBench-style hue factors"
-            )
-        columns.append(matches[0])
-    return columns
-
-
-def pair_condition(rel_rotation: torch.Tensor, rel_latents: torch.Tensor | None, rel_latent_names: Sequence[str],
-                   condition: str) -> torch.Tensor:
-    """The condition vector of a batch of pairs: the quaternion, then the hue deltas for "rotation+color"."""
-    if condition == "rotation":
-        return rel_rotation.float()
-    if rel_latents is None:
-        raise OrbitsetError("the rotation+color condition needs the latent deltas of the pairs (rel_latents)")
-    hues = rel_latents[:, hue_delta_columns(rel_latent_names)]
-    return torch.cat([rel_rotation, hues], dim=1).float()

@@ -14,11 +14,15 @@ from orbitset.errors import OrbitsetError
 COLUMNS = (
     ("top-1", "classify", "top1"),
     ("rotation R^2", "rotation", "r2"),
+    ("rotation R^2 (inv)", "rotation-inv", "r2"),
+    ("rotation R^2 (equi)", "rotation-equi", "r2"),
     ("R^2 of the mean", "rotation", "r2_mean_baseline"),
     ("colour R^2", "color", "r2"),
     ("MRR", "retrieval", "mrr"),
     ("H@1", "retrieval", "h@1"),
+    ("H@2", "retrieval", "h@2"),
     ("H@5", "retrieval", "h@5"),
+    ("H@10", "retrieval", "h@10"),
     ("PRE", "pre", "pre"),
     ("z/z", "pointcloud", "z/z"),
     ("z/SO3", "pointcloud", "z/so3"),
@@ -27,6 +31,8 @@ COLUMNS = (
     ("invariance err.", "equivariance", "invariance_error"),
     ("inv. err. (features)", "equivariance", "invariance_error_features"),
     ("equivariance err.", "equivariance", "equivariance_error"),
+    ("err. W = I", "equivariance", "identity_error"),
+    ("err. best beta w I", "equivariance", "scaled_identity_error"),
 )
 
 

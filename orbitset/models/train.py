@@ -7,9 +7,10 @@ A run directory holds:
 - ``metrics.jsonl``: one JSON object per logged step and per epoch (loss terms, online probe metrics, images/s);
 - ``eval/TASK.json``: results of ``orbitset eval``.
 
-Image methods train on pairs from `orbitset.loaders.PairLoader`; point-cloud models on `orbitset.loaders.PointLoader`
-with a rotation protocol ("z": random rotations about the world Z axis, which is up in orbitset; "so3": uniform
-random rotations). Mixed precision (bfloat16 autocast) is used on CUDA.
+Image methods train on pairs from `orbitset.loaders.PairLoader`, with the relative quaternion in the config's
+convention (`TrainConfig.quaternion`, `orbitset.models.conditions`: "raw" as SIE feeds it by default); point-cloud
+models on `orbitset.loaders.PointLoader` with a rotation protocol ("z": random rotations about the world Z axis,
+which is up in orbitset; "so3": uniform random rotations). Mixed precision (bfloat16 autocast) is used on CUDA.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from torch import nn
 from orbitset.errors import OrbitsetError
 from orbitset.models import losses
 from orbitset.models.backbones import build_backbone
-from orbitset.models.methods import METHODS, Method, build_method, pair_condition
+from orbitset.models.conditions import check_quaternion, pair_condition
+from orbitset.models.methods import METHODS, Method, build_method
 from orbitset.models.pointclouds import POINT_MODELS, build_point_model
 
 CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE = "config.json", "checkpoint.pt", "metrics.jsonl"
@@ -64,6 +66,8 @@ class TrainConfig:
     log_every: int = 20
     num_classes: int = 0
     rel_latent_names: list[str] = field(default_factory=list)
+    #: Quaternion convention of the pair condition (`orbitset.models.conditions`): "raw" (SIE's) or "canonical".
+    quaternion: str = "raw"
 
     @property
     def is_point_model(self) -> bool:
@@ -77,19 +81,28 @@ class TrainConfig:
             )
         if self.rotation not in ("z", "so3"):
             raise OrbitsetError(f"rotation protocol must be 'z' or 'so3', not {self.rotation!r}")
+        check_quaternion(self.quaternion)
         values = asdict(self)
         defaults = POINT_DEFAULTS if self.is_point_model else IMAGE_DEFAULTS
         for key, default in defaults.items():
             if values.get(key) is None:
                 values[key] = default
+        for key, low in (("epochs", 0), ("batch_size", 2), ("size", 8), ("num_points", 1), ("pairs_per_object", 1),
+                         ("num_workers", 0)):
+            if values.get(key) is not None and values[key] < low:
+                raise OrbitsetError(f"{key.replace('_', '-')} must be at least {low}, got {values[key]}")
+        if values["lr"] <= 0 or values["weight_decay"] < 0:
+            raise OrbitsetError(f"lr must be positive and weight-decay non-negative, got {values['lr']} and "
+                                f"{values['weight_decay']}")
         if values["condition"] is None and not self.is_point_model:
             values["condition"] = METHODS[self.method][1]
         return TrainConfig(**values)
 
 
 class ImageModel(nn.Module):
-    """A method plus the online probes SIE uses, trained on detached features so that learning is visible:
-    a linear classifier on rep_a and a linear regressor of the relative quaternion from [rep_a, rep_b]."""
+    """A method plus online probes trained on detached features so that learning is visible: a linear classifier
+    on rep_a and a linear regressor of the relative quaternion from [rep_a, rep_b] (the original's online evaluator
+    uses MLPs on several parts; these only monitor training and no reported number comes from them)."""
 
     def __init__(self, method: Method, num_classes: int, condition: str, rel_latent_names: list[str],
                  online_probes: bool = True) -> None:
@@ -189,7 +202,8 @@ def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tupl
     """Rebuild a run's model from config.json and its last checkpoint, in eval mode."""
     cfg = read_config(run)
     model = build_model(cfg)
-    model.load_state_dict(load_checkpoint(Path(run) / CHECKPOINT_FILE, device)["model"])
+    # strict: a checkpoint that does not fit the config is an error (the original scripts kept random weights)
+    model.load_state_dict(load_checkpoint(Path(run) / CHECKPOINT_FILE, device)["model"], strict=True)
     return cfg, model.to(device).eval()
 
 
@@ -275,7 +289,8 @@ def _pair_loader(cfg: TrainConfig, split: str, **overrides):
     from orbitset.loaders import PairLoader
 
     options = dict(batch_size=cfg.batch_size, split=split, num_workers=cfg.num_workers, seed=cfg.seed,
-                   shuffle=True, size=cfg.size, pairs_per_object=cfg.pairs_per_object, device=cfg.device)
+                   shuffle=True, size=cfg.size, pairs_per_object=cfg.pairs_per_object, device=cfg.device,
+                   rotation=check_quaternion(cfg.quaternion))
     options.update(overrides)
     return PairLoader(cfg.data, **options)
 

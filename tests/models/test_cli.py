@@ -1,6 +1,7 @@
 """Every method trains from the CLI on a tiny dataset, resumes from its checkpoint, and evaluates."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -48,21 +49,60 @@ def test_train_one_epoch_then_resume(method, data, tmp_path):
     assert epochs[0] == 1 and epochs[-1] == 2  # the resumed run appended to the first epoch's metrics
 
 
+def read_eval(run, name):
+    return json.loads((run / "eval" / f"{name}.json").read_text())
+
+
 def test_image_evaluations_and_report(data, tmp_path):
     run = tmp_path / "sie"
     run_cli(*image_train_args("sie-color", data, run), "--epochs", 1)
+    probe = ["--probe-epochs", 2, "--probe-hidden", 16, "--batch-size", 4]
     for task in ("classify", "rotation", "color", "retrieval", "pre", "equivariance", "orbit-plot"):
-        run_cli("eval", task, "--run", run, "--probe-epochs", 2, "--probe-hidden", 16, "--batch-size", 4)
-        assert (run / "eval" / f"{task}.json").is_file()
-    rotation = json.loads((run / "eval" / "rotation.json").read_text())
-    assert rotation["r2"] <= 1 and rotation["train_pairs"] == 6
-    retrieval = json.loads((run / "eval" / "retrieval.json").read_text())
-    assert 0 < retrieval["mrr"] <= 1 and retrieval["views"] == 4
+        run_cli("eval", task, "--run", run, *probe)
+    for part in ("inv", "equi"):
+        run_cli("eval", "rotation", "--run", run, "--part", part, *probe)
+    # 2 classes x 4 objects, every 4th object in val: 6 train and 2 val objects of 4 views each
+    classify = read_eval(run, "classify")
+    assert classify["part"] == "all" and 0 <= classify["top1"] <= 1 and classify["chance"] == 0.5
+    assert (classify["train_objects"], classify["test_views"], classify["epochs_run"]) == (6, 8, 2)
+    for name, part in (("rotation", "all"), ("rotation-inv", "inv"), ("rotation-equi", "equi")):
+        rotation = read_eval(run, name)
+        assert rotation["part"] == part and rotation["quaternion"] == "raw" and rotation["pair_sampling"] == "fresh"
+        assert math.isfinite(rotation["r2"]) and rotation["r2"] <= 1 and rotation["r2_mean_baseline"] <= 1
+        assert (rotation["train_objects"], rotation["test_pairs"]) == (6, 2 * 10)
+    assert read_eval(run, "rotation-inv")["r2"] != read_eval(run, "rotation-equi")["r2"]
+    color = read_eval(run, "color")
+    assert color["part"] == "all" and math.isfinite(color["r2"]) and color["r2"] <= 1 and color["quaternion"] is None
+    retrieval = read_eval(run, "retrieval")
+    hits = [retrieval[f"h@{k}"] for k in (1, 2, 5, 10)]
+    assert hits == sorted(hits) and hits[-1] == 1.0  # 4 views: the true one is always within the first 10
+    assert 0.25 <= retrieval["mrr"] <= 1 and retrieval["queries"] == 2 * 4 and retrieval["predictor"]
+    assert 0 <= read_eval(run, "pre")["pre"] <= 1
+    equivariance = read_eval(run, "equivariance")
+    for key in ("equivariance_error", "identity_error", "scaled_identity_error", "invariance_error"):
+        assert equivariance[key] > 0
+    assert equivariance["quaternion"] == "raw" and equivariance["pairs"] == 20
+    assert read_eval(run, "orbit-plot")["mean_similarity"] <= 1
     assert (run / "eval" / "orbit-plot.png").stat().st_size > 0
     report = tmp_path / "report.md"
     run_cli("report", run, "--out", report)
     text = report.read_text()
-    assert "rotation R^2" in text and "sie (sie-color)" in text and (tmp_path / "report.png").is_file()
+    assert "rotation R^2 (equi)" in text and "H@10" in text and "sie (sie-color)" in text
+    assert (tmp_path / "report.png").is_file()
+
+
+def test_part_and_bad_arguments_are_clear_errors(data, tmp_path, capsys):
+    run = tmp_path / "vicreg"
+    run_cli(*image_train_args("vicreg", data, run), "--epochs", 0)
+    assert main(["eval", "rotation", "--run", str(run), "--part", "equi"]) == 2
+    assert "does not split" in capsys.readouterr().err
+    assert main(["eval", "retrieval", "--run", str(run), "--part", "inv"]) == 2
+    assert "applies only to" in capsys.readouterr().err
+    assert main(["train", "sie", "--data", str(data), "--out", str(tmp_path / "bad"), "--size", "0"]) == 2
+    assert "size must be at least 8" in capsys.readouterr().err
+    assert main(["train", "sie", "--data", str(data), "--out", str(tmp_path / "bad"), "--protocol", "3diebench-paper",
+                 "--size", "64"]) == 2
+    assert "--protocol 3diebench-paper fixes size=256" in capsys.readouterr().err
 
 
 def test_point_evaluations(data, tmp_path):

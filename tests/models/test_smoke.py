@@ -3,7 +3,11 @@
 import dataclasses
 
 from orbitset.manifests.model import load_manifest
-from orbitset.models.smoke import SmokePlan, check_claims, ensure_dataset, smoke_recipe
+import pytest
+
+from orbitset.errors import OrbitsetError
+from orbitset.models.smoke import (SmokePlan, check_claims, ensure_dataset, exceeds, mean_spread, smoke_recipe,
+                                   split_objects)
 from orbitset.render.recipes import SHIPPED
 from orbitset.testing import write_synthetic_dataset
 
@@ -21,30 +25,61 @@ def test_smoke_recipe_is_3diebench_with_a_closer_camera():
     assert recipe.hash() != smoke_recipe(dataclasses.replace(plan, camera_distance=2.5)).hash()
 
 
-def test_ensure_dataset_renders_the_plan_and_flags_another_dataset(tmp_path, capsys):
-    plan = SmokePlan(objects=2, views=2, size=16, render_workers=1)
+def test_objects_split_into_train_val_test_by_key():
+    plan = SmokePlan(objects=200)
+    splits = split_objects(plan)
+    assert set(splits) == {"train", "val", "test"}
+    keys = [k for names in splits.values() for k in names]
+    assert len(keys) == len(set(keys)) == 200
+    assert 15 <= len(splits["test"]) <= 45 and 15 <= len(splits["val"]) <= 45
+    assert split_objects(plan) == splits  # reproducible
+    more = split_objects(SmokePlan(objects=300))
+    assert all(set(splits[s]) <= set(more[s]) for s in splits)  # an object keeps its split as the set grows
+
+
+def test_ensure_dataset_renders_the_plan_and_refuses_a_dataset_without_test_objects(tmp_path, capsys):
+    plan = SmokePlan(objects=6, views=2, size=16, render_workers=1, val_fraction=0.3, test_fraction=0.3)
     out = tmp_path / "smoke"
     assert ensure_dataset(out, plan)
-    assert load_manifest(out).recipe_hash == smoke_recipe(plan).hash()
+    manifest = load_manifest(out)
+    assert manifest.recipe_hash == smoke_recipe(plan).hash()
+    assert set(manifest.splits) == {"train", "val", "test"}
+    per_split = {s: sum(shard.objects for shard in manifest.shards_for(s)) for s in manifest.splits}
+    assert per_split == {s: len(keys) for s, keys in split_objects(plan).items()} == {"train": 2, "val": 1, "test": 3}
     assert ensure_dataset(out, plan)  # reused, not rendered again
     other = tmp_path / "other"
     write_synthetic_dataset(other, classes=2, objects_per_class=1, views=2, size=16, points=8)
-    assert not ensure_dataset(other, plan)
-    assert "not the smoke plan's" in capsys.readouterr().out
+    with pytest.raises(OrbitsetError, match="no test, val split"):
+        ensure_dataset(other, plan)
 
 
-def _results(sie: float, vicreg: float, random: float) -> dict:
-    image = {"rotation": {"r2_mean_baseline": 0.24}, "classify": {"top1": 0.5, "chance": 1 / 12}}
-    results = {run: {"rotation": {**image["rotation"], "r2": r2}, "classify": dict(image["classify"])}
-               for run, r2 in (("sie", sie), ("vicreg", vicreg), ("random", random))}
-    results.update({run: {"pointcloud": {"z/z": 1.0, "z/so3": 1.0}, "equivariance": {"invariance_error_features": 0.0}}
-                    for run in ("vn-pointnet", "fa-pointnet")})
-    results["pointnet"] = {"pointcloud": {"z/z": 1.0, "z/so3": 0.5}}
-    return results
+def _results(equi, inv, vicreg, top1=(0.5, 0.5, 0.5), pointnet_so3=(0.5, 0.5, 0.5)) -> dict:
+    sie = [{"rotation-equi": {"r2": e}, "rotation-inv": {"r2": i}, "classify": {"top1": t, "chance": 1 / 12}}
+           for e, i, t in zip(equi, inv, top1)]
+    vic = [{"rotation": {"r2": v}, "classify": {"top1": t, "chance": 1 / 12}} for v, t in zip(vicreg, top1)]
+    invariant = [{"pointcloud": {"z/z": 1.0, "z/so3": 1.0}, "equivariance": {"invariance_error_features": 1e-6}}] * 3
+    pointnet = [{"pointcloud": {"z/z": 1.0, "z/so3": s}} for s in pointnet_so3]
+    return {"sie": sie, "vicreg": vic, "pointnet": pointnet, "vn-pointnet": invariant, "fa-pointnet": invariant}
 
 
-def test_rotation_claim_needs_the_margin_over_both_baselines():
-    plan = SmokePlan(margin_r2=0.05)
-    assert check_claims(_results(0.40, 0.30, 0.20), plan)[0][1]
-    assert not check_claims(_results(0.34, 0.30, 0.20), plan)[0][1]
-    assert not check_claims(_results(0.40, 0.20, 0.36), plan)[0][1]
+def test_a_claim_holds_only_by_more_than_the_spread():
+    plan = SmokePlan(margin_parts=0.1)
+    holds = check_claims(_results((0.50, 0.52, 0.48), (0.30, 0.31, 0.29), (0.35, 0.36, 0.34)), plan)
+    assert [ok for _, ok, _ in holds] == [True] * 5
+    # the same means with large spreads: the parts claim (0.2 - 0.1 margin vs spreads 0.2 + 0.01) fails
+    noisy = check_claims(_results((0.30, 0.50, 0.70), (0.30, 0.31, 0.29), (0.35, 0.36, 0.34)), plan)
+    assert not noisy[0][1] and not noisy[1][1]
+    assert "0.500 ± 0.200" in noisy[0][2]
+    short = check_claims(_results((0.40, 0.41, 0.39), (0.31, 0.32, 0.30), (0.35, 0.36, 0.34)), plan)
+    assert not short[0][1] and short[1][1]  # below the 0.1 margin on the parts, above VICReg
+    low = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, top1=(0.2, 0.3, 0.4)), plan)
+    assert not low[2][1]  # mean 0.3 > 3x chance 0.25, but not by the spread 0.1
+    robust = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, pointnet_so3=(0.9, 0.5, 0.5)), plan)
+    assert not robust[3][1]  # PointNet's mean drop 0.37 is not above 0.15 by its spread 0.23
+
+
+def test_mean_spread_and_exceeds():
+    assert mean_spread([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert mean_spread([4.0]) == (4.0, 0.0)
+    assert exceeds([1.0, 1.0], [0.5, 0.5], 0.4) and not exceeds([1.0, 1.0], [0.5, 0.5], 0.5)
+    assert exceeds([1.0, 2.0, 3.0], 0.9) and not exceeds([1.0, 2.0, 3.0], 1.0)

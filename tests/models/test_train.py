@@ -3,11 +3,14 @@ import json
 import pytest
 import torch
 
+from orbitset import geometry
 from orbitset.errors import OrbitsetError
 from orbitset.models.backbones import SmallCNN
 from orbitset.models.methods import build_method
 from orbitset.models.pointclouds import PointNet
-from orbitset.models.train import CHECKPOINT_FILE, METRICS_FILE, ImageModel, PointModel, fit, load_checkpoint
+from orbitset.models.train import (CHECKPOINT_FILE, METRICS_FILE, ImageModel, PointModel, TrainConfig, _pair_loader, fit,
+                                  load_checkpoint)
+from orbitset.testing import write_synthetic_dataset
 
 NAMES = ["rot_x", "rot_y", "rot_z", "floor_hue", "spot_theta", "spot_phi", "spot_hue"]
 
@@ -72,3 +75,26 @@ def test_point_model_trains(tmp_path):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(OrbitsetError, match="no checkpoint"):
         load_checkpoint(tmp_path / CHECKPOINT_FILE)
+
+
+def test_arguments_out_of_range_are_orbitset_errors(tmp_path):
+    for bad, match in (({"size": 0}, "size must be at least 8"), ({"batch_size": 1}, "batch-size must be at least 2"),
+                       ({"epochs": -1}, "epochs must be at least 0"), ({"lr": 0.0}, "lr must be positive"),
+                       ({"quaternion": "signed"}, "quaternion convention")):
+        with pytest.raises(OrbitsetError, match=match):
+            TrainConfig(method="sie", data=str(tmp_path), out=str(tmp_path), **bad).resolved()
+
+
+@pytest.mark.parametrize("quaternion", ["raw", "canonical"])
+def test_the_condition_reaching_the_model_follows_the_quaternion_convention(tmp_path, quaternion):
+    write_synthetic_dataset(tmp_path / "data", classes=2, objects_per_class=8, views=6, size=16, points=8)
+    cfg = TrainConfig(method="sie", data=str(tmp_path / "data"), out=str(tmp_path / "run"), batch_size=16, size=16,
+                      backbone="small", pairs_per_object=6, quaternion=quaternion).resolved()
+    batch = next(iter(_pair_loader(cfg, "train")))
+    euler_a, euler_b = batch["latents_a"][:, :3].double(), batch["latents_b"][:, :3].double()
+    raw = geometry.relative_quat_3diebench(euler_a, euler_b)
+    expected = raw if quaternion == "raw" else geometry.canonical_quat(raw)
+    condition = ImageModel(build_method("sie", SmallCNN(width=4, out_dim=16)), 2, "rotation", NAMES).pair_condition(batch)
+    assert torch.allclose(condition.double(), expected, atol=1e-6)
+    poses = geometry.euler_to_quat(torch.cat([euler_a, euler_b]))
+    assert bool((poses[:, 3] > 0).all())  # 3DIEBench's ranges: every pose quaternion has w > 0
