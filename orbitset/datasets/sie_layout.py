@@ -1,6 +1,6 @@
 """3DIEBench's published layout: its variants, its split files, and one object folder turned into an ObjectSample.
 
-The layout (REFERENCE.md): ``.../SYNSET/OBJECT_ID/image_{i}.jpg`` and ``latent_{i}.npy`` (float64, shape (F,), F = 7,
+The layout of the published archive (SIE repository, data/README.md): ``.../SYNSET/OBJECT_ID/image_{i}.jpg`` and ``latent_{i}.npy`` (float64, shape (F,), F = 7,
 or 10 for 3DIEBench-T), i = 0..V-1, and split files ``<split>_images.npy`` (entries like ``/02691156/<id>/``) with
 ``<split>_labels.npy`` (class index = position of the synset in the sorted list of synsets). Every ``.npy`` is parsed
 without unpickling.

@@ -1,4 +1,4 @@
-"""Standard evaluations of a trained run, on frozen features (3DIEBench protocol, REFERENCE.md).
+"""Standard evaluations of a trained run, on frozen features (the 3DIEBench protocol of SIE, Garrido et al., ICML 2023).
 
 This module holds the image and point-cloud evaluations together because they share one options object, one feature
 pass over the orbits and one result-writing entry point (`evaluate`).

@@ -1,6 +1,6 @@
 """Named training + evaluation configurations, applied by one flag (``--protocol NAME``).
 
-``3diebench-paper``: the SIE paper's 3DIEBench setup (REFERENCE.md; SIE repository README): ResNet-18 on 256 px
+``3diebench-paper``: the SIE paper's 3DIEBench setup (Garrido et al., ICML 2023; the SIE repository README): ResNet-18 on 256 px
 images, one pair per training object and epoch, batch 1024, 2000 epochs, Adam lr 1e-3, weight decay 1e-6, the raw
 relative quaternion; evaluations on the frozen trunk with Adam lr 1e-3, no weight decay, batch 256, 300 epochs, a
 fresh pair (or view) per object every epoch, the MLP probe's hidden width 1024, no early stopping.

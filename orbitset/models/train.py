@@ -36,7 +36,7 @@ from orbitset.models.pointclouds import POINT_MODELS, build_point_model
 
 CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE = "config.json", "checkpoint.pt", "metrics.jsonl"
 
-#: Published defaults per family (REFERENCE.md for SIE; PointNet/VN papers for point clouds).
+#: Published defaults per family (the SIE paper and repository for SIE; PointNet/VN papers for point clouds).
 IMAGE_DEFAULTS = {"epochs": 2000, "batch_size": 1024, "lr": 1e-3, "weight_decay": 1e-6, "size": 256}
 POINT_DEFAULTS = {"epochs": 250, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4, "num_points": 1024}
 
