@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 
 from orbitset.manifests.model import Factor
 from orbitset.schema import ObjectSample
-from orbitset.shards import ShardWriter
+from orbitset.shards import ShardWriter, write_shard
 from orbitset.testing import FACTORS_3DIEBENCH, synthetic_sample, write_synthetic_dataset
 
 
@@ -41,3 +43,14 @@ def point_dataset(tmp_path_factory):
         sample.points = np.concatenate([xyz, normals], axis=1).astype(np.float32)
         samples.append(sample)
     return write_samples(tmp_path_factory.mktemp("points"), samples)
+
+
+def shard_with_bad_latents(tmp_path, latents: np.ndarray):
+    """A 3-object shard of 4-view samples whose middle object's ``latents.npy`` is `latents`; (shard path, keys)."""
+    fields = [synthetic_sample("class0", 0, index, views=4, size=16, seed=1).encode() for index in range(3)]
+    buffer = io.BytesIO()
+    np.save(buffer, latents)
+    fields[1]["latents.npy"] = buffer.getvalue()
+    shard = tmp_path / "train-000000.tar"
+    write_shard(shard, fields)
+    return shard, [f["__key__"] for f in fields]

@@ -4,7 +4,6 @@ objects whose data is corrupt, and never an error of the code itself."""
 from __future__ import annotations
 
 import errno
-import io
 import os
 
 import numpy as np
@@ -13,8 +12,8 @@ import pytest
 from orbitset.cli import main
 from orbitset.errors import OrbitsetError, SchemaError, ShardError, UsageError
 from orbitset.loaders import PairLoader, PointLoader, ViewLoader, images
-from orbitset.shards import write_shard
-from orbitset.testing import synthetic_sample
+
+from .conftest import shard_with_bad_latents
 
 
 @pytest.mark.parametrize("loader, options, named", [
@@ -86,15 +85,10 @@ def test_an_os_error_reading_a_shard_names_it_and_is_skippable(dataset, monkeypa
 
 
 def test_a_non_numeric_array_is_a_schema_error_and_skippable(tmp_path):
-    fields = [synthetic_sample("class0", 0, index, views=4, size=16, seed=1).encode() for index in range(3)]
-    buffer = io.BytesIO()
-    np.save(buffer, np.full((4, 7), "x"))  # text, not numbers (np.load reads it without unpickling)
-    fields[1]["latents.npy"] = buffer.getvalue()
-    shard = tmp_path / "train-000000.tar"
-    write_shard(shard, fields)
-    with pytest.raises(SchemaError, match=rf"{fields[1]['__key__']}.*latents.npy.*<U1 values, not numbers"):
+    shard, keys = shard_with_bad_latents(tmp_path, np.full((4, 7), "x"))  # text, not numbers (read without unpickling)
+    with pytest.raises(SchemaError, match=rf"{keys[1]}.*latents.npy.*<U1 values, not numbers"):
         list(PairLoader([shard], 3))
     loader = PairLoader([shard], 3, on_error="skip")
     with pytest.warns(UserWarning, match="1 object"):
         (batch,) = list(loader)
-    assert sorted(batch["key"]) == [fields[0]["__key__"], fields[2]["__key__"]]
+    assert sorted(batch["key"]) == [keys[0], keys[2]]

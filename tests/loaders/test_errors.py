@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 import warnings
 
@@ -15,10 +14,10 @@ from orbitset.loaders.buffers import FREE, BatchBuffers
 from orbitset.loaders.decode import decode_cpu
 from orbitset.loaders.stream import WorkerState
 from orbitset.schema import decode
-from orbitset.shards import ShardReader, index_shard, write_shard
+from orbitset.shards import ShardReader, index_shard
 from orbitset.testing import synthetic_sample
 
-from .conftest import write_samples
+from .conftest import shard_with_bad_latents, write_samples
 
 
 @pytest.fixture
@@ -104,18 +103,13 @@ def test_unreadable_shard_in_a_plain_list_is_reported_each_epoch(copy):
 
 
 def test_arrays_that_disagree_with_the_views_are_named(tmp_path):
-    fields = [synthetic_sample("class0", 0, index, views=4, size=16, seed=1).encode() for index in range(3)]
-    buffer = io.BytesIO()
-    np.save(buffer, np.zeros((3, 7)))  # 3 rows of the 7 latents for 4 views
-    fields[1]["latents.npy"] = buffer.getvalue()
-    shard = tmp_path / "train-000000.tar"
-    write_shard(shard, fields)
-    with pytest.raises(ShardError, match=rf"{fields[1]['__key__']}.*latents.npy.*shape \(3, 7\), not \(4, 7\)"):
+    shard, keys = shard_with_bad_latents(tmp_path, np.zeros((3, 7)))  # 3 rows of the 7 latents for 4 views
+    with pytest.raises(ShardError, match=rf"{keys[1]}.*latents.npy.*shape \(3, 7\), not \(4, 7\)"):
         list(PairLoader([shard], 3))
     loader = PairLoader([shard], 3, on_error="skip")
     with pytest.warns(UserWarning, match="1 object"):
         (batch,) = list(loader)
-    assert sorted(batch["key"]) == [fields[0]["__key__"], fields[2]["__key__"]] and loader.skipped == 1
+    assert sorted(batch["key"]) == [keys[0], keys[2]] and loader.skipped == 1
 
 
 def read_samples(shard):
