@@ -1,13 +1,14 @@
 """Tar shards of object samples: the one place shards and manifests are written, and safe, indexed reading.
 
-Writing (`ShardWriter`, `write_shard`): members are ``<key>.<field>`` with fixed metadata (mtime 0, mode 0444,
-uid/gid 0, no user names), so that the same samples always give the same bytes and the same sha256, which is computed
-while writing. Headers are built here, byte for byte what tarfile writes in PAX format (tarfile itself builds only
-the pax header of a name over 100 bytes or not ASCII). A shard is written to ``.<name>.partial`` and renamed when
-complete, so a partial file is never taken for a shard; a writer has at most one partial shard open. Shards are named
-``<split>-NNNNNN.tar``; beside each finished shard a sidecar ``<split>-NNNNNN.json`` (written atomically after the tar) records its manifest entry, the
-object keys it was planned for, the objects that failed and the caller's identity (recipe hash, seed, ...), which is
-what a rerun needs to keep complete shards. The manifest is written last, from the sidecar records.
+Writing (`ShardWriter`, `write_shard`): members are ``<key>.<field>`` with fixed metadata (mtime 0, mode 0444, uid/gid
+0, no user names), so that the same samples always give the same bytes and the same sha256, which is computed while
+writing. Headers are built here, byte for byte what tarfile writes in PAX format (tarfile itself builds only the pax
+header of a name over 100 bytes or not ASCII). A shard is written to ``.<name>.partial`` and renamed when complete, so
+a partial file is never taken for a shard; a writer has at most one partial shard open. Shards are named
+``<split>-NNNNNN.tar``; beside each finished shard a sidecar ``<split>-NNNNNN.json`` (written atomically after the
+tar) records its manifest entry, the object keys it was planned for, the objects that failed and the caller's identity
+(recipe hash, seed, ...), which is what a rerun needs to keep complete shards. The manifest is written last, from the
+sidecar records.
 
 Reading: a shard's member headers are scanned once into an index (key -> field -> offset and size), and a sample's
 fields are then read by seeking straight to them: a loader that uses 2 of 50 views reads 2 images, not 50. Members
