@@ -1,12 +1,14 @@
 """Tar shards of object samples: the one place shards and manifests are written, and safe, indexed reading.
 
-Writing (`ShardWriter`, `write_shard`): members are ``<key>.<field>`` with fixed metadata (mtime 0, mode 0444,
-uid/gid 0, no user names), so that the same samples always give the same bytes and the same sha256, which is computed
-while writing. A shard is written to ``.<name>.partial`` and renamed when complete, so a partial file is never taken
-for a shard; a writer has at most one partial shard open. Shards are named ``<split>-NNNNNN.tar``; beside each
-finished shard a sidecar ``<split>-NNNNNN.json`` (written atomically after the tar) records its manifest entry, the
-object keys it was planned for, the objects that failed and the caller's identity (recipe hash, seed, ...), which is
-what a rerun needs to keep complete shards. The manifest is written last, from the sidecar records.
+Writing (`ShardWriter`, `write_shard`): members are ``<key>.<field>`` with fixed metadata (mtime 0, mode 0444, uid/gid
+0, no user names), so that the same samples always give the same bytes and the same sha256, which is computed while
+writing. Headers are built here, byte for byte what tarfile writes in PAX format (tarfile itself builds only the pax
+header of a name over 100 bytes or not ASCII). A shard is written to ``.<name>.partial`` and renamed when complete, so
+a partial file is never taken for a shard; a writer has at most one partial shard open. Shards are named
+``<split>-NNNNNN.tar``; beside each finished shard a sidecar ``<split>-NNNNNN.json`` (written atomically after the
+tar) records its manifest entry, the object keys it was planned for, the objects that failed and the caller's identity
+(recipe hash, seed, ...), which is what a rerun needs to keep complete shards. The manifest is written last, from the
+sidecar records.
 
 Reading: a shard's member headers are scanned once into an index (key -> field -> offset and size), and a sample's
 fields are then read by seeking straight to them: a loader that uses 2 of 50 views reads 2 images, not 50. Members
@@ -20,7 +22,6 @@ view, which payloads are refused); apart, that format would be written down twic
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tarfile
@@ -55,55 +56,71 @@ def _shard_order(name: str) -> tuple[int, str, str]:
     return rank, split, number
 
 
-class _HashingFile(io.RawIOBase):
-    """A write-only file that forwards to `target` and keeps a running sha256 and size."""
+_BLOCK = 512
+#: A tar is padded with zeros to a multiple of this (20 blocks), as tarfile and GNU tar write it.
+_RECORD = 20 * _BLOCK
+_END_OF_ARCHIVE = bytes(2 * _BLOCK)
+_NAME_FIELD = 100
+#: Sizes from here on do not fit the 11 octal digits of a ustar size field.
+_USTAR_MAX_SIZE = 8**11
+# A ustar header of a regular file with the fixed metadata, around its name, size and checksum fields:
+# mode 0444, uid 0, gid 0 | size | mtime 0 | checksum | type "0", no link name, magic "ustar\0" version "00",
+# no user or group names, no device numbers, no name prefix.
+_IDS = b"0000444\0" b"0000000\0" b"0000000\0"
+_MTIME = b"00000000000\0"
+_TAIL = b"0" + bytes(100) + b"ustar\x0000" + bytes(32 + 32 + 8 + 8 + 155 + 12)
+#: Checksum of the fixed fields, the checksum field counting as eight spaces.
+_FIXED_CHECKSUM = sum(_IDS) + sum(_MTIME) + 8 * ord(" ") + sum(_TAIL)
 
-    def __init__(self, target: IO[bytes]):
-        self._target = target
-        self.digest = hashlib.sha256()
-        self.size = 0
 
-    def writable(self) -> bool:
-        return True
+def _member_header(name: str, size: int) -> bytes:
+    """The header block(s) of regular file `name` of `size` bytes with the fixed metadata.
 
-    def write(self, data) -> int:  # type: ignore[override]
-        self._target.write(data)
-        self.digest.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.size
+    Byte for byte what tarfile writes in PAX format: a plain ustar block for an ASCII name of at most 100 bytes (and
+    a size under 8 GiB, always for orbitset fields), built here directly; otherwise tarfile's own pax header."""
+    if name.isascii() and len(name) <= _NAME_FIELD and size < _USTAR_MAX_SIZE:
+        encoded, size_field = name.encode("ascii"), b"%011o\0" % size
+        checksum = _FIXED_CHECKSUM + sum(encoded) + sum(size_field)
+        return encoded.ljust(_NAME_FIELD, b"\0") + _IDS + size_field + _MTIME + b"%06o\0 " % checksum + _TAIL
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o444
+    return info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
 
 
 class _OpenShard:
-    """One shard being written to its partial file; `finish` syncs and renames it, `abort` deletes it."""
+    """One shard being written to its partial file, with a running sha256 and size; `finish` ends the tar, syncs and
+    renames it, `abort` deletes it. Each sample is written (and hashed) with one call."""
 
     def __init__(self, path: Path, split: str):
         self.path, self.split = path, split
         self.partial = path.with_name("." + path.name + PARTIAL_SUFFIX)
         self.objects = self.views = 0
         self._raw = open(self.partial, "wb")
-        self._hashing = _HashingFile(self._raw)
-        self._tar = tarfile.open(fileobj=self._hashing, mode="w", format=tarfile.PAX_FORMAT)
+        self._digest = hashlib.sha256()
+        self._size = 0
+
+    def _write(self, data: bytes) -> None:
+        self._raw.write(data)
+        self._digest.update(data)
+        self._size += len(data)
 
     def add(self, sample: Mapping[str, Any]) -> None:
         key = sample["__key__"]
+        parts: list[bytes] = []
         for name in sorted(n for n in sample if not n.startswith("__")):
             data = sample[name]
             if isinstance(data, str):
                 data = data.encode("utf-8")
             member = f"{key}.{name}"
             split_member_name(member, self.path.name)  # refuse what a reader would refuse
-            info = tarfile.TarInfo(member)
-            info.size, info.mtime, info.mode = len(data), 0, 0o444
-            self._tar.addfile(info, io.BytesIO(data))
+            parts += (_member_header(member, len(data)), data, bytes(-len(data) % _BLOCK))
             self.views += is_view_field(name)
+        self._write(b"".join(parts))
         self.objects += 1
 
     def finish(self) -> ShardEntry:
         try:
-            self._tar.close()
+            self._write(_END_OF_ARCHIVE + bytes(-(self._size + len(_END_OF_ARCHIVE)) % _RECORD))
             self._raw.flush()
             os.fsync(self._raw.fileno())
             self._raw.close()
@@ -111,7 +128,7 @@ class _OpenShard:
         except BaseException:
             self.abort()
             raise
-        return ShardEntry(self.path.name, self._hashing.size, self._hashing.digest.hexdigest(), self.objects, self.views, self.split)
+        return ShardEntry(self.path.name, self._size, self._digest.hexdigest(), self.objects, self.views, self.split)
 
     def abort(self) -> None:
         self._raw.close()

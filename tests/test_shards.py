@@ -204,3 +204,66 @@ def test_writer_refuses_members_a_reader_would_refuse(tmp_path, field):
     with pytest.raises(ShardError, match="x.tar"):
         write_shard(tmp_path / "x.tar", [sample])
     assert list(tmp_path.iterdir()) == []
+
+
+# Names around the ustar limits: 100 bytes exactly (the last that fits a plain header), 101+ and non-ASCII (pax path).
+ODD_NAMES = [
+    {"__key__": "k" * 90, "123456789": b"q"},
+    {"__key__": "n" * 95, "json": b"{}", "longfield": b"z" * 7},
+    {"__key__": "l" * 120, "a.bin": b"x" * 513, "txt": "h\u00e9"},
+    {"__key__": "caf\u00e9", "0.bin": b"", "1.bin": b"y" * 512},
+]
+
+
+def tarfile_shard(path, shard_samples):
+    """The shard as Python's tarfile writes it in PAX format with orbitset's member metadata."""
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for sample in shard_samples:
+            for name in sorted(n for n in sample if not n.startswith("__")):
+                data = sample[name].encode() if isinstance(sample[name], str) else sample[name]
+                info = tarfile.TarInfo(f"{sample['__key__']}.{name}")
+                info.size, info.mtime, info.mode = len(data), 0, 0o444
+                tar.addfile(info, io.BytesIO(data))
+
+
+def test_shards_are_byte_identical_to_tarfile_pax_output(tmp_path):
+    data = samples() + ODD_NAMES
+    entry = write_shard(tmp_path / "fast.tar", data)
+    tarfile_shard(tmp_path / "reference.tar", data)
+    assert (tmp_path / "fast.tar").read_bytes() == (tmp_path / "reference.tar").read_bytes()
+    assert entry.sha256 == file_sha256(tmp_path / "reference.tar")
+    assert entry.bytes % (20 * 512) == 0
+
+
+def test_shards_read_back_with_tarfile_gnu_tar_and_the_index(tmp_path):
+    import shutil
+    import subprocess
+
+    data = samples(2, views=3) + ODD_NAMES
+    path = tmp_path / "s.tar"
+    write_shard(path, data)
+    expected = {f"{s['__key__']}.{name}": (s[name].encode() if isinstance(s[name], str) else s[name])
+                for s in data for name in s if not name.startswith("__")}
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+        got = {m.name: tar.extractfile(m).read() for m in members}
+    assert got == expected
+    assert {(m.mode, m.uid, m.gid, m.mtime, m.uname, m.gname, m.type) for m in members} == {(0o444, 0, 0, 0, "", "", tarfile.REGTYPE)}
+    index = index_shard(path)
+    assert {f"{key}.{field}": ref.size for key, fields in index.items() for field, ref in fields.items()} == {
+        name: len(content) for name, content in expected.items()}
+    with ShardReader(path) as reader:
+        assert reader.read_field("l" * 120, "a.bin") == b"x" * 513
+        assert reader.read_field("caf\u00e9", "1.bin") == b"y" * 512
+    if shutil.which("tar") is None:
+        pytest.skip("GNU tar is not installed")
+    listing = subprocess.run(["tar", "-tvf", str(path)], check=True, capture_output=True, text=True,
+                             env={"LC_ALL": "C.UTF-8", "TZ": "UTC"}).stdout.splitlines()
+    # -r--r--r-- 0/0  SIZE 1970-01-01 00:00 NAME
+    listed = {line.split(maxsplit=5)[5]: int(line.split()[2]) for line in listing}
+    assert listed == {name: len(content) for name, content in expected.items()}
+    assert {line.split()[0] for line in listing} == {"-r--r--r--"}
+    extracted = tmp_path / "x"
+    extracted.mkdir()
+    subprocess.run(["tar", "-xf", str(path), "-C", str(extracted)], check=True, env={"LC_ALL": "C.UTF-8"})
+    assert {p.name: p.read_bytes() for p in extracted.iterdir()} == expected

@@ -72,7 +72,9 @@ def layout_named(name: str) -> Layout:
 def view_file(path: str) -> tuple[str, str, str] | None:
     """``.../SYNSET/OBJECT_ID/image_3.jpg`` -> (synset, object id, file name); None for a file of no object folder
     (split files, READMEs, folders). The layout's root may sit at any depth."""
-    parts = [p for p in path.replace("\\", "/").split("/") if p]
+    parts = path.rsplit("/", 3)[-3:]  # the common case: three non-empty last parts, no backslash
+    if len(parts) < 3 or not all(parts) or "\\" in path:
+        parts = [p for p in path.replace("\\", "/").split("/") if p]
     if len(parts) < 3 or not VIEW_FILE.match(parts[-1]):
         return None
     return parts[-3], parts[-2], parts[-1]
@@ -201,6 +203,14 @@ def build_samples(layout: Layout, objects: Sequence[ObjectFiles], views: int,
             for obj, c in zip(objects, checked)]
 
 
+def _npy_v1_header(data: bytes, payload: int) -> bytes:
+    """The header of .npy file `data` if it is version 1 and followed by exactly `payload` bytes, else b""."""
+    if data[6:7] != b"\x01" or len(data) < 10:
+        return b""
+    end = 10 + int.from_bytes(data[8:10], "little")
+    return data[:end] if len(data) - end == payload else b""
+
+
 def _read_views(layout: Layout, files: Mapping[str, bytes], views: int,
                 fix_colors: bool) -> tuple[list[bytes], np.ndarray, int, int]:
     """(images, latents (V, F) float64, width, height) of one folder's files, checked; AssetError if broken."""
@@ -215,16 +225,25 @@ def _read_views(layout: Layout, files: Mapping[str, bytes], views: int,
         raise AssetError(f"{len(files) // 2} views where the dataset has {views} (extra: {sorted(set(files) - set(needed))[:4]})")
     images: list[bytes] = []
     latents: list[np.ndarray] = []
+    checked_header = b""  # the .npy header (version 1) of a latent file already parsed and checked
     for i in range(views):
         image = files[f"image_{i}.jpg"]
         if not image.startswith(_JPEG_MAGIC):
             raise AssetError(f"image_{i}.jpg is not a JPEG file")
-        latent = read_npy(files[f"latent_{i}.npy"], f"latent_{i}.npy")
+        data = files[f"latent_{i}.npy"]
+        if checked_header and data.startswith(checked_header) and len(data) - len(checked_header) == latents[0].nbytes:
+            # same header (dtype, shape) and size as the first latent file: parsing it again would give the same
+            latents.append(np.frombuffer(data, latents[0].dtype, offset=len(checked_header)))
+            images.append(image)
+            continue
+        latent = read_npy(data, f"latent_{i}.npy")
         if latent.shape != (len(layout.factors),) or latent.dtype.kind != "f":
             raise AssetError(
                 f"latent_{i}.npy has shape {latent.shape} dtype {latent.dtype}; {layout.name} has "
                 f"{len(layout.factors)} float latents per view"
             )
+        if i == 0:
+            checked_header = _npy_v1_header(data, latent.nbytes)
         images.append(image)
         latents.append(latent)
     table = np.stack(latents).astype(np.float64)

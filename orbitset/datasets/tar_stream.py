@@ -19,6 +19,8 @@ from orbitset.errors import AssetError, DownloadError
 #: A member larger than this is skipped, not read into memory (its bytes are given as None).
 MAX_MEMBER = 64 << 20
 _READ = 1 << 20
+_BLOCK = 512
+_END_BLOCK = bytes(_BLOCK)
 
 
 class TruncatedArchive(DownloadError):
@@ -156,15 +158,15 @@ def tar_members(raw: IO[bytes], where: str, position: Callable[[], int]) -> Iter
 
     try:
         while True:
-            header = stream.read(512)
-            if len(header) < 512:
+            header = stream.read(_BLOCK)
+            if len(header) < _BLOCK:
                 if not header:
                     return
                 raise truncated("a member header is cut off")
-            if header == bytes(512):
+            if header == _END_BLOCK:
                 return
-            checksum = _octal(header[148:156])
-            if checksum != sum(header[:148]) + 256 + sum(header[156:]):
+            checksum_field = header[148:156]  # counted as eight spaces (8 * 32) in the checksum
+            if _octal(checksum_field) != sum(header) - sum(checksum_field) + 256:
                 raise AssetError(f"{where}: not a tar archive (bad header checksum after {count:,} files)")
             size, kind = _octal(header[124:136]), header[156:157]
             name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
