@@ -5,8 +5,7 @@ Order and sharding: objects keep source order. Each split's objects are numbered
 n of split s goes to ``s-{n // objects_per_shard:06d}.tar``; a broken object keeps its number (its shard is one object
 short). The shards therefore depend only on the source's order and content: an archive made from a tree in sorted
 order converts to the same bytes as the tree. Each split's current shard is held in memory until it is complete, then
-written by one helper process while reading goes on (one shard at a time), so at most one partial shard is ever on
-disk.
+written whole by the `ShardWriter`, so at most one partial shard is ever on disk.
 
 Resuming: shards are recorded by `orbitset.shards.ShardWriter`, which puts a sidecar beside each (its entry, its
 objects, its failures, the settings). A rerun with the same settings keeps the complete shards, reads the source again
@@ -41,7 +40,7 @@ from orbitset.datasets.sie_source import ObjectSource, open_source
 from orbitset.errors import AssetError, DownloadError, OrbitsetError
 from orbitset.manifests.download import DownloadOptions
 from orbitset.manifests.model import MANIFEST_NAME, Factor, Failure, Manifest, load_manifest, software_versions
-from orbitset.shards import ShardWriter, shard_name, write_shard
+from orbitset.shards import ShardWriter, shard_name
 
 @dataclass(frozen=True)
 class ConvertSettings:
@@ -96,45 +95,6 @@ class _Shard:
             except OrbitsetError as exc:
                 failures.append(Failure(key, str(exc)))
         return samples, failures
-
-
-def _ignore_interrupts() -> None:
-    """In the shard-writing process: Ctrl-C stops the reading process only, which then waits for the shard in hand."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class _ShardProcess:
-    """Writes whole shards (`orbitset.shards.write_shard`) in one helper process while this one reads and converts
-    the next objects; one shard at a time, so at most one partial shard is on disk. Each shard is recorded with the
-    `ShardWriter` (its sidecar) as soon as it is written; `close` waits for the last one."""
-
-    def __init__(self) -> None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # fork where there is one (no re-import of torch); started now, before any reader thread exists
-        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_ignore_interrupts)
-        self._pool.submit(int).result()
-        self._pending: tuple[Any, list[str], list[Failure]] | None = None
-
-    def submit(self, writer: ShardWriter, shard: _Shard, samples: list[dict[str, Any]], failures: list[Failure]) -> None:
-        self.wait(writer)
-        if not samples:  # every object failed: a sidecar, no tar
-            writer.write_shard(shard.name, shard.split, shard.keys, [], failures)
-            return
-        future = self._pool.submit(write_shard, writer.directory / shard.name, samples, shard.split)
-        self._pending = (future, shard.keys, failures)
-
-    def wait(self, writer: ShardWriter) -> None:
-        if self._pending is not None:
-            (future, keys, failures), self._pending = self._pending, None
-            writer.record(future.result(), keys, failures)
-
-    def close(self) -> None:
-        self._pool.shutdown()
 
 
 class _Progress:
@@ -208,16 +168,11 @@ def convert_source(
     layout = layout_named(settings.layout)
     if (out / MANIFEST_NAME).exists():
         raise AssetError(f"{out} already holds a converted dataset ({MANIFEST_NAME}); choose another --out")
-    started = time.monotonic()
-    shards = _ShardProcess()  # before any reader thread exists
-    try:
-        return _convert(src, out, layout, settings, split_files, jobs, progress, options, shards, started)
-    finally:
-        shards.close()
+    return _convert(src, out, layout, settings, split_files, jobs, progress, options, time.monotonic())
 
 
 def _convert(src: str, out: Path, layout: Layout, settings: ConvertSettings, split_files: Mapping[str, bytes] | None,
-             jobs: int, progress: bool, options: DownloadOptions, shards: _ShardProcess, started: float) -> ConvertReport:
+             jobs: int, progress: bool, options: DownloadOptions, started: float) -> ConvertReport:
     kept: set[str] = set()
     source = open_source(src, skip=lambda s, o: f"{s}/{o}" in kept, jobs=jobs, options=options)
     files = dict(split_files) if split_files else source.split_files
@@ -240,7 +195,7 @@ def _convert(src: str, out: Path, layout: Layout, settings: ConvertSettings, spl
     failures: list[Failure] = []
 
     def flush(shard: _Shard) -> None:
-        shards.submit(writer, shard, *shard.build(layout, settings))
+        writer.write_shard(shard.name, shard.split, shard.keys, *shard.build(layout, settings))
         del pending[shard.split]
 
     try:
@@ -274,7 +229,6 @@ def _convert(src: str, out: Path, layout: Layout, settings: ConvertSettings, spl
     else:
         stopped = None
     finally:
-        shards.wait(writer)  # the shard being written is finished and recorded, whatever stopped the reading
         bar.close()
     if stopped is not None:
         raise DownloadError(f"{stopped}; {len(writer.records)} complete shard(s) are kept in {out}: run the same command "
