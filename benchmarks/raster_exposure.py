@@ -52,6 +52,7 @@ def light_scales(**scales: float):
 
 
 def render_views(backend, assets, states, depth: bool = False) -> list:
+    """Every view of every asset, in order (`states`: one list of ViewStates per asset)."""
     views = []
     for asset, asset_states in zip(assets, states):
         backend.set_asset(asset)
@@ -60,6 +61,7 @@ def render_views(backend, assets, states, depth: bool = False) -> list:
 
 
 def render_raster(scene, assets, states, depth: bool = False, **scales: float) -> list:
+    """`render_views` on a raster backend built with the light constants multiplied by `scales`."""
     from orbitset.render.backends import get_backend
 
     with light_scales(**scales):
@@ -89,6 +91,7 @@ def blender_renders(scene, assets, states, preset: str, cache: Path) -> np.ndarr
 
 
 def to_linear(rgb: np.ndarray) -> np.ndarray:
+    """pyrender's uint8 output -> the linear light it was encoded from (0-1)."""
     return (np.asarray(rgb, dtype=np.float64) / 255.0) ** DISPLAY_GAMMA
 
 
