@@ -32,12 +32,13 @@ if TYPE_CHECKING:
 
 #: pyrender's own pins conflict with OSMesa's PyOpenGL, so it is installed without its dependencies (the extra has them).
 PYRENDER_INSTALL = "pip install --no-deps pyrender==0.1.45"
-#: Blender spot watts -> pyrender candela-like intensity, sun W/m^2 -> pyrender lux-like intensity, and ambient light:
-#: one exposure, fitted so that floors and objects come out as bright as in the original 3DIEBench generator's
-#: images (Cycles, Filmic) of the same meshes and latents.
-SPOT_INTENSITY_PER_WATT = 0.023
-SUN_INTENSITY_PER_UNIT = 0.92
-AMBIENT = 0.19
+#: Blender spot watts -> pyrender candela-like intensity, sun W/m^2 -> pyrender lux-like intensity, and ambient light
+#: (pyrender linear units per channel). Fitted by `benchmarks/raster_exposure.py`: least squares on per-pixel
+#: luminance against Blender's own renders (Cycles, Filmic) of procedural objects, never the reference images that
+#: `benchmarks/fidelity.py` judges raster on.
+SPOT_INTENSITY_PER_WATT = 0.0453
+SUN_INTENSITY_PER_UNIT = 0.649
+AMBIENT = 0.303
 OBJECT_COLOUR = (0.8, 0.8, 0.8, 1.0)  # Blender's default material base colour
 _GL_FROM_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 
