@@ -36,14 +36,14 @@ from orbitset.testing import write_synthetic_dataset
 
 from ..manifests.faulty_server import FaultyServer
 
-VIEWS = 10
+VIEWS = 25
 SETTINGS = ConvertSettings(views=VIEWS, objects_per_shard=4)
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
-    """60 objects x 10 views (1,200 files + folders) as a tree, its split files, and its gzip tar in a served folder."""
+    """60 objects x 25 views (3,000 files + folders) as a tree, its split files, and its gzip tar in a served folder."""
     base = tmp_path_factory.mktemp("sie")
     write_sie_tree(base / "tree", base / "splits", objects_per_synset=20, views=VIEWS)
     (base / "served").mkdir()
@@ -218,13 +218,13 @@ def test_broken_objects_are_recorded_and_skipped_in_trees_and_archives(source: P
     shutil.copytree(source / "tree", tree)
     objects = sorted((s.name, o.name) for s in tree.iterdir() for o in s.iterdir())
     broken = {objects[0]: "missing image_2.jpg", objects[1]: "object arrays are refused",
-              objects[2]: "not a JPEG", objects[3]: "11 views where the dataset has 10", objects[4]: "shape (5,)"}
+              objects[2]: "not a JPEG", objects[3]: f"{VIEWS + 1} views where the dataset has {VIEWS}", objects[4]: "shape (5,)"}
     folder = [tree / s / o for s, o in objects[:5]]
     (folder[0] / "image_2.jpg").unlink()
     np.save(folder[1] / "latent_1.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
     (folder[2] / "image_0.jpg").write_bytes(b"GIF89a not a jpeg")
-    shutil.copy(folder[3] / "image_0.jpg", folder[3] / "image_10.jpg")
-    shutil.copy(folder[3] / "latent_0.npy", folder[3] / "latent_10.npy")
+    shutil.copy(folder[3] / "image_0.jpg", folder[3] / f"image_{VIEWS}.jpg")
+    shutil.copy(folder[3] / "latent_0.npy", folder[3] / f"latent_{VIEWS}.npy")
     np.save(folder[4] / "latent_0.npy", np.zeros(5))
     unlisted = tree / objects[0][0] / "0123abcd"
     shutil.copytree(tree / objects[5][0] / objects[5][1], unlisted)
