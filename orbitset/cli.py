@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "orbitset.manifests.commands",
     "orbitset.loaders.commands",
     "orbitset.models.commands",
+    "orbitset.publish.commands",
 )
 
 
