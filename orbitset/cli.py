@@ -39,20 +39,30 @@ def version() -> None:
 
 @app.command()
 @click.argument("dataset", type=click.Path(exists=True))
-@click.option("--out", type=click.Path(), default=None, help="PNG to write [default: DATASET/contact_sheet.png].")
-@click.option("--objects", default=6, show_default=True, help="Rows: objects to show.")
-@click.option("--views", default=8, show_default=True, help="Columns: views per object, evenly spaced.")
+@click.option("--out", type=click.Path(), default=None,
+              help="PNG to write [default: contact_sheet.png, or pair_sheet.png with --pairs, beside the manifest].")
+@click.option("--objects", default=6, show_default=True, help="Rows: objects (or pairs with --pairs) to show.")
+@click.option("--views", default=8, show_default=True, help="Views per object, evenly spaced.")
 @click.option("--split", default=None, help="Only objects of this split.")
-@click.option("--tile", default=96, show_default=True, help="Tile side in pixels.")
-def show(dataset: str, out: str | None, objects: int, views: int, split: str | None, tile: int) -> None:
-    """Write a contact sheet PNG of a dataset's orbits (one row per object, views labelled with rotation angles)."""
+@click.option("--tile", default=128, show_default=True, help="Tile side in pixels.")
+@click.option("--pairs", is_flag=True, help="Show pairs as PairLoader delivers them, with their relative rotation.")
+@click.option("--seed", default=0, show_default=True, help="PairLoader seed (with --pairs).")
+def show(dataset: str, out: str | None, objects: int, views: int, split: str | None, tile: int, pairs: bool,
+         seed: int) -> None:
+    """Draw DATASET (folder, manifest or one shard): one row per object, its views labelled with their factor values
+    and its point cloud; with --pairs, loader pairs with the relative rotation as axis and angle."""
     from pathlib import Path
 
     from orbitset.manifests.model import manifest_path
-    from orbitset.show import contact_sheet
+    from orbitset.show import contact_sheet, pair_sheet
 
-    target = Path(out) if out else manifest_path(dataset).parent / "contact_sheet.png"
-    click.echo(f"wrote {contact_sheet(dataset, target, objects=objects, views=views, split=split, tile=tile)}")
+    folder = Path(dataset).parent if dataset.endswith(".tar") else manifest_path(dataset).parent
+    if pairs:
+        target = Path(out) if out else folder / "pair_sheet.png"
+        click.echo(f"wrote {pair_sheet(dataset, target, pairs=objects, split=split, tile=tile, seed=seed)}")
+    else:
+        target = Path(out) if out else folder / "contact_sheet.png"
+        click.echo(f"wrote {contact_sheet(dataset, target, objects=objects, views=views, split=split, tile=tile)}")
 
 
 @app.command()
