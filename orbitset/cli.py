@@ -67,16 +67,22 @@ def show(dataset: str, out: str | None, objects: int, views: int, split: str | N
 
 @app.command()
 @click.option("--out", type=click.Path(), default="demo-out", show_default=True, help="Folder for everything the demo makes.")
-@click.option("--objects", default=30, show_default=True, help="Procedural objects to render.")
-@click.option("--views", default=12, show_default=True, help="Views per object.")
-@click.option("--size", default=96, show_default=True, help="Image side in pixels.")
-@click.option("--workers", default=2, show_default=True, help="Render worker processes.")
-@click.option("--no-train", is_flag=True, help="Skip the training and evaluation step.")
-def demo(out: str, objects: int, views: int, size: int, workers: int, no_train: bool) -> None:
-    """Render the embedded objects, verify, show, load pairs and points, train and evaluate a model."""
-    from orbitset.demo import run_demo
+@click.option("--objects", default=None, type=int, help="Procedural objects to render [default: the smoke run's 600].")
+@click.option("--views", default=None, type=int, help="Views per object [default: 12].")
+@click.option("--size", default=None, type=int, help="Image side in pixels [default: 64].")
+@click.option("--workers", default=None, type=int, help="Render worker processes [default: 2].")
+@click.option("--epochs", default=None, type=int, help="Training epochs of SIE and VICReg [default: 20].")
+@click.option("--no-train", is_flag=True, help="Skip training and evaluation.")
+def demo(out: str, objects: int | None, views: int | None, size: int | None, workers: int | None, epochs: int | None,
+         no_train: bool) -> None:
+    """Render, verify, show, publish and load a dataset, train and probe SIE and VICReg; summary in OUT/README.md."""
+    import dataclasses
 
-    run_demo(out, objects=objects, views=views, size=size, workers=workers, train=not no_train)
+    from orbitset.demo import DemoPlan, run_demo
+
+    given = dict(objects=objects, views=views, size=size, workers=workers, epochs=epochs)
+    plan = dataclasses.replace(DemoPlan(train=not no_train), **{k: v for k, v in given.items() if v is not None})
+    run_demo(out, plan)
 
 
 for _module in COMMAND_MODULES:
