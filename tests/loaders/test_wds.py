@@ -76,3 +76,19 @@ def test_stage_refuses_decoded_or_single_view_samples(dataset):
     single = {name: value for name, value in raw.items() if not (name[:3].isdigit() and name[:3] != "000")}
     with pytest.raises(ShardError, match="1 view"):
         PairStage().pairs(single)
+
+
+def test_brace_notation_names_the_shards(dataset):
+    train = load_manifest(dataset).splits["train"]
+    assert train == ["train-000000.tar", "train-000001.tar", "train-000002.tar"]
+    braces = PairLoader(f"{dataset}/train-{{000000..000002}}.tar", batch_size=4, seed=2, shuffle=False)
+    listed = PairLoader([str(dataset / name) for name in train], batch_size=4, seed=2, shuffle=False)
+    assert [s.name for s in braces.shards] == train
+    keys = []
+    for a, b in zip(list(braces), list(listed)):
+        assert a["key"] == b["key"] and torch.equal(a["view_a"], b["view_a"])
+        keys += a["key"]
+    with pytest.raises(ShardError, match="train-000003.tar"):
+        PairLoader(f"{dataset}/train-{{000000..000003}}.tar", batch_size=4)
+    stage = wds.WebDataset(f"{dataset}/train-{{000000..000002}}.tar", shardshuffle=False).compose(PairStage())
+    assert sorted(record["key"] for record in stage) == sorted(keys) and len(keys) == 9
