@@ -16,6 +16,7 @@ from orbitset.errors import OrbitsetError
 
 COMMAND_MODULES = (
     "orbitset.render.commands",
+    "orbitset.datasets.commands",
     "orbitset.manifests.commands",
     "orbitset.loaders.commands",
     "orbitset.models.commands",

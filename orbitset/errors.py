@@ -10,6 +10,10 @@ class OrbitsetError(Exception):
     """Base class of every error orbitset raises on purpose."""
 
 
+class UsageError(OrbitsetError, ValueError):
+    """An argument of an orbitset function is out of range or of the wrong kind (names it and the accepted values)."""
+
+
 class SchemaError(OrbitsetError, ValueError):
     """An object sample does not follow the format of `orbitset.schema` (names the field and what is wrong)."""
 

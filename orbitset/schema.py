@@ -1,4 +1,4 @@
-"""The object sample: all views of one object, as one WebDataset sample (DESIGN.md, "The object sample").
+"""The object sample: all views of one object, as one WebDataset sample (docs/design.md, "The object sample").
 
 Fields of a sample (the tar members are ``<key>.<field>``):
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -46,6 +47,11 @@ _FIXED_FIELDS = ("latents.npy", "rotations.npy", "translations.npy", "camera.jso
 def view_field(index: int, image_format: str) -> str:
     """Field name of view `index`'s image, e.g. ``007.jpg``."""
     return f"{index:03d}.{image_format}"
+
+
+def is_view_field(name: str) -> bool:
+    """Whether field `name` is a view image (``007.jpg``, ``012.png``, ``003.webp``), not a layer or other field."""
+    return _VIEW_FIELD.match(name) is not None
 
 
 def layer_field(index: int, layer: str) -> str:
@@ -104,8 +110,26 @@ def load_npy(data: bytes, what: str) -> np.ndarray:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as exc:
         raise SchemaError(f"{what}: not a plain numeric .npy array ({exc}); object arrays are refused") from exc
-    except Exception as exc:  # truncated header, bad magic, ...
+    except (EOFError, OSError, SyntaxError) as exc:  # empty data, unreadable header
         raise SchemaError(f"{what}: unreadable .npy data ({exc})") from exc
+
+
+_NPY_V1_HEADER = re.compile(rb"\x93NUMPY\x01\x00..\{'descr': '([<>|][fiu][1248])', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \}", re.S)
+
+
+def read_npy(data: bytes, what: str) -> np.ndarray:
+    """Like `load_npy`, but a plain little/big-endian numeric C-order version-1 array (what ``np.save`` writes) is
+    parsed straight from its header and returned as a read-only view of `data` (numpy's reader evaluates the header
+    with `ast`, which costs more than reading a small array). Anything else goes through `load_npy` (a copy)."""
+    match = _NPY_V1_HEADER.match(data)
+    if match is not None:
+        dtype = np.dtype(match.group(1).decode())
+        shape = tuple(int(n) for n in match.group(2).split(b",") if n.strip())
+        offset = 10 + int.from_bytes(data[8:10], "little")
+        count = math.prod(shape)
+        if len(data) - offset == count * dtype.itemsize:
+            return np.frombuffer(data, dtype, count, offset).reshape(shape)
+    return load_npy(data, what)
 
 
 def load_json(data: bytes, what: str) -> Any:

@@ -1,41 +1,58 @@
-"""Tar shards of object samples: atomic deterministic writing and safe, indexed reading.
+"""Tar shards of object samples: the one place shards and manifests are written, and safe, indexed reading.
 
-Writing: members are ``<key>.<field>`` with fixed metadata (mtime 0, mode 0444, uid/gid 0, no user names), so that the
-same samples always give the same bytes and the same sha256. A shard is written to ``.<name>.partial`` and renamed
-when complete, so a partial file is never taken for a shard.
+Writing (`ShardWriter`, `write_shard`): members are ``<key>.<field>`` with fixed metadata (mtime 0, mode 0444,
+uid/gid 0, no user names), so that the same samples always give the same bytes and the same sha256, which is computed
+while writing. A shard is written to ``.<name>.partial`` and renamed when complete, so a partial file is never taken
+for a shard; a writer has at most one partial shard open. Shards are named ``<split>-NNNNNN.tar``; beside each
+finished shard a sidecar ``<split>-NNNNNN.json`` (written atomically after the tar) records its manifest entry, the
+object keys it was planned for, the objects that failed and the caller's identity (recipe hash, seed, ...), which is
+what a rerun needs to keep complete shards. The manifest is written last, from the sidecar records.
 
 Reading: a shard's member headers are scanned once into an index (key -> field -> offset and size), and a sample's
 fields are then read by seeking straight to them: a loader that uses 2 of 50 views reads 2 images, not 50. Members
 that are links, devices, directories, absolute or ``..`` paths, or pickle payloads make the shard unsafe and raise
 ShardError naming it. Streams that cannot seek (remote shards) are read with `iter_samples`.
+
+Writing and reading are one file because they share one member format (flat ``key.field`` names, what counts as a
+view, which payloads are refused); apart, that format would be written down twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tarfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping
+from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
-from orbitset.errors import ShardError
+from orbitset.errors import ShardError, UsageError
+from orbitset.manifests.model import Failure, Manifest, ShardEntry, write_json_atomic, write_manifest
+from orbitset.schema import is_view_field
 
 #: Field extensions that would be unpickled by generic decoders; a shard carrying one is refused.
 PICKLE_EXTENSIONS = (".pyd", ".pickle", ".pkl", ".pth", ".pt", ".joblib")
 PARTIAL_SUFFIX = ".partial"
+#: Splits in manifest order; other splits follow by name.
+SPLIT_ORDER = ("train", "val")
 
 
-@dataclass(frozen=True)
-class ShardInfo:
-    """What the manifest records of one written shard (`name` is a plain file name)."""
+def shard_name(split: str, index: int) -> str:
+    """File name of shard `index` (from 0) of `split`: ``train-000007.tar``."""
+    return f"{split}-{index:06d}.tar"
 
-    name: str
-    bytes: int
-    sha256: str
-    objects: int
-    views: int
+
+def sidecar_name(shard: str) -> str:
+    """File name of the sidecar record of shard file `shard`: ``train-000007.json``."""
+    return shard[: -len(".tar")] + ".json"
+
+
+def _shard_order(name: str) -> tuple[int, str, str]:
+    split, _, number = name[: -len(".tar")].rpartition("-")
+    rank = SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER)
+    return rank, split, number
 
 
 class _HashingFile(io.RawIOBase):
@@ -59,49 +76,259 @@ class _HashingFile(io.RawIOBase):
         return self.size
 
 
-def _count_views(sample: Mapping[str, Any]) -> int:
-    return sum(1 for name in sample if name[:3].isdigit() and name.count(".") == 1)
+class _OpenShard:
+    """One shard being written to its partial file; `finish` syncs and renames it, `abort` deletes it."""
+
+    def __init__(self, path: Path, split: str):
+        self.path, self.split = path, split
+        self.partial = path.with_name("." + path.name + PARTIAL_SUFFIX)
+        self.objects = self.views = 0
+        self._raw = open(self.partial, "wb")
+        self._hashing = _HashingFile(self._raw)
+        self._tar = tarfile.open(fileobj=self._hashing, mode="w", format=tarfile.PAX_FORMAT)
+
+    def add(self, sample: Mapping[str, Any]) -> None:
+        key = sample["__key__"]
+        for name in sorted(n for n in sample if not n.startswith("__")):
+            data = sample[name]
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+            member = f"{key}.{name}"
+            split_member_name(member, self.path.name)  # refuse what a reader would refuse
+            info = tarfile.TarInfo(member)
+            info.size, info.mtime, info.mode = len(data), 0, 0o444
+            self._tar.addfile(info, io.BytesIO(data))
+            self.views += is_view_field(name)
+        self.objects += 1
+
+    def finish(self) -> ShardEntry:
+        try:
+            self._tar.close()
+            self._raw.flush()
+            os.fsync(self._raw.fileno())
+            self._raw.close()
+            os.replace(self.partial, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return ShardEntry(self.path.name, self._hashing.size, self._hashing.digest.hexdigest(), self.objects, self.views, self.split)
+
+    def abort(self) -> None:
+        self._raw.close()
+        self.partial.unlink(missing_ok=True)
 
 
-def write_shard(path: str | os.PathLike, samples: Iterable[Mapping[str, Any]]) -> ShardInfo:
-    """Write `samples` (each ``{"__key__": key, field: bytes}``) to the tar `path` atomically; return its ShardInfo.
+def write_shard(path: str | os.PathLike, samples: Iterable[Mapping[str, Any]], split: str = "") -> ShardEntry:
+    """Write `samples` (each ``{"__key__": key, field: bytes}``) to the tar `path` atomically; return its entry.
 
-    Fields are written in sorted order. The file appears under its final name only once it is complete and synced.
+    Fields are written in sorted order. The file appears under its final name only once it is complete and synced;
+    on any error the partial file is deleted. `split` is recorded in the returned entry. Writes no sidecar: use
+    `ShardWriter` (or pass the entry to `ShardWriter.record`) for datasets.
     """
-    path = Path(path)
-    partial = path.with_name("." + path.name + PARTIAL_SUFFIX)
-    objects = views = 0
+    shard = _OpenShard(Path(path), split)
     try:
-        with open(partial, "wb") as raw:
-            hashing = _HashingFile(raw)
-            with tarfile.open(fileobj=hashing, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for sample in samples:
-                    key = sample["__key__"]
-                    for name in sorted(n for n in sample if not n.startswith("__")):
-                        data = sample[name]
-                        if isinstance(data, str):
-                            data = data.encode("utf-8")
-                        info = tarfile.TarInfo(f"{key}.{name}")
-                        info.size, info.mtime, info.mode = len(data), 0, 0o444
-                        tar.addfile(info, io.BytesIO(data))
-                    objects += 1
-                    views += _count_views(sample)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(partial, path)
+        for sample in samples:
+            shard.add(sample)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        shard.abort()
         raise
-    return ShardInfo(name=path.name, bytes=hashing.size, sha256=hashing.digest.hexdigest(), objects=objects, views=views)
+    return shard.finish()
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """sha256 hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+@dataclass
+class ShardRecord:
+    """A finished shard as its sidecar stores it: the manifest entry (None when every object failed), the keys the
+    shard was written for (in sample order, failed ones included), the failures, and the writer's identity."""
+
+    name: str
+    split: str
+    keys: list[str]
+    entry: ShardEntry | None
+    failures: list[Failure] = field(default_factory=list)
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        info = None if self.entry is None else {k: v for k, v in asdict(self.entry).items() if k != "split"}
+        failures = [asdict(f) for f in self.failures]
+        return {**self.identity, "shard": self.name, "split": self.split, "keys": self.keys, "info": info, "failures": failures}
+
+
+class ShardWriter:
+    """Writes one dataset's shards, their sidecars and, last, its manifest into `directory`.
+
+    `identity` (JSON-able, e.g. ``{"recipe_hash": ..., "seed": ...}``) is stored in every sidecar; a sidecar left by a
+    run with another identity or other keys makes `completed`/`resume` raise ShardError instead of mixing datasets.
+    Creating a writer removes stale ``.*.partial`` files (a killed run's leftovers): create one per folder and run.
+
+    Two ways to fill it, both ending with `write_manifest`:
+
+    - whole shards (render: the plan names every shard): `completed(name, split, keys)` returns the record of a shard
+      a previous run finished (None: write it), `write_shard(name, split, keys, samples, failures)` writes one, and
+      `record(entry, keys, failures)` adopts a shard written by `write_shard` elsewhere (another process);
+    - streaming (convert: objects arrive one by one): `resume(split)` keeps the complete shards of `split` a previous
+      run wrote and returns their keys (skip those objects), then `add(split, key, sample)` / `add_failure(split, key,
+      reason)` append to the open shard, a new one starting every `objects_per_shard` objects (failed ones count), and
+      `close()` finishes the open shard.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, objects_per_shard: int = 64, identity: Mapping[str, Any] | None = None):
+        if isinstance(objects_per_shard, bool) or not isinstance(objects_per_shard, int) or objects_per_shard < 1:
+            raise UsageError(f"objects_per_shard must be an integer of at least 1, got {objects_per_shard!r}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.objects_per_shard = objects_per_shard
+        self.identity = dict(identity or {})
+        self.records: dict[str, ShardRecord] = {}
+        self._open: _OpenShard | None = None
+        self._open_keys: list[str] = []
+        self._open_failures: list[Failure] = []
+        self._next_index: dict[str, int] = {}
+        for path in self.directory.glob(".*" + PARTIAL_SUFFIX):
+            path.unlink(missing_ok=True)
+
+    # -- whole shards -------------------------------------------------------------------------------------------
+    def completed(self, name: str, split: str, keys: Sequence[str]) -> ShardRecord | None:
+        """The record of shard `name` if a previous run finished it for these `keys` (it is then kept), else None.
+
+        Complete means: its sidecar exists and its tar has the recorded size (or every object failed). ShardError if
+        the sidecar belongs to another dataset (other identity, split or keys)."""
+        data = self._read_sidecar(name)
+        if data is None:
+            return None
+        expected = {**self.identity, "shard": name, "split": split, "keys": list(keys)}
+        if not isinstance(data, dict) or any(data.get(k) != v for k, v in expected.items()):
+            raise ShardError(
+                f"{self.directory} already holds shard {name} of a different dataset (other recipe, seed, objects or "
+                "shard size); write into an empty folder, or rerun with the same options to resume"
+            )
+        info = data.get("info")
+        entry = None if info is None else ShardEntry(**{**info, "split": split})
+        if entry is not None:
+            tar = self.directory / name
+            if not tar.is_file() or tar.stat().st_size != entry.bytes:
+                return None
+        failures = [Failure(**f) for f in data.get("failures", [])]
+        record = ShardRecord(name, split, list(keys), entry, failures, dict(self.identity))
+        self.records[name] = record
+        return record
+
+    def write_shard(self, name: str, split: str, keys: Sequence[str], samples: Sequence[Mapping[str, Any]],
+                    failures: Iterable[Failure] = ()) -> ShardRecord:
+        """Write shard `name` of `split` from `samples` (no tar when there are none), then its sidecar; return the record."""
+        self._check_closed()
+        entry = write_shard(self.directory / name, samples, split) if samples else None
+        return self._keep(ShardRecord(name, split, list(keys), entry, list(failures), dict(self.identity)))
+
+    def record(self, entry: ShardEntry, keys: Sequence[str], failures: Iterable[Failure] = ()) -> ShardRecord:
+        """Adopt shard `entry` written into this folder by `write_shard` (e.g. in a worker process): write its sidecar."""
+        return self._keep(ShardRecord(entry.name, entry.split, list(keys), entry, list(failures), dict(self.identity)))
+
+    # -- streaming ----------------------------------------------------------------------------------------------
+    def resume(self, split: str) -> list[str]:
+        """Keep the complete shards ``<split>-000000``, ``-000001``, ... a previous run wrote and return their keys in
+        order (the objects to skip); the next shard of `split` is numbered after them."""
+        keys: list[str] = []
+        index = 0
+        while True:
+            name = shard_name(split, index)
+            data = self._read_sidecar(name)
+            recorded = data.get("keys") if data is not None else None
+            if not isinstance(recorded, list) or self.completed(name, split, recorded) is None:
+                break
+            keys.extend(recorded)
+            index += 1
+        self._next_index[split] = index
+        return keys
+
+    def add(self, split: str, key: str, sample: Mapping[str, Any]) -> None:
+        """Append `sample` (``{"__key__": key, field: bytes}``) to the open shard of `split`."""
+        self._shard_for(split).add(sample)
+        self._open_keys.append(key)
+        self._roll()
+
+    def add_failure(self, split: str, key: str, reason: str) -> None:
+        """Record that object `key` of `split` failed (`reason`); it takes its place in the open shard's count."""
+        self._shard_for(split)
+        self._open_keys.append(key)
+        self._open_failures.append(Failure(key, reason))
+        self._roll()
+
+    def close(self) -> None:
+        """Finish the open shard, if any (an all-failed shard leaves no tar, only its sidecar)."""
+        shard, self._open = self._open, None
+        if shard is None:
+            return
+        entry = shard.finish() if shard.objects else None
+        if entry is None:
+            shard.abort()
+        keys, failures = self._open_keys, self._open_failures
+        self._open_keys, self._open_failures = [], []
+        self._keep(ShardRecord(shard.path.name, shard.split, keys, entry, failures, dict(self.identity)))
+
+    def abort(self) -> None:
+        """Drop the open shard's partial file (finished shards stay)."""
+        if self._open is not None:
+            self._open.abort()
+            self._open = None
+            self._open_keys, self._open_failures = [], []
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+    # -- manifest -----------------------------------------------------------------------------------------------
+    def entries(self) -> list[ShardEntry]:
+        """Entries of the shards kept or written so far, ``train`` first, then ``val``, then other splits by name."""
+        return [self.records[n].entry for n in sorted(self.records, key=_shard_order) if self.records[n].entry is not None]
+
+    def write_manifest(self, *, failures: Iterable[Failure] = (), **fields: Any) -> Manifest:
+        """Close the open shard, then write ``manifest.json`` atomically and return it.
+
+        Its shards are `entries()`; its failures are `failures` followed by those of the shards. `fields` are the
+        other `Manifest` fields (name, classes, factors, recipe, seed, software, extra, ...)."""
+        self.close()
+        names = sorted(self.records, key=_shard_order)
+        failed = list(failures) + [f for n in names for f in self.records[n].failures]
+        manifest = Manifest(shards=self.entries(), failures=failed, **fields)
+        write_manifest(manifest, self.directory)
+        return manifest
+
+    # -- internals ----------------------------------------------------------------------------------------------
+    def _read_sidecar(self, name: str) -> dict[str, Any] | None:
+        """The sidecar of shard `name` as a dict; None when absent or unreadable (sidecars are written atomically, so
+        an unreadable one was damaged after the fact: its shard is written again)."""
+        try:
+            data = json.loads((self.directory / sidecar_name(name)).read_text(encoding="utf-8"))
+        except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _keep(self, record: ShardRecord) -> ShardRecord:
+        write_json_atomic(self.directory / sidecar_name(record.name), record.to_json())
+        self.records[record.name] = record
+        return record
+
+    def _check_closed(self) -> None:
+        if self._open is not None:
+            raise ShardError(f"shard {self._open.path.name} is still open; close() it before writing a whole shard")
+
+    def _shard_for(self, split: str) -> _OpenShard:
+        if self._open is not None and self._open.split != split:
+            self.close()
+        if self._open is None:
+            index = self._next_index.get(split, 0)
+            self._next_index[split] = index + 1
+            self._open = _OpenShard(self.directory / shard_name(split, index), split)
+        return self._open
+
+    def _roll(self) -> None:
+        if len(self._open_keys) >= self.objects_per_shard:
+            self.close()
 
 
 def split_member_name(name: str, shard: str) -> tuple[str, str]:

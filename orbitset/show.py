@@ -18,9 +18,9 @@ from typing import Sequence
 
 import numpy as np
 
-from orbitset.errors import ShardError
+from orbitset.errors import ManifestError, ShardError, UsageError
 from orbitset.manifests.model import load_manifest, manifest_path
-from orbitset.schema import load_json, load_npy, view_field
+from orbitset.schema import is_view_field, load_json, load_npy, view_field
 from orbitset.shards import ShardReader
 
 FONT_SIZE = 10
@@ -158,9 +158,9 @@ def read_rows(source: str | os.PathLike, objects: int, views: int, split: str | 
                 head = reader.read(key, ["meta.json", "latents.npy"] + (["points.npy"] if "points.npy" in fields else []))
                 meta = load_json(head["meta.json"], f"{path.name} sample {key!r} meta.json")
                 latents = load_npy(head["latents.npy"], f"{path.name} sample {key!r} latents.npy")
-                image_format = next((f.split(".")[1] for f in fields if f.startswith("000.") and f.count(".") == 1), None)
+                image_format = next((f.split(".")[1] for f in fields if f.startswith("000.") and is_view_field(f)), None)
                 if image_format is None:
-                    raise ShardError(f"shard {path.name} sample {key!r} has no view 000; it is not an object sample")
+                    raise ShardError(f"shard {path.name} sample {key!r} has no view image 000; re-render or re-download it")
                 chosen = np.linspace(0, len(latents) - 1, min(views, len(latents))).round().astype(int)
                 blobs = reader.read(key, [view_field(int(i), image_format) for i in chosen])
                 bgr = meta.get("channel_order") == "bgr"
@@ -172,8 +172,16 @@ def read_rows(source: str | os.PathLike, objects: int, views: int, split: str | 
                     points=load_npy(head["points.npy"], f"{path.name} sample {key!r} points.npy") if "points.npy" in head else None,
                 ))
     if not rows:
-        raise ShardError(f"{source} holds no objects to show")
+        raise ManifestError(f"{source} has no objects{'' if split is None else f' in split {split!r}'}; nothing to show")
     return rows
+
+
+def _check_sizes(what: str, **values: int) -> None:
+    """UsageError unless every value is an integer of at least 1 (`tile`: 16)."""
+    for name, value in values.items():
+        least = 16 if name == "tile" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise UsageError(f"{what}: {name} must be an integer of at least {least}, got {value!r}")
 
 
 def contact_sheet(dataset: str | os.PathLike, out: str | os.PathLike, objects: int = 6, views: int = 8,
@@ -182,6 +190,7 @@ def contact_sheet(dataset: str | os.PathLike, out: str | os.PathLike, objects: i
     `tile` pixels, labelled with their factor values, then the object's point cloud. Returns the PNG path."""
     from PIL import Image, ImageDraw
 
+    _check_sizes("contact sheet", objects=objects, views=views, tile=tile)
     rows = read_rows(dataset, objects, views, split, tile)
     columns = max(len(row.images) for row in rows) + 1
     label = LABEL_LINES * LINE + 2
@@ -209,6 +218,7 @@ def pair_sheet(dataset: str | os.PathLike, out: str | os.PathLike, pairs: int = 
 
     from orbitset.loaders import PairLoader
 
+    _check_sizes("pair sheet", pairs=pairs, tile=tile)
     source = [str(dataset)] if Path(dataset).suffix == ".tar" else dataset
     loader = PairLoader(source, batch_size=pairs, split=split if Path(dataset).suffix != ".tar" else None, seed=seed,
                         size=tile, normalize=False, rotation="axis_angle", channels_last=False)

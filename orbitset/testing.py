@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from orbitset import geometry
-from orbitset.manifests.model import Factor, Manifest, ShardEntry, software_versions, write_manifest
+from orbitset.errors import UsageError
+from orbitset.manifests.model import Factor, Manifest, software_versions
 from orbitset.render.recipes import FACTORS_3DIEBENCH
 from orbitset.schema import ObjectSample
-from orbitset.shards import write_shard
+from orbitset.shards import ShardWriter
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
@@ -99,12 +100,15 @@ def write_synthetic_dataset(
     name: str = "synthetic",
     points: int = 0,
 ) -> Manifest:
-    """Write a small dataset (shards per split + manifest.json) to `out` and return its manifest.
+    """Write a small dataset (shards per split, their sidecars and manifest.json) to `out` and return its manifest.
 
     Every `round(1 / val_fraction)`-th object of a class goes to ``val``; the rest to ``train``.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    for argument, value in (("classes", classes), ("objects_per_class", objects_per_class), ("views", views), ("size", size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"write_synthetic_dataset: {argument} must be an integer of at least 1, got {value!r}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise UsageError(f"write_synthetic_dataset: val_fraction must be in [0, 1), got {val_fraction!r}")
     class_names = [f"class{c}" for c in range(classes)]
     every = max(2, round(1 / val_fraction)) if val_fraction > 0 else 0
     by_split: dict[str, list[ObjectSample]] = {"train": [], "val": []}
@@ -112,20 +116,16 @@ def write_synthetic_dataset(
         for object_index in range(objects_per_class):
             split = "val" if every and object_index % every == every - 1 else "train"
             by_split[split].append(synthetic_sample(class_name, class_index, object_index, views, size, seed, points))
-    entries: list[ShardEntry] = []
-    for split, samples in by_split.items():
-        for start in range(0, len(samples), objects_per_shard):
-            chunk = samples[start : start + objects_per_shard]
-            info = write_shard(out / f"{split}-{start // objects_per_shard:06d}.tar", (s.encode() for s in chunk))
-            entries.append(ShardEntry.from_info(info, split))
-    manifest = Manifest(
+    writer = ShardWriter(out, objects_per_shard=objects_per_shard, identity={"seed": seed})
+    with writer:
+        for split, samples in by_split.items():
+            for sample in samples:
+                writer.add(split, sample.key, sample.encode())
+    return writer.write_manifest(
         name=name,
-        shards=entries,
         classes=class_names,
         factors=[Factor(n, u, lo, hi) for n, u, lo, hi in FACTORS_3DIEBENCH],
         seed=seed,
         recipe={"name": "synthetic", "views": views, "size": size},
         software=software_versions(renderer="synthetic"),
     )
-    write_manifest(manifest, out)
-    return manifest

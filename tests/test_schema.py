@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -36,8 +40,34 @@ def test_round_trip_keeps_every_field(sample):
     assert back.meta == sample.meta and back.camera == sample.camera and back.label == 2
 
 
-def test_encoding_is_deterministic(sample):
-    assert encode(sample) == encode(sample)
+_ENCODING_DIGEST = """
+import hashlib, sys
+from orbitset.schema import encode
+from orbitset.testing import synthetic_sample
+fields = encode(synthetic_sample("mug", 2, 7, views=4, size=16, seed=1, points=32))
+digest = hashlib.sha256()
+for name in sorted(fields):
+    value = fields[name]
+    digest.update(name.encode() + b"\\0" + (value.encode() if isinstance(value, str) else bytes(value)) + b"\\0")
+print(digest.hexdigest())
+"""
+
+
+def _encoding_digest(hash_seed: str) -> str:
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", _ENCODING_DIGEST], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_encoding_is_the_same_bytes_in_every_process():
+    """Same sample -> same bytes across interpreters whose str hashing (PYTHONHASHSEED) differs."""
+    first, second = _encoding_digest("1"), _encoding_digest("4242")
+    assert len(first) == 64 and first == second
+    namespace: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        exec(_ENCODING_DIGEST, namespace)
+    assert printed.getvalue().strip() == first
 
 
 @pytest.mark.parametrize(
@@ -93,3 +123,45 @@ def test_decode_checks_view_indices_and_label(sample):
     meta["num_views"] = 3
     with pytest.raises(SchemaError, match="num_views 3 but 4"):
         decode({**fields, "meta.json": json.dumps(meta).encode()})
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(7, dtype=np.float64),
+    np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+    np.arange(6, dtype=">i4").reshape(3, 2),
+    np.zeros((0, 3), dtype=np.uint8),
+    np.float64(3.5),
+])
+def test_read_npy_fast_path_matches_numpy(array):
+    from orbitset.schema import read_npy
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    parsed = read_npy(buffer.getvalue(), "x.npy")
+    assert parsed.dtype == array.dtype and parsed.shape == array.shape
+    np.testing.assert_array_equal(parsed, array)
+
+
+def test_read_npy_refuses_object_arrays_and_reads_fortran_order():
+    from orbitset.schema import read_npy
+
+    fortran = np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3))
+    buffer = io.BytesIO()
+    np.save(buffer, fortran, allow_pickle=False)
+    np.testing.assert_array_equal(read_npy(buffer.getvalue(), "f.npy"), fortran)
+    pickled = io.BytesIO()
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(SchemaError, match="o.npy"):
+        read_npy(pickled.getvalue(), "o.npy")
+    with pytest.raises(SchemaError, match="t.npy"):
+        read_npy(buffer.getvalue()[:20], "t.npy")
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("000.jpg", True), ("049.png", True), ("007.webp", True), ("000.depth.png", False), ("000.mask.png", False),
+    ("latents.npy", False), ("cls", False), ("00.jpg", False), ("0000.jpg", False), ("000.bmp", False),
+])
+def test_is_view_field(name, expected):
+    from orbitset.schema import is_view_field
+
+    assert is_view_field(name) is expected

@@ -10,7 +10,8 @@ import webdataset as wds
 
 from orbitset.errors import ShardError
 from orbitset.schema import decode
-from orbitset.shards import ShardReader, file_sha256, index_shard, iter_samples, write_shard
+from orbitset.integrity import file_sha256
+from orbitset.shards import ShardReader, index_shard, iter_samples, write_shard
 from orbitset.testing import synthetic_sample
 
 
@@ -104,3 +105,102 @@ def test_stream_reading_groups_members_by_key(tmp_path):
         got = list(iter_samples(stream, "s.tar"))
     assert [s["__key__"] for s in got] == ["cup__0000", "cup__0001"]
     assert decode(got[1]).num_views == 2
+
+
+def _manifest_fields():
+    from orbitset.manifests.model import Factor
+
+    return {"name": "t", "classes": ["cup"], "factors": [Factor("rot_x", "rad")]}
+
+
+def test_streaming_writer_names_rolls_and_writes_manifest_last(tmp_path):
+    from orbitset.manifests.model import load_manifest
+    from orbitset.shards import ShardWriter
+
+    writer = ShardWriter(tmp_path, objects_per_shard=2, identity={"seed": 0})
+    open_partials = []
+    for index, sample in enumerate(samples(5, views=2)):
+        writer.add("train" if index < 3 else "val", sample["__key__"], sample)
+        open_partials.append(len(list(tmp_path.glob(".*.partial"))))
+        assert not (tmp_path / "manifest.json").exists()
+    writer.add_failure("val", "cup__0099", "mesh has no faces")
+    manifest = writer.write_manifest(**_manifest_fields())
+    assert max(open_partials) == 1
+    assert [s.name for s in manifest.shards] == ["train-000000.tar", "train-000001.tar", "val-000000.tar"]
+    assert [(s.objects, s.views, s.split) for s in manifest.shards] == [(2, 4, "train"), (1, 2, "train"), (2, 4, "val")]
+    for entry in manifest.shards:
+        assert entry.sha256 == file_sha256(tmp_path / entry.name)
+        assert entry.bytes == (tmp_path / entry.name).stat().st_size
+    assert [(f.object, f.reason) for f in manifest.failures] == [("cup__0099", "mesh has no faces")]
+    assert load_manifest(tmp_path).shards == manifest.shards
+    # the failure opened val-000001, which holds no sample: a sidecar (for resume) but no tar
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == [
+        "manifest.json", "train-000000.json", "train-000001.json", "val-000000.json", "val-000001.json"]
+    assert not (tmp_path / "val-000001.tar").exists()
+
+
+def test_streaming_writer_resumes_complete_shards_and_rewrites_the_rest(tmp_path):
+    from orbitset.shards import ShardWriter
+
+    data = samples(5, views=2)
+    first = ShardWriter(tmp_path, objects_per_shard=2, identity={"seed": 0})
+    for sample in data[:3]:
+        first.add("train", sample["__key__"], sample)
+    # killed here: train-000000 complete, train-000001 still a partial file
+    assert (tmp_path / ".train-000001.tar.partial").exists()
+    done_bytes = (tmp_path / "train-000000.tar").read_bytes()
+
+    second = ShardWriter(tmp_path, objects_per_shard=2, identity={"seed": 0})
+    assert not list(tmp_path.glob(".*.partial"))
+    skip = second.resume("train")
+    assert skip == [data[0]["__key__"], data[1]["__key__"]]
+    for sample in data[len(skip):]:
+        second.add("train", sample["__key__"], sample)
+    manifest = second.write_manifest(**_manifest_fields())
+    assert [(s.name, s.objects) for s in manifest.shards] == [("train-000000.tar", 2), ("train-000001.tar", 2), ("train-000002.tar", 1)]
+    assert (tmp_path / "train-000000.tar").read_bytes() == done_bytes
+
+    fresh = ShardWriter(tmp_path / "fresh", objects_per_shard=2)
+    for sample in data:
+        fresh.add("train", sample["__key__"], sample)
+    assert [s.sha256 for s in fresh.write_manifest(**_manifest_fields()).shards] == [s.sha256 for s in manifest.shards]
+
+
+def test_writer_refuses_a_folder_of_another_dataset(tmp_path):
+    from orbitset.shards import ShardWriter
+
+    writer = ShardWriter(tmp_path, objects_per_shard=2, identity={"seed": 0})
+    writer.write_shard("train-000000.tar", "train", ["cup__0000"], samples(1))
+    other = ShardWriter(tmp_path, objects_per_shard=2, identity={"seed": 1})
+    with pytest.raises(ShardError, match="train-000000.tar of a different dataset"):
+        other.resume("train")
+    same = ShardWriter(tmp_path, objects_per_shard=2, identity={"seed": 0})
+    assert same.completed("train-000000.tar", "train", ["cup__0000"]).entry.objects == 1
+
+
+def test_whole_shard_of_failures_leaves_only_a_sidecar_and_is_kept(tmp_path):
+    from orbitset.manifests.model import Failure
+    from orbitset.shards import ShardWriter
+
+    writer = ShardWriter(tmp_path)
+    record = writer.write_shard("val-000000.tar", "val", ["cup__0000"], [], [Failure("cup__0000", "timeout")])
+    assert record.entry is None and not (tmp_path / "val-000000.tar").exists()
+    again = ShardWriter(tmp_path).completed("val-000000.tar", "val", ["cup__0000"])
+    assert again is not None and again.failures == [Failure("cup__0000", "timeout")]
+
+
+def test_shard_whose_tar_changed_size_is_not_complete(tmp_path):
+    from orbitset.shards import ShardWriter
+
+    ShardWriter(tmp_path).write_shard("train-000000.tar", "train", ["cup__0000"], samples(1))
+    tar = tmp_path / "train-000000.tar"
+    tar.write_bytes(tar.read_bytes()[:-512])
+    assert ShardWriter(tmp_path).completed("train-000000.tar", "train", ["cup__0000"]) is None
+
+
+@pytest.mark.parametrize("field", ["weights.pkl", "model.pt", "../escape.jpg"])
+def test_writer_refuses_members_a_reader_would_refuse(tmp_path, field):
+    sample = {**samples(1)[0], field: b"payload"}
+    with pytest.raises(ShardError, match="x.tar"):
+        write_shard(tmp_path / "x.tar", [sample])
+    assert list(tmp_path.iterdir()) == []

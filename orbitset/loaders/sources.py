@@ -24,7 +24,7 @@ from typing import Sequence, Union
 
 from orbitset.errors import DownloadError, ManifestError, ShardError
 from orbitset.manifests.model import MANIFEST_NAME, Manifest, load_manifest
-from orbitset.shards import file_sha256
+from orbitset.integrity import file_sha256
 
 Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 VERIFY_MODES = ("size", "sha256", "none")

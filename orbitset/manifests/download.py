@@ -35,7 +35,8 @@ from typing import IO, Callable
 
 from orbitset.errors import DownloadError, ManifestError
 from orbitset.manifests.model import MANIFEST_NAME, Manifest, ShardEntry, write_manifest
-from orbitset.shards import PARTIAL_SUFFIX, file_sha256
+from orbitset.integrity import integrity_problem
+from orbitset.shards import PARTIAL_SUFFIX
 
 CHUNK = 1 << 16
 MAX_MANIFEST_BYTES = 64 << 20
@@ -325,7 +326,7 @@ def fetch_file(
     entry = _Expected(name, size, sha256)
     final = _target(out, entry.name)
     partial = _target(out, "." + entry.name + PARTIAL_SUFFIX)
-    if final.exists() and final.stat().st_size == entry.bytes and file_sha256(final) == entry.sha256:
+    if integrity_problem(final, entry.bytes, entry.sha256) is None:
         progress.update(entry.bytes)
         return False
     unavailable: set[str] = set()
@@ -363,8 +364,8 @@ def fetch_file(
                 have = partial.stat().st_size if partial.exists() else 0  # the bar already counts these bytes
                 sleep(_backoff(options, attempt))
                 continue
-        digest = file_sha256(partial)
-        if digest == entry.sha256:
+        problem = integrity_problem(partial, entry.bytes, entry.sha256)
+        if problem is None:
             os.replace(partial, final)
             return True
         verify_failures += 1
@@ -373,8 +374,8 @@ def fetch_file(
         have = 0
         if verify_failures > 1:
             raise DownloadError(
-                f"shard {entry.name}: sha256 {digest[:12]}... does not match the manifest's {entry.sha256[:12]}... even "
-                "after fetching it again from scratch; the published copy may be corrupt (try a mirror)"
+                f"shard {entry.name}: {problem}, even after fetching it again from scratch; the published copy may be "
+                "corrupt (try a mirror)"
             )
 
 

@@ -18,13 +18,12 @@ import os
 import platform
 import re
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from orbitset.errors import ManifestError
-from orbitset.shards import ShardInfo
 
 FORMAT = "orbitset-manifest"
 FORMAT_VERSION = 1
@@ -46,8 +45,11 @@ class ShardEntry:
     split: str
 
     @classmethod
-    def from_info(cls, info: ShardInfo, split: str) -> "ShardEntry":
-        return cls(name=info.name, bytes=info.bytes, sha256=info.sha256, objects=info.objects, views=info.views, split=split)
+    def from_info(cls, info: "ShardEntry", split: str) -> "ShardEntry":
+        """`info` (an entry returned by `orbitset.shards.write_shard`) recorded under `split`.
+
+        Kept only for datasets/convert.py until it writes through `orbitset.shards.ShardWriter`."""
+        return replace(info, split=split)
 
 
 @dataclass(frozen=True)

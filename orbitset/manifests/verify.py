@@ -18,7 +18,8 @@ from typing import Iterator
 from orbitset.errors import OrbitsetError, SchemaError, ShardError
 from orbitset.manifests.model import Manifest, ShardEntry, load_manifest, manifest_path
 from orbitset.schema import ObjectSample, decode
-from orbitset.shards import ShardReader, file_sha256
+from orbitset.integrity import integrity_problem
+from orbitset.shards import ShardReader
 
 OK, MISSING, SIZE, CHECKSUM, CONTENT, EXTRA = "ok", "missing", "size", "sha256", "content", "extra"
 
@@ -117,16 +118,14 @@ def check_shard(directory: Path, entry: ShardEntry, manifest: Manifest, deep: bo
     def verdict(status: str, detail: str = "") -> ShardCheck:
         return ShardCheck(entry.name, entry.split, status, detail)
 
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
+    if not path.is_file():
         return verdict(MISSING, "not in the folder")
-    if size != entry.bytes:
-        return verdict(SIZE, f"{size} bytes, the manifest records {entry.bytes} ({'truncated' if size < entry.bytes else 'too long'})")
-    if hashes:
-        digest = file_sha256(path)
-        if digest != entry.sha256:
-            return verdict(CHECKSUM, f"sha256 {digest[:12]}... differs from the manifest's {entry.sha256[:12]}... (corrupt)")
+    problem = integrity_problem(path, entry.bytes, None)
+    if problem is not None:
+        return verdict(SIZE, problem)
+    problem = integrity_problem(path, None, entry.sha256) if hashes else None
+    if problem is not None:
+        return verdict(CHECKSUM, problem)
     if deep:
         try:
             problem = _deep_check(path, entry, manifest)

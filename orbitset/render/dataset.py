@@ -7,9 +7,9 @@ Determinism and resumption:
   (ModelNet train/test, 3DIEBench split files), else ``stable_hash(seed/key) < val_fraction`` -> ``val``.
 - Within a split, objects keep that order and fill shards of `objects_per_shard`: ``<split>-000000.tar``, ... The
   plan depends only on the command, never on workers, executor or timing, so a rerun plans the same shards.
-- A shard is complete when its tar exists with the size recorded in its sidecar ``<split>-NNNNNN.json`` (written
-  atomically after the tar; it also records the planned keys, recipe hash, seed and the objects that failed).
-  A rerun skips complete shards, removes stale ``.*.partial`` files (kill -9 leftovers), and renders the rest.
+- Shards, sidecars and the manifest are written by `orbitset.shards.ShardWriter`, whose identity here is the recipe
+  hash and seed: a shard is complete when its sidecar ``<split>-NNNNNN.json`` matches and its tar has the recorded
+  size. A rerun keeps complete shards, removes stale ``.*.partial`` files (kill -9 leftovers), and renders the rest.
 - The manifest is written last, from the sidecars: shards, splits, failures (object + reason), recipe and hash,
   factors, classes and software versions.
 """
@@ -20,21 +20,19 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from orbitset.datasets.sources import AssetRef, AssetSource
-from orbitset.errors import RenderError
-from orbitset.manifests.model import Factor, Failure, Manifest, ShardEntry, software_versions, write_json_atomic, write_manifest
+from orbitset.errors import RenderError, ShardError
+from orbitset.hashing import stable_hash
+from orbitset.manifests.model import Factor, Failure, Manifest, software_versions
 from orbitset.render.executors import WorkerLimits, make_executor
-from orbitset.render.factors import stable_hash
 from orbitset.render.job import MAX_FACES, JobSpec, ObjectResult, ObjectTask
 from orbitset.render.recipes import Recipe, get_recipe
 from orbitset.render.recorded import match_recorded, read_recorded_factors
-from orbitset.shards import PARTIAL_SUFFIX, ShardInfo, write_shard
-
-SPLITS = ("train", "val")
+from orbitset.shards import SPLIT_ORDER, ShardRecord, ShardWriter, shard_name
 OBJECTS_PER_SHARD = 64
 
 
@@ -47,8 +45,8 @@ class PlannedShard:
     refs: list[AssetRef]
 
     @property
-    def sidecar(self) -> str:
-        return self.name[: -len(".tar")] + ".json"
+    def keys(self) -> list[str]:
+        return [ref.key for ref in self.refs]
 
 
 def open_assets(assets: "AssetSource | str") -> AssetSource:
@@ -104,56 +102,19 @@ def plan_shards(refs: Sequence[AssetRef], splits: dict[str, str], objects_per_sh
     """Shards per split in order (``train`` first, then ``val``, then others by name)."""
     if objects_per_shard < 1:
         raise RenderError(f"objects_per_shard must be at least 1, got {objects_per_shard}")
-    names = sorted(set(splits.values()), key=lambda s: (SPLITS.index(s) if s in SPLITS else len(SPLITS), s))
+    names = sorted(set(splits.values()), key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER), s))
     shards = []
     for split in names:
         members = [ref for ref in refs if splits.get(ref.key) == split]
         for start in range(0, len(members), objects_per_shard):
-            shards.append(PlannedShard(f"{split}-{start // objects_per_shard:06d}.tar", split, members[start : start + objects_per_shard]))
+            shards.append(PlannedShard(shard_name(split, start // objects_per_shard), split, members[start : start + objects_per_shard]))
     return shards
 
 
-def _sidecar_identity(shard: PlannedShard, recipe: Recipe, seed: int) -> dict[str, Any]:
-    return {"shard": shard.name, "split": shard.split, "keys": [r.key for r in shard.refs], "recipe_hash": recipe.hash(), "seed": seed}
-
-
-def read_complete(out: Path, shard: PlannedShard, recipe: Recipe, seed: int) -> dict[str, Any] | None:
-    """The sidecar of `shard` if the shard is complete; None if it must be (re)rendered."""
-    path = out / shard.sidecar
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    identity = _sidecar_identity(shard, recipe, seed)
-    if any(record.get(k) != v for k, v in identity.items()):
-        raise RenderError(
-            f"{out} already holds shard {shard.name} of a different dataset (other recipe, seed, objects or shard size); "
-            "render into an empty --out folder, or rerun with the same options to resume"
-        )
-    info = record.get("info")
-    if info is not None:
-        tar = out / shard.name
-        if not tar.is_file() or tar.stat().st_size != info["bytes"]:
-            return None
-    return record
-
-
-def remove_partials(out: Path) -> None:
-    """Delete files left by an interrupted shard or sidecar write (``.*.partial``)."""
-    for path in out.glob(".*" + PARTIAL_SUFFIX):
-        path.unlink(missing_ok=True)
-
-
-def _finish_shard(out: Path, shard: PlannedShard, results: dict[str, ObjectResult], recipe: Recipe, seed: int) -> dict[str, Any]:
-    samples = [results[r.key].fields for r in shard.refs if results[r.key].fields is not None]
-    failures = [{"object": r.key, "reason": results[r.key].reason} for r in shard.refs if results[r.key].fields is None]
-    info: ShardInfo | None = write_shard(out / shard.name, samples) if samples else None
-    record = _sidecar_identity(shard, recipe, seed)
-    record.update(info=None if info is None else vars(info), failures=failures)
-    write_json_atomic(out / shard.sidecar, record)
-    return record
+def _finish_shard(writer: ShardWriter, shard: PlannedShard, results: dict[str, ObjectResult]) -> ShardRecord:
+    samples = [results[key].fields for key in shard.keys if results[key].fields is not None]
+    failures = [Failure(key, results[key].reason) for key in shard.keys if results[key].fields is None]
+    return writer.write_shard(shard.name, shard.split, shard.keys, samples, failures)
 
 
 def check_backend_layers(backend: str, preset: str, layers: Sequence[str]) -> None:
@@ -206,9 +167,6 @@ def render_dataset(
         raise RenderError(f"val_fraction must be in [0, 1), got {val_fraction}")
     check_backend_layers(backend, preset, recipe.layers)
     source = open_assets(assets)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_partials(out)
 
     all_refs = source.objects()
     recorded_latents: dict[str, np.ndarray] = {}
@@ -227,8 +185,11 @@ def render_dataset(
     plan = plan_shards([r for r in refs if r.key in splits], splits, objects_per_shard)
     job = JobSpec(source=source, recipe=recipe, seed=seed, classes=tuple(source.classes()), backend=backend, preset=preset, max_faces=max_faces)
 
-    records = {shard.name: read_complete(out, shard, recipe, seed) for shard in plan}
-    todo = [shard for shard in plan if records[shard.name] is None]
+    writer = ShardWriter(out, objects_per_shard=objects_per_shard, identity={"recipe_hash": recipe.hash(), "seed": seed})
+    try:
+        todo = [shard for shard in plan if writer.completed(shard.name, shard.split, shard.keys) is None]
+    except ShardError as exc:
+        raise RenderError(f"{exc} (render into an empty --out folder)") from exc
     shard_of = {ref.key: shard for shard in todo for ref in shard.refs}
     tasks = [ObjectTask(ref, recorded_latents.get(ref.key)) for shard in todo for ref in shard.refs]
     collected: dict[str, dict[str, ObjectResult]] = {shard.name: {} for shard in todo}
@@ -249,22 +210,19 @@ def render_dataset(
                 bar.update(1)
                 bar.set_postfix(images_per_s=f"{images / max(time.monotonic() - start, 1e-9):.2f}", failures=failures)
             if len(collected[shard.name]) == len(shard.refs):
-                records[shard.name] = _finish_shard(out, shard, collected.pop(shard.name), recipe, seed)
+                _finish_shard(writer, shard, collected.pop(shard.name))
     finally:
         if bar is not None:
             bar.close()
 
-    entries = [ShardEntry.from_info(ShardInfo(**records[s.name]["info"]), s.split) for s in plan if records[s.name]["info"]]
-    failed = unmatched + [Failure(**f) for s in plan for f in records[s.name]["failures"]]
-    manifest = Manifest(
+    return writer.write_manifest(
+        failures=unmatched,
         name=name or recipe.name,
-        shards=entries,
         classes=list(job.classes),
         factors=[Factor(n, u, lo, hi) for n, u, lo, hi in recipe.factor_ranges()],
         recipe=recipe.to_json(),
         recipe_hash=recipe.hash(),
         seed=seed,
-        failures=failed,
         software=software_versions(renderer=renderer or backend),
         extra={
             "assets": assets if isinstance(assets, str) else source.name,
@@ -276,8 +234,6 @@ def render_dataset(
             "max_faces": max_faces,
         },
     )
-    write_manifest(manifest, out)
-    return manifest
 
 
 def _progress(total: int, done: int, enabled: bool):

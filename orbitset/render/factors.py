@@ -13,20 +13,15 @@ camera on its orbit from ``cam_*`` (elevation = pi/2 - polar angle) or the scene
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
 
 from orbitset import geometry
 from orbitset.errors import RenderError
+from orbitset.hashing import stable_hash
 from orbitset.render.recipes import EULER_FACTORS, QUAT_FACTORS, TRANSLATION_FACTORS, DEFAULT_VALUES, Recipe
 from orbitset.render.scene import SceneSpec, ViewState, hsv_to_rgb
-
-
-def stable_hash(text: str) -> int:
-    """A 64-bit integer from sha256(text): the same on every machine and Python run (unlike hash())."""
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
 
 
 def view_rng(seed: int, key: str, view: int) -> np.random.Generator:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orbitset.manifests.model import Factor, Manifest, ShardEntry, write_manifest
+from orbitset.manifests.model import Factor
 from orbitset.schema import ObjectSample
-from orbitset.shards import write_shard
+from orbitset.shards import ShardWriter
 from orbitset.testing import FACTORS_3DIEBENCH, synthetic_sample, write_synthetic_dataset
 
 
@@ -21,13 +21,11 @@ def dataset(tmp_path_factory):
 
 def write_samples(out, samples: list[ObjectSample], per_shard: int = 4, split: str = "train"):
     """Write `samples` as shards + manifest into `out` (for datasets the synthetic writer does not make)."""
-    out.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for start in range(0, len(samples), per_shard):
-        info = write_shard(out / f"{split}-{start // per_shard:06d}.tar", (s.encode() for s in samples[start : start + per_shard]))
-        entries.append(ShardEntry.from_info(info, split))
+    writer = ShardWriter(out, objects_per_shard=per_shard)
+    for sample in samples:
+        writer.add(split, sample.key, sample.encode())
     factors = [Factor(n, u, lo, hi) for n, u, lo, hi in FACTORS_3DIEBENCH]
-    write_manifest(Manifest(name="custom", shards=entries, classes=["class0", "class1"], factors=factors), out)
+    writer.write_manifest(name="custom", classes=["class0", "class1"], factors=factors)
     return out
 
 

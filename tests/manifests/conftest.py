@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from orbitset.manifests.model import Factor, Manifest, ShardEntry, write_manifest
-from orbitset.shards import file_sha256
+from orbitset.integrity import file_sha256
 from orbitset.testing import FACTORS_3DIEBENCH, synthetic_sample, write_synthetic_dataset
 
 

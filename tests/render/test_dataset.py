@@ -179,3 +179,13 @@ def test_ray_executor_gives_the_same_dataset(reference, tmp_path):
     finally:
         ray.shutdown()
     assert_same_dataset(reference, tmp_path)
+
+
+def test_rerun_with_other_options_refuses_the_folder_and_keeps_it(reference, tmp_path, capsys):
+    """A rerun with another seed into a finished folder is refused (one line, exit 2); nothing there is touched."""
+    before = {p.name: p.read_bytes() for p in reference.iterdir() if p.is_file()}
+    args = [a if a != "7" else "8" for a in ARGS]
+    assert main(["render", *args, "--out", str(reference)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "of a different dataset" in error[0] and "empty --out folder" in error[0]
+    assert {p.name: p.read_bytes() for p in reference.iterdir() if p.is_file()} == before

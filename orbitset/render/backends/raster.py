@@ -13,6 +13,7 @@ PyOpenGL >= 3.1.4 for OSMesa. ``PYOPENGL_PLATFORM`` is set to ``egl`` when a CUD
 
 from __future__ import annotations
 
+import ctypes
 import os
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,31 @@ def import_pyrender():
     if not hasattr(np, "infty"):
         np.infty = np.inf  # pyrender 0.1.45 still spells it this way
     return require("pyrender", "the raster render backend")
+
+
+class _ProgramsByContextAddress(dict):
+    """pyrender's shader-program cache, keyed by the GL context's address instead of its Python object.
+
+    pyrender keys compiled programs by ``OpenGL.contextdata.getContext()``. On OSMesa that returns a new ctypes pointer
+    object for the same context on every call, so the stock cache never hits: it compiles and keeps two programs per
+    render, and memory grows without bound over a long job.
+    """
+
+    @staticmethod
+    def _key(key: tuple) -> tuple:
+        context = key[0]
+        if isinstance(context, ctypes._Pointer):
+            context = ctypes.cast(context, ctypes.c_void_p).value
+        return (context, *key[1:])
+
+    def __contains__(self, key) -> bool:
+        return super().__contains__(self._key(key))
+
+    def __getitem__(self, key):
+        return super().__getitem__(self._key(key))
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(self._key(key), value)
 
 
 def _gl_pose(world_to_camera_cv: np.ndarray) -> np.ndarray:
@@ -105,6 +131,8 @@ class RasterBackend(Backend):
         self._object_material = pyrender.MetallicRoughnessMaterial(baseColorFactor=OBJECT_COLOUR, metallicFactor=0.0, roughnessFactor=0.6)
         self._object_node = None
         self._renderer = pyrender.OffscreenRenderer(scene.width, scene.height)
+        programs = self._renderer._renderer._program_cache
+        programs._program_cache = _ProgramsByContextAddress(programs._program_cache)
 
     def set_mesh(self, mesh: "trimesh.Trimesh") -> None:
         if self._object_node is not None:
