@@ -27,19 +27,8 @@ import torch
 from orbitset.errors import SchemaError, ShardError
 from orbitset.loaders.decode import decode_cpu, normalize_hwc
 from orbitset.loaders.pairs import ROTATION_FACTORS, ROTATION_FORMATS, TRANSLATION_NAMES, relative_rotation_as
-from orbitset.loaders.plan import object_draws
+from orbitset.loaders.plan import pair_views
 from orbitset.schema import load_json, load_npy
-
-
-def pair_views(seed: int, epoch: int, key: str, pairs: int, views: int) -> list[tuple[int, int]]:
-    """The (a, b) view indices, a != b, of the `pairs` pairs of object `key` in `epoch`: uniform, from
-    `object_draws` (PairLoader's choice)."""
-    draws = object_draws(seed, epoch, key, 2 * pairs)
-    out = []
-    for sub in range(pairs):
-        a, b = draws[2 * sub] % views, draws[2 * sub + 1] % (views - 1)
-        out.append((a, b + (b >= a)))
-    return out
 
 
 class PairStage:

@@ -7,7 +7,8 @@ import torch
 
 from orbitset.errors import SchemaError, ShardError
 from orbitset.loaders import PairLoader
-from orbitset.loaders.wds import PairStage, pair_views
+from orbitset.loaders.plan import pair_views
+from orbitset.loaders.wds import PairStage
 from orbitset.manifests.model import load_manifest
 
 wds = pytest.importorskip("webdataset")
