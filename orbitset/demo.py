@@ -20,9 +20,6 @@ import click
 from orbitset import geometry
 from orbitset.models.smoke import SmokePlan, smoke_recipe
 
-#: Objects a render worker renders before it is replaced: pyrender on OSMesa keeps about 3 MB per rendered view
-#: (measured: 12 views of 64 px add 75-90 MB to the worker), so long-lived workers would hold gigabytes.
-RECYCLE_AFTER = 30
 #: Image runs of the demo: (run name, method).
 DEMO_RUNS = (("sie", "sie"), ("vicreg", "vicreg"))
 DEMO_TASKS = ("classify", "rotation")
@@ -61,11 +58,9 @@ def run_demo(out: str | Path, plan: DemoPlan | None = None) -> Path:
 
     def render() -> str:
         from orbitset.render.dataset import render_dataset
-        from orbitset.render.executors import WorkerLimits
 
         manifest = render_dataset(smoke_recipe(smoke), "procedural", data, backend="raster", objects=plan.objects,
-                                  workers=plan.workers, seed=0, progress=False,
-                                  limits=WorkerLimits(recycle_after=RECYCLE_AFTER))
+                                  workers=plan.workers, seed=0, progress=False)
         totals = manifest.totals()
         return (
             f"rendered {totals['objects']} objects x {plan.views} views ({totals['views']} images, "
