@@ -76,13 +76,21 @@ def factor_tokens(names: Sequence[str], units: Sequence[str], values: np.ndarray
     tokens: list[Token] = []
     rotation = [i for i, name in enumerate(names) if name.startswith("rot_") and units[i] == "rad"]
     if rotation:
-        tokens.append(("R " + ",".join(f"{math.degrees(values[i]):.0f}" for i in rotation) + " deg", None))
+        tokens.append(("R " + ",".join(f"{math.degrees(values[i]):.0f}" for i in rotation) + "°", None))
     for index, name in enumerate(names):
         if index in rotation:
             continue
         swatch = hue_swatch(float(values[index])) if name.endswith("_hue") else None
         tokens.append((f"{abbreviation(name)} {values[index]:.2f}", swatch))
     return tokens
+
+
+def _numbered(view: int, tokens: list[Token]) -> list[Token]:
+    """`tokens` with the view index in front of the first one (``#3 R 12,-40,88 deg``)."""
+    if not tokens:
+        return [(f"#{view}", None)]
+    (text, swatch), *rest = tokens
+    return [(f"#{view} {text}", swatch), *rest]
 
 
 def _draw_tokens(draw, left: int, top: int, width: int, tokens: list[Token], font, lines: int = LABEL_LINES) -> None:
@@ -167,7 +175,7 @@ def read_rows(source: str | os.PathLike, objects: int, views: int, split: str | 
                 rows.append(ObjectRow(
                     title=f"{key} ({meta['class_name']}, {len(latents)} views)",
                     images=[_decode(blobs[view_field(int(i), image_format)], tile, bgr) for i in chosen],
-                    labels=[[(f"#{i}", None)] + factor_tokens(meta["factor_names"], meta["factor_units"], latents[i])
+                    labels=[_numbered(i, factor_tokens(meta["factor_names"], meta["factor_units"], latents[i]))
                             for i in chosen],
                     points=load_npy(head["points.npy"], f"{path.name} sample {key!r} points.npy") if "points.npy" in head else None,
                 ))
@@ -237,7 +245,7 @@ def pair_sheet(dataset: str | os.PathLike, out: str | os.PathLike, pairs: int = 
         deltas = batch["rel_latents"][row].double().numpy()
         lines = [
             f"{key}: view {int(batch['index_a'][row])} -> {int(batch['index_b'][row])}",
-            f"R_a^T R_b: {angle:.1f} deg about",
+            f"R_a^T R_b: {angle:.1f}° about",
             f"  ({axis[0]:+.2f}, {axis[1]:+.2f}, {axis[2]:+.2f})",
         ]
         left = 2 * tile + 4

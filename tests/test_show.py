@@ -57,7 +57,7 @@ def test_labels_are_the_views_factor_values(tmp_path):
     names = ["rot_x", "rot_y", "rot_z", "floor_hue", "spot_theta", "spot_phi", "spot_hue"]
     units = ["rad", "rad", "rad", "1", "rad", "rad", "1"]
     tokens = factor_tokens(names, units, latents[1])
-    assert tokens[0] == ("R " + ",".join(f"{math.degrees(v):.0f}" for v in latents[1, :3]) + " deg", None)
+    assert tokens[0] == ("R " + ",".join(f"{math.degrees(v):.0f}" for v in latents[1, :3]) + "°", None)
     assert [text for text, _ in tokens[1:]] == [f"{a} {v:.2f}" for a, v in zip(["fh", "st", "sp", "sh"], latents[1, 3:])]
     for (_, swatch), hue in ((tokens[1], latents[1, 3]), (tokens[4], latents[1, 6])):
         shown = colorsys.rgb_to_hsv(*(c / 255 for c in swatch))[0]
