@@ -100,17 +100,20 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def _worker_pids(data_loader: torch.utils.data.DataLoader) -> list[int]:
+def _worker_pids(iterable) -> list[int]:
+    """The worker processes of `iterable`, a torch DataLoader or an orbitset loader that has started iterating."""
+    stream = getattr(iterable, "_stream", None)
+    data_loader = stream.data_loader if stream is not None else iterable
     iterator = getattr(data_loader, "_iterator", None)
     return [worker.pid for worker in getattr(iterator, "_workers", [])]
 
 
-def epochs_rate(iterable, data_loader, seconds: float, device: str = "cpu") -> tuple[float, float]:
+def epochs_rate(iterable, seconds: float, device: str = "cpu") -> tuple[float, float]:
     """(pairs/s, pairs per CPU-second of all processes) over whole epochs lasting at least `seconds` in all, after one
     warm-up epoch (which also takes any batches the workers made ahead while other configurations ran)."""
     for _ in iterable:  # warm-up: starts the (persistent) workers, fills the page cache
         pass
-    pids = _worker_pids(data_loader)
+    pids = _worker_pids(iterable)
     pairs = 0
     wall, cpu = time.perf_counter(), _cpu_seconds(pids)
     while pairs == 0 or time.perf_counter() - wall < seconds:
@@ -140,7 +143,7 @@ def pinned_ratio(loader: PairLoader, blobs: list[bytes], seconds: float, window:
     stream = endless()
     for _ in range(2 * len(loader)):  # warm-up: the worker starts, the caches fill
         next(stream)
-    for pid in _worker_pids(loader._data_loader()):
+    for pid in _worker_pids(loader):
         os.sched_setaffinity(pid, {measured})
     bound_pairs = bound_total = loader_pairs = loader_total = 0.0  # pairs and seconds of each, summed over windows
     ratios = []
@@ -234,15 +237,15 @@ def main() -> None:
         for workers in worker_counts:
             pair_loader = PairLoader(shards, args.batch_size, num_workers=workers, seed=0, normalize=normalize)
             configs["orbitset", normalize, workers] = (
-                lambda pl=pair_loader: epochs_rate(pl, pl._data_loader(), args.seconds)
+                lambda pl=pair_loader: epochs_rate(pl, args.seconds)
             )
     channels_first = PairLoader(shards, args.batch_size, num_workers=1, seed=0, normalize=False, channels_last=False)
-    configs["orbitset-nchw", False, 1] = lambda: epochs_rate(channels_first, channels_first._data_loader(), args.seconds)
+    configs["orbitset-nchw", False, 1] = lambda: epochs_rate(channels_first, args.seconds)
     for workers in worker_counts[1:]:
         baseline = torch.utils.data.DataLoader(
             loose_files, batch_size=args.batch_size, shuffle=True, num_workers=workers, persistent_workers=True
         )
-        configs["loose", True, workers] = lambda dl=baseline: epochs_rate(dl, dl, args.seconds)
+        configs["loose", True, workers] = lambda dl=baseline: epochs_rate(dl, args.seconds)
     if torch.cuda.is_available():
         for decode_mode in ("gpu", "cpu"):
             try:
@@ -250,7 +253,7 @@ def main() -> None:
             except Exception as exc:  # e.g. no GPU JPEG decoder installed
                 print(f"(4) GPU path, decode={decode_mode}: not run ({exc})")
                 continue
-            configs["cuda-" + decode_mode, True, args.workers] = lambda g=gpu: epochs_rate(g, g._data_loader(), args.seconds, "cuda")
+            configs["cuda-" + decode_mode, True, args.workers] = lambda g=gpu: epochs_rate(g, args.seconds, "cuda")
 
     bound = ("bound", False, 1)
     bracketed = [("orbitset", False, 1), ("orbitset", True, 1)]  # measured between two decode bounds

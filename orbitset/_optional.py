@@ -15,6 +15,7 @@ _EXTRAS = {
     "ray": "ray",
     "matplotlib": "dev",
     "fsspec": "remote",
+    "huggingface_hub": "remote",
 }
 
 

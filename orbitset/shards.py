@@ -138,7 +138,8 @@ def write_shard(path: str | os.PathLike, samples: Iterable[Mapping[str, Any]], s
 @dataclass
 class ShardRecord:
     """A finished shard as its sidecar stores it: the manifest entry (None when every object failed), the keys the
-    shard was written for (in sample order, failed ones included), the failures, and the writer's identity."""
+    shard was written for (in sample order, failed ones included), the failures, the writer's identity, and
+    `warnings`: JSON-able notes per key of objects that were written but deserve a look (e.g. framing counts)."""
 
     name: str
     split: str
@@ -146,11 +147,13 @@ class ShardRecord:
     entry: ShardEntry | None
     failures: list[Failure] = field(default_factory=list)
     identity: dict[str, Any] = field(default_factory=dict)
+    warnings: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         info = None if self.entry is None else {k: v for k, v in asdict(self.entry).items() if k != "split"}
         failures = [asdict(f) for f in self.failures]
-        return {**self.identity, "shard": self.name, "split": self.split, "keys": self.keys, "info": info, "failures": failures}
+        return {**self.identity, "shard": self.name, "split": self.split, "keys": self.keys, "info": info,
+                "failures": failures, "warnings": self.warnings}
 
 
 class ShardWriter:
@@ -208,16 +211,16 @@ class ShardWriter:
             if not tar.is_file() or tar.stat().st_size != entry.bytes:
                 return None
         failures = [Failure(**f) for f in data.get("failures", [])]
-        record = ShardRecord(name, split, list(keys), entry, failures, dict(self.identity))
+        record = ShardRecord(name, split, list(keys), entry, failures, dict(self.identity), dict(data.get("warnings") or {}))
         self.records[name] = record
         return record
 
     def write_shard(self, name: str, split: str, keys: Sequence[str], samples: Sequence[Mapping[str, Any]],
-                    failures: Iterable[Failure] = ()) -> ShardRecord:
+                    failures: Iterable[Failure] = (), warnings: Mapping[str, Any] | None = None) -> ShardRecord:
         """Write shard `name` of `split` from `samples` (no tar when there are none), then its sidecar; return the record."""
         self._check_closed()
         entry = write_shard(self.directory / name, samples, split) if samples else None
-        return self._keep(ShardRecord(name, split, list(keys), entry, list(failures), dict(self.identity)))
+        return self._keep(ShardRecord(name, split, list(keys), entry, list(failures), dict(self.identity), dict(warnings or {})))
 
     def record(self, entry: ShardEntry, keys: Sequence[str], failures: Iterable[Failure] = ()) -> ShardRecord:
         """Adopt shard `entry` written into this folder by `write_shard` (e.g. in a worker process): write its sidecar."""

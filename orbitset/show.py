@@ -20,6 +20,7 @@ import numpy as np
 
 from orbitset.errors import ManifestError, ShardError, UsageError
 from orbitset.manifests.model import load_manifest, manifest_path
+from orbitset.manifests.stats import check_not_empty
 from orbitset.schema import is_view_field, load_json, load_npy, view_field
 from orbitset.shards import ShardReader
 
@@ -55,6 +56,7 @@ def _shard_paths(source: str | os.PathLike, split: str | None) -> list[Path]:
             raise ShardError(f"shard {path} does not exist; point at a dataset folder or an existing .tar shard")
         return [path]
     manifest = load_manifest(path)
+    check_not_empty(manifest, path, split)
     root = manifest_path(path).parent
     return [root / entry.name for entry in manifest.shards_for(split)]
 

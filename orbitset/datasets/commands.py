@@ -9,31 +9,32 @@ from __future__ import annotations
 
 import click
 
+_LAYOUTS = click.Choice(["3diebench", "3diebench-t", "3diebench-ood"])
+
 
 @click.command()
-@click.argument("layout", type=click.Choice(["3diebench", "3diebench-t", "3diebench-ood"]))
-@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.argument("layout", type=_LAYOUTS)
+@click.argument("src")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the shards and manifest.")
-@click.option("--splits-from", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Folder with train_images.npy, val_images.npy and *_labels.npy (default: SRC if it has them).")
+@click.option("--splits-from", default=None,
+              help="Folder or URL folder with train_images.npy, val_images.npy and *_labels.npy (default: SRC if it has them).")
 @click.option("--views", type=click.IntRange(1), default=50, show_default=True, help="Views per object.")
-@click.option("--workers", "-w", type=click.IntRange(1), default=None, help="Processes (default: up to 4).")
 @click.option("--objects-per-shard", type=click.IntRange(1), default=256, show_default=True)
-@click.option("--compare-read", is_flag=True, help="First time a plain read of the same files, and print both rates.")
-def convert(layout: str, src: str, out: str, splits_from: str | None, views: int, workers: int | None,
-            objects_per_shard: int, compare_read: bool) -> None:
-    """Convert a published LAYOUT tree SRC (SYNSET/OBJ/image_i.jpg + latent_i.npy) into orbitset shards in OUT."""
-    from orbitset.datasets.convert import convert_3diebench, read_throughput, scan_tree
+@click.option("--fix-colors", is_flag=True, help="Re-encode images with red and blue in RGB order.")
+@click.option("--jobs", "-j", type=click.IntRange(1), default=8, show_default=True, help="Threads reading a tree's files ahead.")
+def convert(layout: str, src: str, out: str, splits_from: str | None, views: int, objects_per_shard: int,
+            fix_colors: bool, jobs: int) -> None:
+    """Convert SRC in LAYOUT (SYNSET/OBJ/image_i.jpg + latent_i.npy) into orbitset shards in OUT, as a stream.
 
-    baseline = None
-    if compare_read:
-        baseline = read_throughput(scan_tree(src, layout, splits_from, views), workers=workers)
-        click.echo(f"plain read (cat-like, same files): {baseline.describe()}")
-    report = convert_3diebench(src, out, layout=layout, splits_from=splits_from, views=views, workers=workers,
-                               objects_per_shard=objects_per_shard)
+    SRC: a local .tar.gz/.tar archive, an archive URL, a local tree, or an fsspec URL of a tree (file://, memory://,
+    hf://datasets/..., s3://...); the layout's root may sit at any depth. Interrupted runs resume (see 'orbitset
+    download --help')."""
+    from orbitset.datasets.convert import ConvertSettings, convert_source, read_split_dir
+
+    files = read_split_dir(splits_from) if splits_from is not None else None
+    settings = ConvertSettings(layout=layout, views=views, objects_per_shard=objects_per_shard, fix_colors=fix_colors)
+    report = convert_source(src, out, settings, split_files=files, jobs=jobs)
     click.echo(report.summary())
-    if baseline is not None:
-        click.echo(f"conversion / plain read: {report.throughput.images_per_second / baseline.images_per_second:.2f} (images/s)")
 
 
 @click.group()
@@ -46,7 +47,7 @@ def export() -> None:
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Root of the SYNSET/OBJ/ tree.")
 def export_sie_layout_command(dataset: str, out: str) -> None:
     """Write DATASET as 3DIEBench's tree (SYNSET/OBJ/image_i.jpg + latent_i.npy) plus split and label .npy files."""
-    from orbitset.datasets.convert import export_sie_layout
+    from orbitset.datasets.export import export_sie_layout
 
     report = export_sie_layout(dataset, out)
     click.echo(report.summary())

@@ -10,42 +10,54 @@ Layouts (every class name and object id is made a valid sample-key part with `ke
   with their split.
 - ``modelnet:PATH`` -- ModelNet40, ``CLASS/train|test/*.off``; the split is the folder (``test`` is reported as
   ``val``, orbitset's held-out split).
-- ``objaverse:PATH`` -- a folder of ``.glb`` / ``.gltf`` files; class = first sub-folder, ``objaverse`` for files
-  directly in PATH.
+- ``objaverse:PATH`` -- a folder of ``UID.glb`` / ``.gltf`` files at any depth (the download's ``000-000/``
+  sub-folders mean nothing); every object is keyed by its uid. The class comes from a categories file (``categories``
+  in `open_source`, ``--categories`` on the command line): JSON ``{uid: category}`` or ``{category: [uid, ...]}``
+  (the LVIS annotations' form), or CSV rows ``uid,category``; objects it does not list are left out, with a
+  warning. Without one, every object is in class ``objaverse``, with a warning.
 - ``folder:PATH`` -- any folder of meshes (obj, off, ply, stl, glb, gltf); class = first sub-folder, the folder's
   own name for files directly in PATH.
+
+File sources list the files they found in mesh formats they do not read (`FileSource.unsupported`, paths relative to
+the root), and what the user should know about the listing (`FileSource.warnings`).
 - ``procedural`` / ``procedural:N`` -- the embedded procedural objects (N instances per class, default 100).
 
-Loading uses trimesh on the whole file as a scene: every mesh of the scene, with its scene-graph transform applied,
-is merged into one `trimesh.Trimesh` (duplicate vertices merged); materials are skipped (backends use a neutral
-material). Any failure (missing
-file, unreadable bytes, no triangles, non-finite vertices) is an `AssetError` naming the file.
+Files are read by `orbitset.datasets.mesh_files.load_mesh_file` (appearance, up axis by format); any failure is an
+`AssetError` naming the file relative to the source root.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from orbitset.datasets.sources import AssetRef, AssetSource, key_part
+from orbitset.datasets.mesh_files import MESH_SUFFIXES, load_mesh_file
+from orbitset.datasets.sources import AssetRef, AssetSource, RawAsset, key_part
 from orbitset.errors import AssetError
 
-if TYPE_CHECKING:
-    import trimesh
-
-MESH_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
 GLTF_SUFFIXES = (".glb", ".gltf")
 SPEC_FORMS = ("procedural", "procedural:N", "shapenet:PATH", "modelnet:PATH", "objaverse:PATH", "folder:PATH")
 SHAPENET_MODEL = Path("models") / "model_normalized.obj"
 SHAPENET_SPLIT_FILES = {"train": "train_images.npy", "val": "val_images.npy"}
 
 
-def open_source(spec: str) -> AssetSource:
-    """The asset source an ``--assets`` spec names (see the module docstring for the forms)."""
+#: Mesh formats orbitset does not read; files in them are listed as unsupported, not silently skipped.
+OTHER_MESH_SUFFIXES = (
+    ".dae", ".fbx", ".3ds", ".blend", ".usd", ".usda", ".usdc", ".usdz", ".x3d", ".wrl", ".vrml", ".3mf", ".dxf",
+    ".step", ".stp", ".iges", ".igs", ".ifc", ".abc", ".lwo", ".x", ".ase", ".vtk", ".vtp", ".xaml", ".amf",
+)
+
+
+def open_source(spec: str, categories: str | Path | None = None) -> AssetSource:
+    """The asset source an ``--assets`` spec names (see the module docstring for the forms); `categories` is the
+    categories file of an ``objaverse:`` source."""
     kind, _, argument = spec.partition(":")
+    if categories is not None and kind != "objaverse":
+        raise AssetError(f"--categories is for objaverse: assets; {spec!r} takes its classes from its own layout")
+    if kind == "objaverse" and argument:
+        return ObjaverseSource(argument, categories=categories)
     if kind == "procedural":
         from orbitset.datasets.procedural import ProceduralSource
 
@@ -54,29 +66,10 @@ def open_source(spec: str) -> AssetSource:
         if not argument.isdigit() or int(argument) < 1:
             raise AssetError(f"--assets {spec!r}: N in 'procedural:N' must be a positive integer (instances per class)")
         return ProceduralSource(instances_per_class=int(argument))
-    sources = {"shapenet": ShapeNetSource, "modelnet": ModelNetSource, "objaverse": ObjaverseSource, "folder": FolderSource}
+    sources = {"shapenet": ShapeNetSource, "modelnet": ModelNetSource, "folder": FolderSource}
     if kind not in sources or not argument:
         raise AssetError(f"unknown asset spec {spec!r}; use one of: {', '.join(SPEC_FORMS)}")
     return sources[kind](argument)
-
-
-def load_mesh_file(path: Path) -> "trimesh.Trimesh":
-    """Load every mesh in `path` (scene-graph transforms applied) merged into one; AssetError naming the file."""
-    import trimesh
-
-    if not path.is_file():
-        raise AssetError(f"{path}: mesh file is missing; check the asset path or re-download the object")
-    try:
-        # process=False: trimesh would otherwise drop faces with NaN vertices silently; we refuse such meshes instead
-        mesh = trimesh.load_scene(str(path), skip_materials=True, process=False).to_mesh()
-    except Exception as exc:  # trimesh raises many types for bad bytes; all of them mean "unreadable"
-        raise AssetError(f"{path}: cannot read the mesh ({type(exc).__name__}: {exc}); the file is corrupt or not a mesh") from exc
-    if len(mesh.vertices) == 0 or len(mesh.faces) == 0:
-        raise AssetError(f"{path}: the file holds no triangles (empty mesh, or only points/lines)")
-    if not np.all(np.isfinite(mesh.vertices)):
-        raise AssetError(f"{path}: the mesh has NaN or infinite vertex coordinates")
-    mesh.merge_vertices()
-    return mesh
 
 
 class FileSource(AssetSource):
@@ -91,6 +84,10 @@ class FileSource(AssetSource):
             raise AssetError(f"{self.name} assets: {self.root} is not a directory; pass the folder that holds the collection")
         self._files: dict[AssetRef, Path] = {}
         self._splits: dict[AssetRef, str | None] = {}
+        #: Files under the root in mesh formats this source does not read (relative paths).
+        self.unsupported: list[str] = []
+        #: What the user should know about the listing (objects left out, classes guessed).
+        self.warnings: list[str] = []
         by_key: dict[str, Path] = {}
         for ref, path, split in self._scan():
             if ref.key in by_key:
@@ -122,8 +119,9 @@ class FileSource(AssetSource):
         self.path_of(ref)
         return self._splits[ref]
 
-    def load_raw(self, ref: AssetRef) -> "trimesh.Trimesh":
-        return load_mesh_file(self.path_of(ref))
+    def load_raw(self, ref: AssetRef, appearance: str = "source") -> RawAsset:
+        path = self.path_of(ref)
+        return load_mesh_file(path, appearance, shown=path.relative_to(self.root).as_posix())
 
 
 class FolderSource(FileSource):
@@ -133,16 +131,24 @@ class FolderSource(FileSource):
     suffixes: tuple[str, ...] = MESH_SUFFIXES
     layout = "CLASS/NAME.{obj,off,ply,stl,glb,gltf} files"
 
-    def _default_class(self) -> str:
-        return key_part(self.root.resolve().name)
+    def _mesh_files(self) -> list[Path]:
+        """Files under the root in this source's formats, sorted; files in other mesh formats go to `unsupported`."""
+        found = []
+        for path in sorted(self.root.rglob("*")):
+            suffix = path.suffix.lower()
+            if not path.is_file():
+                continue
+            if suffix in self.suffixes:
+                found.append(path)
+            elif suffix in MESH_SUFFIXES + OTHER_MESH_SUFFIXES:
+                self.unsupported.append(path.relative_to(self.root).as_posix())
+        return found
 
     def _scan(self) -> list[tuple[AssetRef, Path, str | None]]:
         found = []
-        for path in sorted(self.root.rglob("*")):
-            if path.suffix.lower() not in self.suffixes or not path.is_file():
-                continue
+        for path in self._mesh_files():
             relative = path.relative_to(self.root)
-            class_name = key_part(relative.parts[0]) if len(relative.parts) > 1 else self._default_class()
+            class_name = key_part(relative.parts[0]) if len(relative.parts) > 1 else key_part(self.root.resolve().name)
             inner = relative.parts[1:] if len(relative.parts) > 1 else relative.parts
             object_id = key_part("/".join(inner)[: -len(path.suffix)])
             found.append((AssetRef(class_name, object_id, relative.as_posix()), path, None))
@@ -150,14 +156,68 @@ class FolderSource(FileSource):
 
 
 class ObjaverseSource(FolderSource):
-    """Objaverse-style folder of GLB/glTF files: class = first sub-folder, or 'objaverse'."""
+    """Objaverse GLB/glTF files keyed by uid, classes from a categories file (see the module docstring)."""
 
     name = "objaverse"
     suffixes = GLTF_SUFFIXES
-    layout = "UID.glb files (optionally in CLASS/ sub-folders)"
+    layout = "UID.glb files (at any depth)"
+    default_class = "objaverse"
 
-    def _default_class(self) -> str:
-        return "objaverse"
+    def __init__(self, root: str | Path, categories: str | Path | None = None) -> None:
+        self._categories = read_categories(Path(categories).expanduser()) if categories is not None else None
+        super().__init__(root)
+
+    def _scan(self) -> list[tuple[AssetRef, Path, str | None]]:
+        found, unlisted = [], []
+        for path in self._mesh_files():
+            uid = path.stem
+            if self._categories is None:
+                category = self.default_class
+            elif uid in self._categories:
+                category = self._categories[uid]
+            else:
+                unlisted.append(uid)
+                continue
+            found.append((AssetRef(key_part(category), key_part(uid), path.relative_to(self.root).as_posix()), path, None))
+        if self._categories is None:
+            self.warnings.append(
+                f"objaverse assets: no categories file, so all objects are in one class {self.default_class!r}; pass "
+                "--categories FILE (JSON or CSV uid -> category, e.g. the LVIS annotations) for real classes"
+            )
+        elif unlisted:
+            self.warnings.append(
+                f"objaverse assets: {len(unlisted)} objects have no category in the categories file and are left out "
+                f"(e.g. {', '.join(unlisted[:3])})"
+            )
+        return found
+
+
+def read_categories(path: Path) -> dict[str, str]:
+    """uid -> category from a JSON (``{uid: category}`` or ``{category: [uids]}``) or CSV (``uid,category`` rows,
+    an optional header) file; AssetError naming the file when it is neither."""
+    import csv
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AssetError(f"categories file {path}: cannot read it ({exc})") from exc
+    expected = "expected JSON {uid: category} or {category: [uid, ...]}, or CSV rows 'uid,category'"
+    if path.suffix.lower() == ".csv":
+        rows = [row for row in csv.reader(text.splitlines()) if row and any(cell.strip() for cell in row)]
+        if rows and [cell.strip().lower() for cell in rows[0][:2]] in (["uid", "category"], ["uid", "class"]):
+            rows = rows[1:]
+        if not rows or any(len(row) < 2 for row in rows):
+            raise AssetError(f"categories file {path}: {expected}")
+        return {row[0].strip(): row[1].strip() for row in rows}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AssetError(f"categories file {path}: not valid JSON ({exc}); {expected}") from exc
+    if isinstance(data, dict) and data and all(isinstance(v, str) for v in data.values()):
+        return {str(uid): category for uid, category in data.items()}
+    if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+        return {str(uid): str(category) for category, uids in data.items() for uid in uids}
+    raise AssetError(f"categories file {path}: {expected}")
 
 
 class ModelNetSource(FileSource):

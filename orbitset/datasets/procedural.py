@@ -14,6 +14,8 @@ Conventions:
 - Instances: instance ``i`` of a class draws its shape parameters (sizes, proportions, part counts) from
   ``np.random.default_rng([crc32(class_name), i])``, so a mesh depends only on (class, instance), never on the
   process, the machine or the order of generation.
+- Colours: with appearance "source" every part (a primitive of the union) gets its own colour, drawn from the
+  instance's seed (`part_colours`); faces are assigned to the part whose surface they lie on.
 - Determinism: part vertices are snapped to a 2**-20 grid before the union (so ulp-level differences of
   platform trigonometry cannot reach the boolean engine) and the result's vertices and faces are put in a canonical
   order, so the same (class, instance) gives the same mesh bytes everywhere.
@@ -29,7 +31,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import trimesh
 
-from orbitset.datasets.sources import AssetRef, AssetSource
+from orbitset.datasets.sources import AssetRef, AssetSource, RawAsset
 from orbitset.errors import AssetError
 
 _GRID = 2.0**-20  # part vertices are snapped to this grid (raw units) before the union
@@ -136,14 +138,47 @@ def _canonical(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     return trimesh.Trimesh(vertices[order], faces, process=False)
 
 
+def _part_of_faces(mesh: trimesh.Trimesh, parts: Sequence[trimesh.Trimesh]) -> np.ndarray:
+    """For every face of `mesh`, the index of the part whose surface its centroid lies on: the part whose
+    plane distance (the largest signed distance to the planes of its faces, 0 on a convex part's surface) is
+    nearest 0."""
+    centroids = np.asarray(mesh.triangles_center, dtype=np.float64)
+    distances = np.empty((len(parts), len(centroids)))
+    for index, part in enumerate(parts):
+        normals = np.asarray(part.face_normals, dtype=np.float64)
+        offsets = np.einsum("ij,ij->i", normals, np.asarray(part.triangles[:, 0], dtype=np.float64))
+        distances[index] = np.abs((centroids @ normals.T - offsets).max(axis=1))
+    return distances.argmin(axis=0)
+
+
 def _solid(parts: Sequence[trimesh.Trimesh], cuts: Sequence[trimesh.Trimesh] = ()) -> trimesh.Trimesh:
-    """The union of the closed `parts` minus the union of `cuts`, as one watertight mesh in canonical order."""
-    solid = trimesh.boolean.union([_snapped(part) for part in parts], engine="manifold", check_volume=False)
+    """The union of the closed `parts` minus the union of `cuts`, as one watertight mesh in canonical order; its
+    ``metadata["parts"]`` keeps the parts (for `part_colours`)."""
+    snapped = [_snapped(part) for part in parts]
+    solid = trimesh.boolean.union(snapped, engine="manifold", check_volume=False)
     if cuts:
         solid = trimesh.boolean.difference(
             [solid, *(_snapped(cut) for cut in cuts)], engine="manifold", check_volume=False
         )
-    return _canonical(solid)
+    solid = _canonical(solid)
+    solid.metadata["parts"] = snapped
+    return solid
+
+
+def part_colours(mesh: trimesh.Trimesh, parts: Sequence[trimesh.Trimesh], class_name: str, instance: int) -> np.ndarray:
+    """(F, 4) uint8 sRGB face colours of a `make_mesh` result made of `parts` (its ``metadata["parts"]``): one
+    colour per part (cut faces: the nearest part's),
+    drawn from ``np.random.default_rng([crc32(class_name), instance, 1])`` (hue uniform, saturation 0.35-0.8,
+    value 0.45-0.9)."""
+    import colorsys
+
+    face_part = _part_of_faces(mesh, parts)
+    rng = np.random.default_rng([zlib.crc32(class_name.encode("ascii")), int(instance), 1])
+    count = len(parts)
+    hues, saturations, values = rng.random(count), rng.uniform(0.35, 0.8, count), rng.uniform(0.45, 0.9, count)
+    palette = np.array([colorsys.hsv_to_rgb(h, s, v) for h, s, v in zip(hues, saturations, values)])
+    rgba = np.concatenate([np.round(palette * 255), np.full((count, 1), 255)], axis=1).astype(np.uint8)
+    return rgba[face_part]
 
 
 # --- classes: each builder draws its shape parameters from `rng` and returns a watertight mesh --------------------
@@ -507,7 +542,7 @@ class ProceduralSource(AssetSource):
             for i in range(self.instances_per_class)
         ]
 
-    def load_raw(self, ref: AssetRef) -> trimesh.Trimesh:
+    def load_raw(self, ref: AssetRef, appearance: str = "source") -> RawAsset:
         match = _SOURCE_ID.match(ref.source_id)
         if match is None:
             raise AssetError(f"procedural source id {ref.source_id!r} is not of the form '<class>/<instance>'")
@@ -518,4 +553,9 @@ class ProceduralSource(AssetSource):
         if instance >= self.instances_per_class:
             raise AssetError(f"procedural instance {instance} of {ref.source_id!r} is out of range: this source has "
                              f"instances 0..{self.instances_per_class - 1}")
-        return make_mesh(class_name, instance)
+        mesh = make_mesh(class_name, instance)
+        parts = mesh.metadata.pop("parts")
+        if appearance == "uniform":
+            return RawAsset(mesh, up_axis="z", info={})
+        mesh.visual = trimesh.visual.ColorVisuals(mesh, face_colors=part_colours(mesh, parts, class_name, instance))
+        return RawAsset(mesh, up_axis="z", info={"colour_source": "face", "parts": len(parts)})

@@ -2,7 +2,7 @@
 
 `PairLoader`, `ViewLoader` and `PointLoader` read object samples from shards (a dataset folder, a manifest path or
 URL, or a list of shard paths/URLs), decode only the views they use (on the GPU where there is one) and yield dict
-batches on the device. See `orbitset.loaders.base` for distribution, resumption and errors.
+batches on the device. See `orbitset.loaders.loader` for distribution, resumption and errors.
 """
 
 from orbitset.loaders.decode import MEAN_3DIEBENCH, STD_3DIEBENCH

@@ -1,7 +1,7 @@
 """Shared-memory batch buffers that loader workers reuse, so that no batch pays for fresh shared memory.
 
-A fresh 25 MB shared-memory block per batch (torch's default for tensors made in a worker) costs about 24 ms of CPU
-in page faults and zeroing on a 2-core x86 machine, against about 5 ms to fill a buffer whose pages are already
+A fresh shared-memory block per batch (torch's default for tensors made in a worker) costs a page fault and zeroing
+per page, which for a batch of images is several times the cost of filling a buffer whose pages are already
 mapped. `BatchBuffers` holds `per_worker` buffers per worker in one shared block made in the main process before the
 workers start (forked workers inherit it; spawned ones receive it as a shared-memory handle). A worker claims a free
 buffer of its own, decodes into it and sends only its number; the main process reads the pixels from its own mapping

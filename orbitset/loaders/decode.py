@@ -2,9 +2,8 @@
 normalisation.
 
 CPU: JPEGs are decoded by libjpeg-turbo through simplejpeg, straight into the caller's array (a worker's batch
-buffer): one C call per image, no intermediate image object and no copy, about 3.5x Pillow's throughput on 256 px
-images here (Pillow's per-image Python work and its RGBX-to-RGB repacking cost more than the decoding itself), with
-identical pixels. When the requested side is at most half the stored one, JPEGs are decoded at a reduced DCT scale
+buffer): one C call per image, no intermediate image object and no copy (Pillow's per-image Python work and its
+RGBX-to-RGB repacking cost more than the decoding itself), with pixels identical to Pillow's. When the requested side is at most half the stored one, JPEGs are decoded at a reduced DCT scale
 (1/2, 1/4 or 1/8, never below the requested size) before the exact resize, which is several times cheaper than
 decoding at full size. Pillow decodes everything else (PNG, CMYK JPEGs) and does the resizing.
 
@@ -24,13 +23,27 @@ from typing import Callable
 import numpy as np
 import torch
 
+from orbitset.errors import OrbitsetError, ShardError, UsageError
+
 #: 3DIEBench's normalisation (per RGB channel, on [0, 1] pixel values).
 MEAN_3DIEBENCH = (0.5016, 0.5037, 0.5060)
 STD_3DIEBENCH = (0.1030, 0.0999, 0.0969)
 
 
-class ImageShapeError(ValueError):
+class ImageShapeError(UsageError):
     """An image decodes to another shape than the array given to hold it."""
+
+
+class ImageDecodeError(OrbitsetError):
+    """Encoded image bytes that no decoder can read (corrupt, truncated or not an image)."""
+
+
+#: What libjpeg-turbo (through simplejpeg) and Pillow raise on data they cannot decode.
+_LIBRARY_ERRORS = (ValueError, OSError, SyntaxError, EOFError)
+
+
+def _cannot_decode(exc: BaseException) -> ImageDecodeError:
+    return ImageDecodeError(f"cannot decode the image ({type(exc).__name__}: {exc})")
 
 
 def _is_jpeg(data: bytes) -> bool:
@@ -38,7 +51,8 @@ def _is_jpeg(data: bytes) -> bool:
 
 
 def decoded_shape(data: bytes, size: int | None = None) -> tuple[int, int]:
-    """(H, W) of the pixels `decode_cpu` returns for `data` (read from the header only)."""
+    """(H, W) of the pixels `decode_cpu` returns for `data` (read from the header only); ImageDecodeError when the
+    header cannot be read."""
     if size is not None:
         return size, size
     if _is_jpeg(data):
@@ -50,8 +64,11 @@ def decoded_shape(data: bytes, size: int | None = None) -> tuple[int, int]:
             pass  # left to Pillow, which reads more JPEG variants
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as image:
-        return image.height, image.width
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.height, image.width
+    except _LIBRARY_ERRORS as exc:
+        raise _cannot_decode(exc) from exc
 
 
 def decode_cpu(data: bytes, size: int | None, bgr: bool = False, out: np.ndarray | None = None) -> np.ndarray:
@@ -62,7 +79,7 @@ def decode_cpu(data: bytes, size: int | None, bgr: bool = False, out: np.ndarray
     JPEGs go to libjpeg-turbo through simplejpeg, which decodes straight into `out` (no intermediate image) and, when
     `size` is at most half the stored side, at a reduced DCT scale (1/2, 1/4 or 1/8, never below `size`) before the
     exact bilinear resize. Other formats, and JPEGs simplejpeg rejects (e.g. CMYK), go through Pillow. Corrupt or
-    truncated data raises ValueError or OSError."""
+    truncated data raises ImageDecodeError."""
     import simplejpeg  # a dependency of the loaders, imported where used: `import orbitset.loaders` stays light
 
     jpeg, order = _is_jpeg(data), "BGR" if bgr else "RGB"
@@ -82,10 +99,13 @@ def decode_cpu(data: bytes, size: int | None, bgr: bool = False, out: np.ndarray
             colorspace = None
         if colorspace in ("Gray", "YCbCr", "RGB"):
             scale = {"min_height": size, "min_width": size, "min_factor": 2} if size else {}
-            if out is not None and (height, width, 3) == out.shape:
-                simplejpeg.decode_jpeg(data, colorspace=order, buffer=out, **scale)
-                return out
-            pixels = simplejpeg.decode_jpeg(data, colorspace=order, **scale)
+            try:
+                if out is not None and (height, width, 3) == out.shape:
+                    simplejpeg.decode_jpeg(data, colorspace=order, buffer=out, **scale)
+                    return out
+                pixels = simplejpeg.decode_jpeg(data, colorspace=order, **scale)
+            except ValueError as exc:
+                raise _cannot_decode(exc) from exc
     if pixels is None:
         pixels = decode_pillow(data, size, bgr)
     if size is not None and pixels.shape[:2] != (size, size):
@@ -102,14 +122,18 @@ def decode_cpu(data: bytes, size: int | None, bgr: bool = False, out: np.ndarray
 
 
 def decode_pillow(data: bytes, size: int | None, bgr: bool = False) -> np.ndarray:
-    """Pillow's decoding (any format it reads), at a reduced JPEG DCT scale when `size` is at most half the image."""
+    """Pillow's decoding (any format it reads), at a reduced JPEG DCT scale when `size` is at most half the image;
+    ImageDecodeError for data Pillow cannot read."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as image:
-        if size is not None and image.format == "JPEG" and 2 * size <= min(image.size):
-            image.draft("RGB", (size, size))
-        rgb = image.convert("RGB") if image.mode != "RGB" else image
-        array = np.asarray(rgb)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if size is not None and image.format == "JPEG" and 2 * size <= min(image.size):
+                image.draft("RGB", (size, size))
+            rgb = image.convert("RGB") if image.mode != "RGB" else image
+            array = np.asarray(rgb)
+    except (*_LIBRARY_ERRORS, Image.DecompressionBombError) as exc:
+        raise _cannot_decode(exc) from exc
     return array[..., ::-1] if bgr else array
 
 
@@ -141,13 +165,12 @@ def normalize_hwc(pixels: torch.Tensor, dtype: torch.dtype = torch.float32, chan
 
     On the CPU two numpy passes (multiply converting as it reads, then add in place) over rows of W pixels, with the
     per-channel scale and shift tiled along the row: the inner loops are long and vectorised (broadcasting a 3-vector
-    over the last axis runs 4x slower); channels-first output is written channel by channel from strided reads.
+    over the last axis is several times slower); channels-first output is written channel by channel from strided reads.
     Elsewhere (CUDA) torch's passes on the device. CPU outputs are allocated by numpy, which asks Linux for
-    transparent huge pages on large arrays: a fresh 100 MB output then costs a few dozen page faults, not 25,000
-    (torch's own allocator measured 2x slower here).
+    transparent huge pages on large arrays: a fresh output then costs one page fault per 2 MB, not per 4 KB.
     """
     if pixels.shape[-1] != 3 or not pixels.is_contiguous():
-        raise ValueError(f"expected contiguous (..., H, W, 3) pixels, got shape {tuple(pixels.shape)}")
+        raise UsageError(f"expected contiguous (..., H, W, 3) pixels, got shape {tuple(pixels.shape)}")
     if pixels.device.type != "cpu" or dtype not in _NUMPY_FLOATS:
         if channels_last:
             return normalize(pixels, -1, dtype).movedim(-1, -3)
@@ -185,7 +208,7 @@ def to_channels_first(pixels: torch.Tensor) -> torch.Tensor:
 def _torchvision_decoder() -> Callable | None:
     try:
         from torchvision.io import ImageReadMode, decode_jpeg
-    except Exception:  # absent or broken install
+    except (ImportError, OSError, RuntimeError):  # absent or broken install
         return None
 
     def decode(blobs: list[bytes], device: torch.device) -> list[torch.Tensor | None]:
@@ -207,7 +230,7 @@ def _torchvision_decoder() -> Callable | None:
 def _nvimagecodec_decoder() -> Callable | None:
     try:
         from nvidia import nvimgcodec
-    except Exception:
+    except (ImportError, OSError, RuntimeError):  # absent or broken install
         return None
     decoder = nvimgcodec.Decoder()
 
@@ -223,7 +246,7 @@ def _nvimagecodec_decoder() -> Callable | None:
 def _torchcodec_decoder() -> Callable | None:
     try:
         from torchcodec.decoders import decode_jpeg
-    except Exception:
+    except (ImportError, OSError, RuntimeError):  # absent or broken install
         return None
 
     def decode(blobs: list[bytes], device: torch.device) -> list[torch.Tensor | None]:
@@ -265,8 +288,6 @@ class GpuJpegDecoder:
 
     def decode(self, blobs: list[bytes], size: int | None, bgr: list[bool], what: list[str]) -> torch.Tensor:
         """JPEG bytes -> (N, 3, H, W) uint8 on the device, resized to `size`; `what` names each image for errors."""
-        from orbitset.errors import ShardError
-
         decoded = self._decode(blobs, self.device) if self._decode is not None else [None] * len(blobs)
         images = []
         for index, image in enumerate(decoded):
@@ -274,15 +295,15 @@ class GpuJpegDecoder:
                 self.fallbacks += 1
                 try:
                     array = decode_cpu(blobs[index], None)
-                except Exception as exc:
-                    raise ShardError(f"{what[index]}: cannot decode the image ({exc}); the shard is corrupt") from exc
+                except ImageDecodeError as exc:
+                    raise ShardError(f"{what[index]}: {exc}; the shard is corrupt") from exc
                 image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).to(self.device, non_blocking=True)
             if bgr[index]:
                 image = image.flip(0)
             images.append(resize_gpu(image, size))
         shapes = {tuple(im.shape) for im in images}
         if len(shapes) > 1:
-            raise ShardError(f"images of different sizes {sorted(shapes)} in one batch; pass size= to resize them to one side")
+            raise UsageError(f"images of different sizes {sorted(shapes)} in one batch; pass size= to resize them to one side")
         return torch.stack(images)
 
 

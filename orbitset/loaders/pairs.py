@@ -9,12 +9,16 @@ import torch
 
 from orbitset import geometry
 from orbitset.geometry import Array
-from orbitset.errors import OrbitsetError, SchemaError, ShardError
-from orbitset.loaders.base import IMAGE_FIELDS, ROTATION_FACTORS, TRANSLATION_NAMES, ImageLoader, ObjectFields
+from orbitset.errors import SchemaError, ShardError, UsageError
+from orbitset.loaders.images import IMAGE_FIELDS, ImageLoader
+from orbitset.loaders.objects import ObjectFields
 from orbitset.loaders.plan import pair_views
 from orbitset.loaders.sources import Source
 
 ROTATION_FORMATS = ("quat", "quat_raw", "matrix", "6d", "axis_angle")
+#: Latent columns that hold the object rotation as Euler angles (3DIEBench's names).
+ROTATION_FACTORS = ("rot_x", "rot_y", "rot_z")
+TRANSLATION_NAMES = ("translation_x", "translation_y", "translation_z")
 
 
 def relative_rotation_as(rotation: str, rot_a: Array, rot_b: Array, euler_a: Array | None = None,
@@ -66,9 +70,9 @@ class PairLoader(ImageLoader):
 
     def __init__(self, source: Source, batch_size: int, *, pairs_per_object: int = 1, rotation: str = "quat", **kwargs):
         if rotation not in ROTATION_FORMATS:
-            raise ValueError(f"rotation must be one of {ROTATION_FORMATS}, got {rotation!r}")
+            raise UsageError(f"rotation must be one of {ROTATION_FORMATS}, got {rotation!r}")
         if pairs_per_object < 1:
-            raise ValueError(f"pairs_per_object must be at least 1, got {pairs_per_object}")
+            raise UsageError(f"pairs_per_object must be at least 1, got {pairs_per_object}")
         self.per_object, self.rotation = pairs_per_object, rotation
         super().__init__(source, batch_size, **kwargs)
         first = self._first_object()
@@ -77,7 +81,7 @@ class PairLoader(ImageLoader):
         self._translations = first.has("translations.npy") and not any(n.startswith("trans") for n in self.factor_names)
         self.rel_latent_names = [self.factor_names[i] for i in self._other] + (list(TRANSLATION_NAMES) if self._translations else [])
         if rotation == "quat_raw" and tuple(self.factor_names[:3]) != ROTATION_FACTORS:
-            raise OrbitsetError(
+            raise UsageError(
                 f"rotation='quat_raw' needs Euler latents rot_x, rot_y, rot_z first (3DIEBench); this dataset's factors are "
                 f"{self.factor_names}; use rotation='quat'"
             )
@@ -94,16 +98,11 @@ class PairLoader(ImageLoader):
             raise ShardError(f"{obj.where()} has {views} view(s); pairs need at least 2")
         meta = obj.meta
         if meta["factor_names"] != self.factor_names:
-            raise SchemaError(f"sample {obj.key!r}: factors {meta['factor_names']} differ from the dataset's {self.factor_names}")
+            raise SchemaError(f"{obj.where('meta.json')}: factors {meta['factor_names']} differ from the dataset's {self.factor_names}")
         columns = [("rotations.npy", (views, 3, 3)), ("latents.npy", (views, len(self.factor_names)))]
         if self._translations:
             columns.append(("translations.npy", (views, 3)))
-        arrays = []
-        for field, shape in columns:
-            array = obj.array(field)
-            if array.shape != shape:
-                raise ShardError(f"{obj.where(field)} has shape {array.shape}, not {shape} ({views} views)")
-            arrays.append(array.reshape(views, -1))
+        arrays = [obj.array(field, shape).reshape(views, -1) for field, shape in columns]
         rows = np.concatenate(arrays, axis=1, dtype=np.float64)
         return (views, meta["class_index"], self._bgr(obj), rows), rows.nbytes
 

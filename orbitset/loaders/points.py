@@ -7,8 +7,9 @@ import math
 import numpy as np
 
 from orbitset import geometry
-from orbitset.errors import ShardError
-from orbitset.loaders.base import ObjectFields, ObjectLoader
+from orbitset.errors import ShardError, UsageError
+from orbitset.loaders.loader import ObjectLoader
+from orbitset.loaders.objects import ObjectFields
 from orbitset.loaders.sources import Source
 
 SAMPLINGS = ("fps", "random")
@@ -37,11 +38,11 @@ class PointLoader(ObjectLoader):
     def __init__(self, source: Source, batch_size: int, *, num_points: int = 1024, sampling: str = "fps",
                  rotate: str | None = None, **kwargs):
         if sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+            raise UsageError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         if rotate not in ROTATIONS:
-            raise ValueError(f"rotate must be one of {ROTATIONS}, got {rotate!r}")
+            raise UsageError(f"rotate must be one of {ROTATIONS}, got {rotate!r}")
         if num_points < 1:
-            raise ValueError(f"num_points must be at least 1, got {num_points}")
+            raise UsageError(f"num_points must be at least 1, got {num_points}")
         self.num_points, self.sampling, self.rotate = num_points, sampling, rotate
         kwargs.pop("size", None)  # accepted for a uniform signature; point clouds have no image size
         super().__init__(source, batch_size, **kwargs)
@@ -52,6 +53,8 @@ class PointLoader(ObjectLoader):
         if not obj.has("points.npy"):
             raise ShardError(f"{obj.where()} has no points.npy")
         cloud = obj.array("points.npy")
+        if cloud.ndim != 2 or cloud.shape[1] != 6:
+            raise ShardError(f"{obj.where('points.npy')} has shape {cloud.shape}, not (N, 6)")
         if len(cloud) < self.num_points:
             raise ShardError(f"{obj.where()} has {len(cloud)} points, fewer than num_points={self.num_points}")
         rng = self._rng(epoch, obj.key)

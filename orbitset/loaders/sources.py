@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
 
-from orbitset.errors import DownloadError, ManifestError, ShardError
+from orbitset.errors import DownloadError, ManifestError, ShardError, UsageError
+from orbitset.integrity import check_integrity
 from orbitset.manifests.model import MANIFEST_NAME, Manifest, load_manifest
-from orbitset.integrity import file_sha256
 
 Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 VERIFY_MODES = ("size", "sha256", "none")
@@ -141,41 +141,24 @@ def _download(url: str, target: Path) -> None:
         raise
 
 
-def _check_size(ref: ShardRef, path: Path) -> None:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ShardError(f"shard {ref.name} is missing at {path}; re-download or re-render the dataset") from None
-    if ref.bytes is not None and size != ref.bytes:
-        raise ShardError(
-            f"shard {ref.name} is {size} bytes but the manifest says {ref.bytes}: it is truncated or was replaced; "
-            "re-download it or re-render the dataset"
-        )
-
-
-def _check_sha256(ref: ShardRef, path: Path) -> None:
-    if ref.sha256 is not None and file_sha256(path) != ref.sha256:
-        raise ShardError(f"shard {ref.name}: sha256 does not match the manifest (corrupt file at {path}); re-download it")
+def _check(ref: ShardRef, path: Path, verify: str) -> None:
+    """`path` checked against `ref`'s manifest record as `verify` asks (see module docstring)."""
+    if verify != "none":
+        check_integrity(path, ref.bytes, ref.sha256 if verify == "sha256" else None)
 
 
 def localise(ref: ShardRef, verify: str) -> Path:
     """A local path to `ref`, checked against the manifest (see module docstring); downloads remote shards once."""
     if verify not in VERIFY_MODES:
-        raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
+        raise UsageError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
     if not ref.remote:
         path = _local_path(ref.location)
-        if verify != "none":
-            _check_size(ref, path)
-        if verify == "sha256":
-            _check_sha256(ref, path)
+        _check(ref, path, verify)
         return path
     tag = ref.sha256[:16] if ref.sha256 else hashlib.sha256(ref.location.encode()).hexdigest()[:16]
     path = cache_dir() / f"{tag}-{ref.name}"
     if path.exists():
-        if verify != "none":
-            _check_size(ref, path)
-        if verify == "sha256":
-            _check_sha256(ref, path)
+        _check(ref, path, verify)
         return path
     if ref.bytes is not None and ref.sha256 is not None:  # listed by a manifest: resumable, retried, verified
         from orbitset.manifests.download import DownloadOptions, fetch_file
@@ -188,8 +171,7 @@ def localise(ref: ShardRef, verify: str) -> Path:
         return path
     _download(ref.location, path)
     try:
-        _check_size(ref, path)
-        _check_sha256(ref, path)  # first use of a remote shard: always
+        _check(ref, path, "sha256")  # first use of a remote shard: always
     except ShardError:
         path.unlink(missing_ok=True)
         raise

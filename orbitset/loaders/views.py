@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from orbitset.errors import ShardError
-from orbitset.loaders.base import IMAGE_FIELDS, ImageLoader, ObjectFields
+from orbitset.errors import ShardError, UsageError
+from orbitset.loaders.images import IMAGE_FIELDS, ImageLoader
+from orbitset.loaders.objects import ObjectFields
 from orbitset.loaders.plan import object_draws
 from orbitset.loaders.sources import Source
 
@@ -25,7 +26,7 @@ class ViewLoader(ImageLoader):
 
     def __init__(self, source: Source, batch_size: int, *, mode: str = "single", **kwargs):
         if mode not in VIEW_MODES:
-            raise ValueError(f"mode must be one of {VIEW_MODES}, got {mode!r}")
+            raise UsageError(f"mode must be one of {VIEW_MODES}, got {mode!r}")
         self.mode = mode
         fields = ("key", "label", "rotations", "latents") if mode == "all" else ("key", "label", "index", "rotation", "latents")
         self.record_fields = (*fields, *IMAGE_FIELDS)

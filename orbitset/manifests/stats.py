@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from orbitset import geometry
+from orbitset.errors import ManifestError
 from orbitset.manifests.model import Manifest, load_manifest, manifest_path
 from orbitset.schema import load_json, load_npy
 from orbitset.shards import ShardReader
@@ -124,10 +125,20 @@ def _pair_angles(rotations: np.ndarray) -> np.ndarray:
     return np.asarray(geometry.geodesic_angle(rotations[first], rotations[second]))
 
 
+def check_not_empty(manifest: Manifest, path: str | os.PathLike, split: str | None = None) -> None:
+    """ManifestError in one line when `manifest` lists no object (in `split`), saying how many failed to render."""
+    if any(entry.objects for entry in manifest.shards_for(split)):
+        return
+    where = f" in split {split!r}" if split else ""
+    failed = f"; {len(manifest.failures)} objects failed to render (see its manifest's failures)" if manifest.failures else ""
+    raise ManifestError(f"{path}: the dataset holds no objects{where}{failed}")
+
+
 def dataset_stats(path: str | os.PathLike, split: str | None = None) -> DatasetStats:
     """Statistics of the dataset at `path` (folder or manifest), over `split` or all splits."""
     file = manifest_path(path)
     manifest = load_manifest(file)
+    check_not_empty(manifest, path, split)
     stats = DatasetStats(manifest=manifest)
     latents: list[np.ndarray] = []
     angles: list[np.ndarray] = []

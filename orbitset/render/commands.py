@@ -18,7 +18,9 @@ import click
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Dataset seed; view factors are drawn from (seed, object, view).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel render workers (processes, or Ray tasks in flight).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local worker processes or Ray tasks.")
-@click.option("--address", default=None, help="Ray cluster address (with --executor ray); default: start a local Ray instance.")
+@click.option("--address", default=None,
+              help="Ray cluster head HOST:PORT (with --executor ray). Default: the RAY_ADDRESS environment variable if set "
+                   "(which joins that cluster), else a new local Ray instance.")
 @click.option("--factors-from", type=click.Path(exists=True, file_okay=False), default=None,
               help="Re-render exactly the views recorded in an orbitset dataset or an original 3DIEBench tree (latent_i.npy).")
 @click.option("--layers", default=None, help="Comma-separated extra layers: depth,mask,points (or 'none'). Default: the recipe's.")
@@ -33,6 +35,14 @@ import click
 @click.option("--recycle-after", type=click.IntRange(min=1), default=200, show_default=True, help="Restart a worker after this many objects.")
 @click.option("--memory-limit", type=click.FloatRange(min=1), default=8192, show_default=True, help="Restart a worker whose memory exceeds this many MiB.")
 @click.option("--name", default=None, help="Dataset name in the manifest. Default: the recipe's name.")
+@click.option("--appearance", type=click.Choice(["source", "uniform"]), default=None,
+              help="source: each object's own materials, textures and colours (procedural: colours per part); "
+                   "uniform: one grey material (shape-only studies). Default: the recipe's (source).")
+@click.option("--up-axis", type=click.Choice(["y", "z"]), default=None,
+              help="Up axis of every mesh file, turned to +Z before any rotation. Default: per format (OBJ, glTF: y; "
+                   "OFF, PLY, STL: z).")
+@click.option("--categories", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="objaverse: JSON or CSV mapping each object's uid to its category (like the LVIS annotations).")
 @click.option("--no-progress", is_flag=True, help="Do not show the progress bar.")
 def render(**options) -> None:
     """Render meshes under a recipe's transformations into sharded WebDataset tars + manifest.json.
@@ -40,6 +50,7 @@ def render(**options) -> None:
     Each view's factors come from (seed, object, view), so the dataset is the same whatever the workers, executor
     or interruptions; failed objects are listed in the manifest with their reason.
     """
+    from orbitset.errors import RenderError
     from orbitset.render.dataset import render_dataset
     from orbitset.render.executors import WorkerLimits
 
@@ -53,6 +64,7 @@ def render(**options) -> None:
         address=options["address"], factors_from=options["factors_from"], val_fraction=options["val_fraction"],
         split_file=options["split_file"], layers=layers, progress=not options["no_progress"],
         objects_per_shard=options["objects_per_shard"], max_faces=options["max_faces"], name=options["name"],
+        appearance=options["appearance"], up_axis=options["up_axis"], categories=options["categories"],
         limits=WorkerLimits(timeout=options["timeout"], recycle_after=options["recycle_after"], memory_limit_mb=options["memory_limit"]),
     )
     totals = manifest.totals()
@@ -62,6 +74,28 @@ def render(**options) -> None:
     )
     for failure in manifest.failures:
         click.echo(f"  failed {failure.object}: {failure.reason}")
+    for line in summary_warnings(manifest.extra):
+        click.echo(f"warning: {line}")
+    if totals["objects"] == 0:
+        raise RenderError(f"every object failed ({len(manifest.failures)}), reasons listed above; nothing was rendered")
+
+
+def summary_warnings(extra: dict) -> list[str]:
+    """Lines about what the run skipped or found suspicious (recorded in the manifest's ``extra``)."""
+    lines = list(extra.get("source_warnings") or [])
+    unsupported = extra.get("unsupported_files") or []
+    if unsupported:
+        shown = ", ".join(unsupported[:10]) + (", ..." if len(unsupported) > 10 else "")
+        lines.append(f"skipped {len(unsupported)} files in formats orbitset does not read: {shown}")
+    for class_name in extra.get("classes_without_objects") or []:
+        lines.append(f"class {class_name!r}: every object failed; its index is unused")
+    framing = extra.get("framing_warnings") or {}
+    if framing:
+        kinds = {"empty": "empty mask", "touches_border": "touching the border", "small": "under 0.5% of the image"}
+        for key, counts in framing.items():
+            listed = ", ".join(f"{count} {kinds.get(kind, kind)}" for kind, count in counts.items())
+            lines.append(f"{key}: views badly framed ({listed})")
+    return lines
 
 
 def register(app: click.Group) -> None:

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from orbitset.datasets.sources import AssetRef, AssetSource
+from orbitset.datasets.sources import AssetRef, AssetSource, check_up_axis
 from orbitset.errors import RenderError, ShardError
 from orbitset.hashing import stable_hash
 from orbitset.manifests.model import Factor, Failure, Manifest, software_versions
@@ -49,13 +49,13 @@ class PlannedShard:
         return [ref.key for ref in self.refs]
 
 
-def open_assets(assets: "AssetSource | str") -> AssetSource:
-    """An AssetSource, or the source an ``--assets`` spec names."""
+def open_assets(assets: "AssetSource | str", categories: str | Path | None = None) -> AssetSource:
+    """An AssetSource, or the source an ``--assets`` spec names (`categories`: see `open_source`)."""
     if isinstance(assets, AssetSource):
         return assets
     from orbitset.datasets.mesh_sources import open_source
 
-    return open_source(str(assets))
+    return open_source(str(assets), categories=categories)
 
 
 def select_objects(refs: Sequence[AssetRef], count: int | None) -> list[AssetRef]:
@@ -83,6 +83,7 @@ def assign_splits(refs: Sequence[AssetRef], source: AssetSource, seed: int, val_
     """key -> split for every object in `refs` (objects a split file leaves out are dropped)."""
     listed = read_split_file(split_file) if split_file is not None else None
     out: dict[str, str] = {}
+    drawn: list[AssetRef] = []
     for ref in refs:
         if listed is not None:
             split = listed.get(ref.key, listed.get(ref.source_id))
@@ -93,9 +94,27 @@ def assign_splits(refs: Sequence[AssetRef], source: AssetSource, seed: int, val_
         elif getattr(source, "split_of", None) is not None and source.split_of(ref) is not None:
             split = source.split_of(ref)
         else:
-            split = "val" if stable_hash(f"{seed}/split/{ref.key}") / 2**64 < val_fraction else "train"
+            split = "val" if _split_draw(seed, ref) < val_fraction else "train"
+            drawn.append(ref)
         out[ref.key] = split
+    _keep_one_train_object_per_class(drawn, out, seed)
     return out
+
+
+def _split_draw(seed: int, ref: AssetRef) -> float:
+    """The uniform [0, 1) number that decides `ref`'s random split."""
+    return stable_hash(f"{seed}/split/{ref.key}") / 2**64
+
+
+def _keep_one_train_object_per_class(drawn: Sequence[AssetRef], splits: dict[str, str], seed: int) -> None:
+    """Move to train, in every class of two or more randomly split objects that all drew val, the one that drew the
+    largest number (so that every class can be learnt)."""
+    by_class: dict[str, list[AssetRef]] = {}
+    for ref in drawn:
+        by_class.setdefault(ref.class_name, []).append(ref)
+    for members in by_class.values():
+        if len(members) >= 2 and all(splits[ref.key] == "val" for ref in members):
+            splits[max(members, key=lambda ref: _split_draw(seed, ref)).key] = "train"
 
 
 def plan_shards(refs: Sequence[AssetRef], splits: dict[str, str], objects_per_shard: int) -> list[PlannedShard]:
@@ -114,7 +133,8 @@ def plan_shards(refs: Sequence[AssetRef], splits: dict[str, str], objects_per_sh
 def _finish_shard(writer: ShardWriter, shard: PlannedShard, results: dict[str, ObjectResult]) -> ShardRecord:
     samples = [results[key].fields for key in shard.keys if results[key].fields is not None]
     failures = [Failure(key, results[key].reason) for key in shard.keys if results[key].fields is None]
-    return writer.write_shard(shard.name, shard.split, shard.keys, samples, failures)
+    warnings = {key: results[key].framing for key in shard.keys if results[key].framing}
+    return writer.write_shard(shard.name, shard.split, shard.keys, samples, failures, warnings)
 
 
 def check_backend_layers(backend: str, preset: str, layers: Sequence[str]) -> None:
@@ -155,18 +175,25 @@ def render_dataset(
     max_faces: int = MAX_FACES,
     limits: WorkerLimits = WorkerLimits(),
     name: str | None = None,
+    appearance: str | None = None,
+    up_axis: str | None = None,
+    categories: str | Path | None = None,
 ) -> Manifest:
     """Render `assets` with `recipe` into shards + manifest.json under `out` (resuming a previous run there).
 
-    `views`, `size` and `layers` override the recipe's (None keeps them); `objects` limits the object count.
+    `views`, `size`, `layers` and `appearance` override the recipe's (None keeps them); `objects` limits the object
+    count; `up_axis` ("y" or "z") overrides every file's own up axis; `categories` is an objaverse annotation file.
     With `factors_from` (an orbitset dataset or an original 3DIEBench tree) exactly the recorded views are rendered.
     Failed objects are recorded (manifest ``failures``) and skipped. Returns the manifest written last.
     """
-    recipe = get_recipe(recipe).with_overrides(views=views, size=size, layers=tuple(layers) if layers is not None else None)
+    recipe = get_recipe(recipe).with_overrides(
+        views=views, size=size, layers=tuple(layers) if layers is not None else None, appearance=appearance
+    )
     if not 0.0 <= val_fraction < 1.0:
         raise RenderError(f"val_fraction must be in [0, 1), got {val_fraction}")
     check_backend_layers(backend, preset, recipe.layers)
-    source = open_assets(assets)
+    check_up_axis(up_axis)
+    source = open_assets(assets, categories)
 
     all_refs = source.objects()
     recorded_latents: dict[str, np.ndarray] = {}
@@ -183,7 +210,11 @@ def render_dataset(
         raise RenderError(f"no objects to render from {source.name} assets (objects={objects}); check --assets and --objects")
     splits = assign_splits(refs, source, seed, val_fraction, split_file, recorded_splits)
     plan = plan_shards([r for r in refs if r.key in splits], splits, objects_per_shard)
-    job = JobSpec(source=source, recipe=recipe, seed=seed, classes=tuple(source.classes()), backend=backend, preset=preset, max_faces=max_faces)
+    selected = {ref.class_name for ref in refs if ref.key in splits}
+    job = JobSpec(
+        source=source, recipe=recipe, seed=seed, classes=tuple(c for c in source.classes() if c in selected),
+        backend=backend, preset=preset, max_faces=max_faces, appearance=recipe.appearance, up_axis=up_axis,
+    )
 
     writer = ShardWriter(out, objects_per_shard=objects_per_shard, identity={"recipe_hash": recipe.hash(), "seed": seed})
     try:
@@ -215,6 +246,8 @@ def render_dataset(
         if bar is not None:
             bar.close()
 
+    failed_keys = {f.object for f in unmatched} | {f.object for r in writer.records.values() for f in r.failures}
+    empty_classes = [c for c in job.classes if all(r.key in failed_keys for s in plan for r in s.refs if r.class_name == c)]
     return writer.write_manifest(
         failures=unmatched,
         name=name or recipe.name,
@@ -232,6 +265,11 @@ def render_dataset(
             "val_fraction": val_fraction,
             "factors_from": str(factors_from) if factors_from is not None else None,
             "max_faces": max_faces,
+            "up_axis": up_axis,
+            "unsupported_files": list(getattr(source, "unsupported", [])),
+            "source_warnings": list(getattr(source, "warnings", [])),
+            "classes_without_objects": empty_classes,
+            "framing_warnings": {k: v for record in writer.records.values() for k, v in record.warnings.items()},
         },
     )
 

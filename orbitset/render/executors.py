@@ -9,7 +9,9 @@
   a fresh one takes its place. A worker that dies mid-object records that object as failed.
 - `RayExecutor`: the same tasks as Ray tasks (``ray.init(address)``), at most `workers` in flight; Ray retries tasks
   whose worker crashed, recycles worker processes after `recycle_after` calls (``max_calls``), and the driver cancels
-  a task past `timeout` and records it as failed.
+  a task past `timeout` and records it as failed. The cluster (`address`, else ``RAY_ADDRESS``) is probed first:
+  one it cannot reach within `CONNECT_TIMEOUT` seconds, or that refuses the connection (token authentication), is a
+  one-line RenderError saying what to set, instead of Ray's retries and traceback.
 
 Both call `orbitset.render.job.run_task`, so a view's latents do not depend on the executor.
 """
@@ -29,6 +31,8 @@ from orbitset.errors import RenderError
 from orbitset.render.job import JobSpec, ObjectResult, ObjectTask, run_task
 
 EXECUTORS = ("local", "ray")
+#: Seconds to wait for a Ray cluster's head node to accept a connection.
+CONNECT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,51 @@ class LocalExecutor:
             pool[index] = _Worker(context, job, self.limits)
 
 
+def cluster_address(address: str | None) -> tuple[str | None, str]:
+    """The Ray cluster to join and where that came from: `address` ("--address"), else ``RAY_ADDRESS``; None (and
+    "local") for a new local instance. "local" and "auto" are passed to Ray as they are."""
+    if address:
+        return address, "--address"
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
+    return None, "local"
+
+
+def probe_cluster(address: str, origin: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """RenderError when nothing accepts a TCP connection at `address` (``[ray://]host:port``) within `timeout` s."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise RenderError(f"Ray address {address!r} (from {origin}) is not HOST:PORT; pass --address HOST:PORT of the head node")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RenderError(
+            f"cannot reach the Ray cluster at {address} (from {origin}): {exc or type(exc).__name__}; pass --address "
+            "HOST:PORT of a running head node (`ray start --head` prints it), or unset RAY_ADDRESS and drop --address "
+            "to start a local Ray instance"
+        ) from None
+
+
+def connect_ray(ray, address: str | None) -> None:
+    """`ray.init` on `address` (see `cluster_address`), turning unreachable or refusing clusters into one-line errors."""
+    target, origin = cluster_address(address)
+    if target not in (None, "local", "auto"):
+        probe_cluster(target, origin)
+    try:
+        ray.init(address=target, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    except ray.exceptions.AuthenticationError as exc:
+        raise RenderError(
+            f"the Ray cluster at {target} (from {origin}) refused the connection: it requires token authentication; "
+            "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token"
+        ) from None
+    except (ConnectionError, TimeoutError, RuntimeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RenderError(f"cannot join the Ray cluster at {target} (from {origin}): {first_line}") from None
+
+
 def _ray_render(job: JobSpec, task: ObjectTask) -> ObjectResult:
     return run_task(job, worker_backend(job), task)
 
@@ -223,7 +272,7 @@ class RayExecutor:
 
         ray = require("ray", "the ray executor")
         if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+            connect_ray(ray, self.address)
         remote = ray.remote(max_calls=self.limits.recycle_after, max_retries=self.retries)(_ray_render)
         job_ref = ray.put(job)
         pending = deque(tasks)

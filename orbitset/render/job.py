@@ -2,7 +2,8 @@
 
 `render_object` loads and checks the mesh (AssetError for a missing, unreadable, empty, non-finite or too large one),
 draws (or takes) the per-view latents, renders every view with the given backend, encodes images and layers, samples
-the point cloud, and returns a validated `ObjectSample`. `run_task` wraps it for executors: any orbitset error (or an
+the point cloud, counts badly framed views (`framing_counts`, a warning recorded in meta.json, not a failure), and
+returns a validated `ObjectSample`. `run_task` wraps it for executors: any orbitset error (or an
 unexpected exception of the renderer) becomes a recorded failure instead of stopping the dataset.
 """
 
@@ -11,12 +12,12 @@ from __future__ import annotations
 import io
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from orbitset.datasets.sources import AssetRef, AssetSource
+from orbitset.datasets.sources import AssetRef, AssetSource, LoadedAsset
 from orbitset.errors import AssetError, OrbitsetError
 from orbitset.render import factors
 from orbitset.render.points import surface_points
@@ -39,6 +40,8 @@ class JobSpec:
     backend: str = "raster"
     preset: str = "fast"
     max_faces: int = MAX_FACES
+    appearance: str = "source"
+    up_axis: str | None = None  # None: each file's own (see orbitset.datasets.mesh_files)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class ObjectResult:
     reason: str = ""
     views: int = 0
     seconds: float = 0.0
+    framing: dict[str, int] = field(default_factory=dict)
 
 
 def encode_image(rgb: np.ndarray, image_format: str, quality: int = 90) -> bytes:
@@ -94,23 +98,45 @@ def encode_mask(mask: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+#: A view whose object mask covers less than this fraction of the image is counted as "small".
+SMALL_OBJECT_FRACTION = 0.005
+
+
+def framing_counts(masks: list[np.ndarray]) -> dict[str, int]:
+    """Views whose object mask is empty, touches the image border, or covers less than SMALL_OBJECT_FRACTION of the
+    image (non-empty), counted by kind; kinds with no such view are left out."""
+    counts = {"empty": 0, "touches_border": 0, "small": 0}
+    for mask in masks:
+        covered = float(mask.mean())
+        if covered == 0.0:
+            counts["empty"] += 1
+            continue
+        if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any():
+            counts["touches_border"] += 1
+        if covered < SMALL_OBJECT_FRACTION:
+            counts["small"] += 1
+    return {kind: count for kind, count in counts.items() if count}
+
+
 def points_rng(seed: int, key: str) -> np.random.Generator:
     """The generator of object `key`'s point cloud (independent of its views' generators)."""
     return np.random.default_rng([int(seed), factors.stable_hash("points/" + key)])
 
 
-def load_checked(source: AssetSource, ref: AssetRef, max_faces: int):
-    """The normalised mesh of `ref` and its Normalisation; AssetError for a mesh that cannot be rendered."""
-    mesh, normalisation = source.load(ref)
-    if len(mesh.faces) > max_faces:
-        raise AssetError(f"{ref.source_id}: {len(mesh.faces)} faces exceed the face limit {max_faces}; raise --max-faces to render it")
-    return mesh, normalisation
+def load_checked(job: JobSpec, ref: AssetRef) -> LoadedAsset:
+    """`ref` loaded as the job asks (appearance, up axis); AssetError for a mesh that cannot be rendered."""
+    asset = job.source.load(ref, appearance=job.appearance, up_axis=job.up_axis)
+    if len(asset.mesh.faces) > job.max_faces:
+        raise AssetError(
+            f"{ref.source_id}: {len(asset.mesh.faces)} faces exceed the face limit {job.max_faces}; raise --max-faces to render it"
+        )
+    return asset
 
 
 def render_object(job: JobSpec, backend: Backend, ref: AssetRef, latents: np.ndarray | None = None) -> ObjectSample:
     """Render all views of one object; raises an OrbitsetError (AssetError, RenderError, ...) when it cannot."""
     recipe = job.recipe
-    mesh, normalisation = load_checked(job.source, ref, job.max_faces)
+    asset = load_checked(job, ref)
     if latents is None:
         latents = factors.sample_views(recipe, job.seed, ref.key)
     latents = np.asarray(latents, dtype=np.float64)
@@ -119,15 +145,18 @@ def render_object(job: JobSpec, backend: Backend, ref: AssetRef, latents: np.nda
     rotations = np.stack([s.rotation for s in states])
     translations = factors.translations_of(recipe, latents, rotations)
     want_depth, want_mask = "depth" in recipe.layers, "mask" in recipe.layers
-    backend.set_mesh(mesh)
-    images, depths, masks = [], [], []
+    check_framing = "mask" in backend.image_layers(job.preset)
+    backend.set_asset(asset)
+    images, depths, masks, object_masks = [], [], [], []
     for state in states:
-        view = backend.render(state, depth=want_depth, mask=want_mask)
+        view = backend.render(state, depth=want_depth, mask=want_mask or check_framing)
         images.append(encode_image(view.rgb, recipe.image_format, recipe.jpeg_quality))
         if want_depth:
             depths.append(encode_depth(view.depth, recipe.depth_unit))
         if want_mask:
             masks.append(encode_mask(view.mask))
+        if check_framing:
+            object_masks.append(view.mask)
     meta = {
         "class_name": ref.class_name,
         "class_index": job.classes.index(ref.class_name),
@@ -138,7 +167,8 @@ def render_object(job: JobSpec, backend: Backend, ref: AssetRef, latents: np.nda
         "translation_frame": recipe.translation_frame if translations is not None else None,
         "source": job.source.name,
         "source_id": ref.source_id,
-        "normalisation": normalisation.to_json(),
+        "asset": asset.to_json(),
+        "framing": framing_counts(object_masks) if check_framing else None,
         "recipe": recipe.name,
         "recipe_hash": recipe.hash(),
         "seed": job.seed,
@@ -165,7 +195,7 @@ def render_object(job: JobSpec, backend: Backend, ref: AssetRef, latents: np.nda
         meta=meta,
         depths=depths or None,
         masks=masks or None,
-        points=surface_points(mesh, recipe.points, points_rng(job.seed, ref.key)) if "points" in recipe.layers else None,
+        points=surface_points(asset.mesh, recipe.points, points_rng(job.seed, ref.key)) if "points" in recipe.layers else None,
     )
     return sample.validate()
 
@@ -175,7 +205,10 @@ def run_task(job: JobSpec, backend: Backend, task: ObjectTask) -> ObjectResult:
     start = time.perf_counter()
     try:
         sample = render_object(job, backend, task.ref, task.latents)
-        return ObjectResult(task.ref.key, sample.encode(), views=sample.num_views, seconds=time.perf_counter() - start)
+        return ObjectResult(
+            task.ref.key, sample.encode(), views=sample.num_views, seconds=time.perf_counter() - start,
+            framing=sample.meta["framing"] or {},
+        )
     except OrbitsetError as exc:
         reason = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # a renderer bug on one mesh must not stop the dataset; keep the cause

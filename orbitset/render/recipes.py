@@ -4,6 +4,12 @@ A recipe is plain data (a frozen dataclass, loadable from YAML) and is hashed in
 (`Recipe.hash`: sha256 of its canonical JSON). Shipped recipes: ``3diebench``, ``3diebench-t``, ``3diebench-ood``
 and ``so3`` (see `SHIPPED`); any other name is read as a YAML file.
 
+The shipped recipes use 3DIEBench's scene (`orbitset.threediebench`) as its original generator renders it (SIE's
+``data/main.py`` on BlenderProc 2.8 and Blender 4.2; measured by ``benchmarks/fidelity.py``). What differs on
+purpose: the floor plane is 100 units wide instead of 10000 (it fills the view either way, and depth buffers stay
+precise), and the denoiser is Cycles' own OpenImageDenoise with albedo and normal guides instead of the same
+denoiser run as a compositor node.
+
 Factor vocabulary (one column of ``latents.npy`` each, in the recipe's order; units in brackets):
 
 - ``rot_x``, ``rot_y``, ``rot_z`` [rad]: Euler angles, convention `Recipe.euler` (3DIEBench: "xyz", R = Rz Ry Rx)
@@ -31,8 +37,10 @@ YAML form (every field optional except ``name`` and ``factors``/``rotation``; an
       - {name: trans_z, ranges: [[-0.2, -0.1], [0.1, 0.2]]}
     fixed: {spot_theta: 0.3}
     layers: [mask, points]
+    appearance: source          # or uniform: one grey material for every object (shape-only studies)
     camera: {distance: 3.0, fov: 0.6}
     floor: {enabled: false}
+    view_transform: Standard    # colour management (default Filmic, as 3DIEBench)
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orbitset import threediebench
+from orbitset.datasets.sources import APPEARANCES
 from orbitset.errors import RenderError
 from orbitset.render.scene import CameraSpec, FloorSpec, SceneSpec, SpotSpec, SunSpec
 
@@ -75,16 +85,8 @@ DEFAULT_VALUES: dict[str, float] = {
     "floor_hue": 0.0, "spot_theta": 0.0, "spot_phi": 0.0, "spot_hue": 0.0,
 }
 
-#: 3DIEBench's per-view factors: (name, unit, low, high), in latent order (REFERENCE.md).
-FACTORS_3DIEBENCH = (
-    ("rot_x", "rad", -HALF_PI, HALF_PI),
-    ("rot_y", "rad", -HALF_PI, HALF_PI),
-    ("rot_z", "rad", -HALF_PI, HALF_PI),
-    ("floor_hue", "1", 0.0, 1.0),
-    ("spot_theta", "rad", 0.0, math.pi / 4),
-    ("spot_phi", "rad", 0.0, 2 * math.pi),
-    ("spot_hue", "1", 0.0, 1.0),
-)
+#: 3DIEBench's per-view factors (re-exported from `orbitset.threediebench` for callers not yet moved there).
+FACTORS_3DIEBENCH = threediebench.FACTORS
 
 LAYERS = ("depth", "mask", "points")
 IMAGE_FORMATS = ("jpg", "png", "webp")
@@ -125,6 +127,7 @@ class Recipe:
     image_format: str = "jpg"
     jpeg_quality: int = 90
     layers: tuple[str, ...] = ("mask", "points")
+    appearance: str = "source"  # "source": each object's own materials, textures, colours; "uniform": one grey
     points: int = 2048
     depth_unit: float = 0.001
     fixed: tuple[tuple[str, float], ...] = ()
@@ -154,9 +157,14 @@ class Recipe:
         """The scene at this recipe's image size."""
         return dataclasses.replace(self.scene, width=self.size, height=self.size)
 
-    def with_overrides(self, *, views: int | None = None, size: int | None = None, layers: tuple[str, ...] | None = None) -> "Recipe":
-        """A copy with other views, size or layers (None keeps the recipe's)."""
+    def with_overrides(
+        self, *, views: int | None = None, size: int | None = None, layers: tuple[str, ...] | None = None,
+        appearance: str | None = None,
+    ) -> "Recipe":
+        """A copy with other views, size, layers or appearance (None keeps the recipe's)."""
         changes: dict[str, Any] = {}
+        if appearance is not None:
+            changes["appearance"] = appearance
         if views is not None:
             changes["views"] = int(views)
         if size is not None:
@@ -199,6 +207,8 @@ class Recipe:
         bad_layers = [layer for layer in self.layers if layer not in LAYERS]
         if bad_layers:
             raise RenderError(f"{where}: unknown layers {bad_layers}; choose from {LAYERS}")
+        if self.appearance not in APPEARANCES:
+            raise RenderError(f"{where}: appearance {self.appearance!r} is not one of {APPEARANCES}")
         if self.points < 1:
             raise RenderError(f"{where}: points must be at least 1, got {self.points}")
         bad_fixed = [name for name, _ in self.fixed if name not in FACTOR_UNITS or name in QUAT_FACTORS]
@@ -223,7 +233,7 @@ class Recipe:
         """Build a recipe from its YAML/JSON form (see the module docstring); RenderError names the bad entry."""
         if not isinstance(data, dict) or "name" not in data:
             raise RenderError(f"{source}: a recipe is a mapping with at least 'name' and 'factors' (or 'rotation: so3')")
-        scene_keys = ("camera", "floor", "sun", "spot", "background")
+        scene_keys = ("camera", "floor", "sun", "spot", "background", "view_transform")
         scene = {k: data[k] for k in scene_keys if k in data}
         data = {k: v for k, v in data.items() if k not in scene_keys}
         known = {f.name for f in dataclasses.fields(cls)} - {"scene"}
@@ -272,8 +282,10 @@ def _scene_from(data: dict[str, Any]) -> SceneSpec:
             values[key] = parts[key](**{k: _number(v) if not isinstance(v, (bool, list)) else v for k, v in value.items()})
         elif key == "background":
             values[key] = tuple(float(v) for v in value)
+        elif key == "view_transform":
+            values[key] = str(value)
         else:
-            raise ValueError(f"unknown scene entry {key!r}; known: camera, floor, sun, spot, background")
+            raise ValueError(f"unknown scene entry {key!r}; known: camera, floor, sun, spot, background, view_transform")
     for key in ("camera", "sun"):
         if key in values:
             spec = values[key]
@@ -285,18 +297,18 @@ def _scene_from(data: dict[str, Any]) -> SceneSpec:
 
 def _euler_recipe(name: str, angle_ranges: tuple[tuple[float, float], ...], extra: tuple[FactorSpec, ...] = ()) -> Recipe:
     rotation = tuple(FactorSpec(axis, angle_ranges) for axis in EULER_FACTORS)
-    rest = tuple(FactorSpec(n, ((lo, hi),)) for n, _, lo, hi in FACTORS_3DIEBENCH[3:])
+    rest = tuple(FactorSpec(n, ((lo, hi),)) for n, _, lo, hi in threediebench.FACTORS[3:])
     return Recipe(name=name, factors=rotation + rest + extra)
 
 
 def _shipped() -> dict[str, Recipe]:
-    translation = tuple(FactorSpec(n, ((-0.5, 0.5),)) for n in TRANSLATION_FACTORS)
-    ood = ((-math.pi, -HALF_PI), (HALF_PI, math.pi))
-    lights = tuple(FactorSpec(n, ((lo, hi),)) for n, _, lo, hi in FACTORS_3DIEBENCH[3:])
+    translation = tuple(FactorSpec(n, ((lo, hi),)) for n, _, lo, hi in threediebench.TRANSLATION_FACTORS)
+    lights = tuple(FactorSpec(n, ((lo, hi),)) for n, _, lo, hi in threediebench.FACTORS[3:])
+    in_range = ((-HALF_PI, HALF_PI),)
     return {
-        "3diebench": _euler_recipe("3diebench", ((-HALF_PI, HALF_PI),)),
-        "3diebench-t": _euler_recipe("3diebench-t", ((-HALF_PI, HALF_PI),), translation),
-        "3diebench-ood": _euler_recipe("3diebench-ood", ood),
+        "3diebench": _euler_recipe("3diebench", in_range),
+        "3diebench-t": _euler_recipe("3diebench-t", in_range, translation),
+        "3diebench-ood": _euler_recipe("3diebench-ood", threediebench.OOD_ROTATION_RANGES),
         "so3": Recipe(name="so3", rotation="so3", factors=lights),
     }
 

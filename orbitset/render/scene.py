@@ -1,9 +1,9 @@
 """The scene as plain data, and the interface every render backend implements.
 
-A `SceneSpec` is fixed for a whole job (image size, camera, floor, lights; 3DIEBench's values are the defaults, see
-REFERENCE.md). A `ViewState` is everything that changes per view, already resolved from the recipe's factors: object
-pose, floor and spot colours, spot position, and the camera. Backends turn (mesh, ViewState) into arrays and never
-write files. Colours are linear RGB in [0, 1], converted from the recipe's HSV with `colorsys.hsv_to_rgb`.
+A `SceneSpec` is fixed for a whole job (image size, camera, floor, lights, colour management; 3DIEBench's values,
+from `orbitset.threediebench`, are the defaults). A `ViewState` is everything that changes per view, already resolved
+from the recipe's factors: object pose, floor and spot colours, spot position, and the camera. Backends turn
+(asset, ViewState) into arrays and never write files. Colours are linear RGB in [0, 1], converted from the recipe's HSV with `colorsys.hsv_to_rgb`.
 
 Units: lengths in scene units, angles in radians, light energies in Blender's units (W for spot lights, W/m^2 for
 the sun), depth in scene units along the camera's z axis.
@@ -12,7 +12,6 @@ the sun), depth in scene units along the camera's z axis.
 from __future__ import annotations
 
 import colorsys
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -20,19 +19,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from orbitset import geometry
+from orbitset import threediebench as tdb
 
 if TYPE_CHECKING:
-    import trimesh
+    from orbitset.datasets.sources import LoadedAsset
 
 
 @dataclass(frozen=True)
 class CameraSpec:
     """A camera on a sphere around `target`, looking at it with +Z up in the image. Defaults: 3DIEBench's camera."""
 
-    distance: float = 2.5
-    theta: float = math.pi / 4  # polar angle from +Z
-    phi: float = math.pi / 2  # azimuth from +X towards +Y
-    fov: float = 0.691111  # radians, across the larger image side (Blender's default 50 mm lens on a 36 mm sensor)
+    distance: float = tdb.CAMERA_DISTANCE
+    theta: float = tdb.CAMERA_THETA  # polar angle from +Z
+    phi: float = tdb.CAMERA_PHI  # azimuth from +X towards +Y
+    fov: float = tdb.CAMERA_FOV  # radians, across the larger image side
     target: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def position(self) -> np.ndarray:
@@ -47,10 +47,10 @@ class CameraSpec:
 class FloorSpec:
     """A large horizontal plane at height `z`; its colour per view is HSV(hue, saturation, value)."""
 
-    z: float = -1.0
-    size: float = 100.0
-    saturation: float = 0.6
-    value: float = 0.6
+    z: float = tdb.FLOOR_Z
+    size: float = tdb.FLOOR_SIZE
+    saturation: float = tdb.FLOOR_SATURATION
+    value: float = tdb.FLOOR_VALUE
     enabled: bool = True
 
 
@@ -58,34 +58,40 @@ class FloorSpec:
 class SunSpec:
     """A sun (directional) light shining along `direction` (world frame); `angle` is its angular diameter."""
 
-    energy: float = 1.5
-    angle: float = math.pi / 2
-    direction: tuple[float, float, float] = (0.0, 0.0, -1.0)
+    energy: float = tdb.SUN_ENERGY
+    angle: float = tdb.SUN_ANGLE
+    direction: tuple[float, float, float] = tdb.SUN_DIRECTION
 
 
 @dataclass(frozen=True)
 class SpotSpec:
-    """A spot light on a sphere of `radius` around the origin aimed at it; colour HSV(hue, saturation, value)."""
+    """A spot light on a sphere of `radius` around the origin aimed at it; colour HSV(hue, saturation, value).
+    `soft_size` is the light's own radius (soft shadows and a soft-edged pool; Blender's shadow_soft_size)."""
 
-    energy: float = 500.0
-    spot_size: float = math.pi / 8  # full cone angle
-    radius: float = 4.0
-    saturation: float = 1.0
-    value: float = 0.8
-    blend: float = 0.15  # Blender's default spot blend (soft edge fraction)
+    energy: float = tdb.SPOT_ENERGY
+    spot_size: float = tdb.SPOT_SIZE  # full cone angle
+    radius: float = tdb.SPOT_ORBIT_RADIUS
+    saturation: float = tdb.SPOT_SATURATION
+    value: float = tdb.SPOT_VALUE
+    blend: float = tdb.SPOT_BLEND  # soft edge fraction of the cone
+    soft_size: float = tdb.SPOT_SOFT_SIZE
 
 
 @dataclass(frozen=True)
 class SceneSpec:
-    """Everything fixed for a render job. The defaults are 3DIEBench's scene (256 px)."""
+    """Everything fixed for a render job. The defaults are 3DIEBench's scene (256 px).
 
-    width: int = 256
-    height: int = 256
+    `view_transform` names the colour management from scene light to image ("Filmic": Blender's filmic tone curve,
+    as BlenderProc renders; "Standard": the plain sRGB transfer function)."""
+
+    width: int = tdb.IMAGE_SIZE
+    height: int = tdb.IMAGE_SIZE
     camera: CameraSpec = field(default_factory=CameraSpec)
     floor: FloorSpec = field(default_factory=FloorSpec)
     sun: SunSpec = field(default_factory=SunSpec)
     spot: SpotSpec = field(default_factory=SpotSpec)
-    background: tuple[float, float, float] = (0.05, 0.05, 0.05)  # world colour seen where nothing is hit
+    background: tuple[float, float, float] = tdb.BACKGROUND  # world colour (light from everywhere, seen where nothing is hit)
+    view_transform: str = tdb.VIEW_TRANSFORM
 
     def intrinsics(self) -> np.ndarray:
         return geometry.intrinsics_from_fov(self.camera.fov, self.width, self.height)
@@ -130,7 +136,7 @@ class RenderedView:
 
 
 class Backend(ABC):
-    """A renderer. Built once per worker for a SceneSpec; per object only the mesh is swapped; per view only the
+    """A renderer. Built once per worker for a SceneSpec; per object only the asset is swapped; per view only the
     ViewState changes. Implementations import their renderer inside the module that defines them."""
 
     name: str = "backend"
@@ -139,8 +145,9 @@ class Backend(ABC):
         self.scene = scene
 
     @abstractmethod
-    def set_mesh(self, mesh: "trimesh.Trimesh") -> None:
-        """Replace the object (a normalised mesh in its canonical frame)."""
+    def set_asset(self, asset: "LoadedAsset") -> None:
+        """Replace the object (`asset.mesh` is in its canonical frame; its visuals are used when
+        `asset.appearance` is "source", one neutral material otherwise)."""
 
     @abstractmethod
     def render(self, view: ViewState, depth: bool = False, mask: bool = False) -> RenderedView:

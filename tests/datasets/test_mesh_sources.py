@@ -110,11 +110,11 @@ def test_shapenet_split_entry_for_missing_object_fails_on_load_naming_the_file(t
 def test_shapenet_is_centred_but_not_rescaled(tmp_path):
     _shapenet(tmp_path, per_synset=1)
     source = ShapeNetSource(tmp_path)
-    mesh, norm = source.load(source.objects()[0])
-    assert norm.scale == 1.0
-    np.testing.assert_allclose(mesh.bounds.sum(axis=0), 0.0, atol=1e-9)
-    np.testing.assert_allclose(mesh.extents, [0.2, 0.5, 0.9], atol=1e-9)
-    np.testing.assert_allclose(norm.offset, [-3.0, 1.0, -2.0], atol=1e-9)
+    asset = source.load(source.objects()[0])
+    assert asset.scale == 1.0 and asset.up_axis == "y"
+    np.testing.assert_allclose(asset.mesh.bounds.sum(axis=0), 0.0, atol=1e-9)
+    np.testing.assert_allclose(asset.mesh.extents, [0.2, 0.9, 0.5], atol=1e-9)  # Y-up file turned Z-up
+    np.testing.assert_allclose(asset.file_to_canonical[:3, 3], [-3.0, 2.0, 1.0], atol=1e-9)
 
 
 def test_modelnet_classes_and_splits_from_folders(tmp_path):
@@ -136,10 +136,11 @@ def test_modelnet_header_defect_and_unit_diagonal(tmp_path):
     lines = path.read_text().splitlines()
     path.write_text("OFF" + lines[1] + "\n" + "\n".join(lines[2:]) + "\n")  # ModelNet's 'OFF8 12 0' first line
     source = ModelNetSource(tmp_path)
-    mesh, norm = source.load(source.objects()[0])
-    assert np.linalg.norm(mesh.extents) == pytest.approx(1.0)
-    np.testing.assert_allclose(mesh.bounds.sum(axis=0), 0.0, atol=1e-9)
-    assert norm.scale == pytest.approx(1.0 / np.linalg.norm([1.0, 2.0, 4.0]))
+    asset = source.load(source.objects()[0])
+    assert np.linalg.norm(asset.mesh.extents) == pytest.approx(1.0)
+    np.testing.assert_allclose(asset.mesh.bounds.sum(axis=0), 0.0, atol=1e-9)
+    assert asset.scale == pytest.approx(1.0 / np.linalg.norm([1.0, 2.0, 4.0]))
+    assert asset.up_axis == "z"
 
 
 def test_objaverse_glb_scene_transforms_are_applied(tmp_path):
@@ -152,12 +153,13 @@ def test_objaverse_glb_scene_transforms_are_applied(tmp_path):
     _box(tmp_path / "cars" / "ignored.obj")  # only glb/gltf in an objaverse folder
     source = ObjaverseSource(tmp_path)
     refs = source.objects()
-    assert [(r.class_name, r.object_id) for r in refs] == [("cars", "f00d"), ("objaverse", "0a1b2c3d")]
-    raw = source.load_raw(refs[1])
-    assert len(raw.faces) == 24  # both boxes merged into one mesh
-    np.testing.assert_allclose(raw.bounds, [[-0.5, -0.5, -0.5], [4.5, 0.5, 0.5]])
-    mesh, _ = source.load(refs[1])
-    assert np.linalg.norm(mesh.extents) == pytest.approx(1.0)
+    assert [(r.class_name, r.object_id) for r in refs] == [("objaverse", "0a1b2c3d"), ("objaverse", "f00d")]
+    assert source.unsupported == ["cars/ignored.obj"]
+    assert "one class" in source.warnings[0] and "--categories" in source.warnings[0]
+    raw = source.load_raw(refs[0])
+    assert len(raw.mesh.faces) == 24  # both boxes merged into one mesh
+    np.testing.assert_allclose(raw.mesh.bounds, [[-0.5, -0.5, -0.5], [4.5, 0.5, 0.5]])
+    assert np.linalg.norm(source.load(refs[0]).mesh.extents) == pytest.approx(1.0)
 
 
 def test_folder_of_mixed_formats_classes_from_subfolders(tmp_path):
@@ -169,8 +171,7 @@ def test_folder_of_mixed_formats_classes_from_subfolders(tmp_path):
     keys = [r.key for r in source.objects()]
     assert keys == ["lamps__c", "lamps__desk-b", "mugs__red-mug", "mugs2__a", "my-meshes__loose"]
     for ref in source.objects():
-        mesh, _ = source.load(ref)
-        assert np.linalg.norm(mesh.extents) == pytest.approx(1.0)
+        assert np.linalg.norm(source.load(ref).mesh.extents) == pytest.approx(1.0)
         assert source.split_of(ref) is None
 
 
@@ -204,7 +205,7 @@ def test_broken_files_raise_asset_error_naming_the_file(tmp_path, content, reaso
         bad.unlink()  # listed, then deleted before loading
     with pytest.raises(AssetError, match=reason) as info:
         source.load(refs["bad"])
-    assert str(bad) in str(info.value)
+    assert str(info.value).startswith(f"things/bad{suffix}: ")  # named relative to the source root
     source.load(refs["good"])  # the rest of the collection still loads
 
 

@@ -20,7 +20,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from orbitset.datasets.procedural import CLASSES, ProceduralSource, make_mesh
-from orbitset.datasets.sources import AssetRef, normalise
+from orbitset.datasets.sources import AssetRef, canonical
 from orbitset.errors import AssetError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ QUERY_POINTS, REFERENCE_POINTS, DISTANCE_CAP = 2000, 30000, 0.1
 @functools.lru_cache(maxsize=None)
 def loaded(class_name: str, instance: int) -> trimesh.Trimesh:
     source = ProceduralSource(instances_per_class=instance + 1, classes=[class_name])
-    mesh, _ = source.load(AssetRef(class_name, f"{instance:04d}", f"{class_name}/{instance}"))
+    mesh = source.load(AssetRef(class_name, f"{instance:04d}", f"{class_name}/{instance}")).mesh
     return mesh
 
 
@@ -71,7 +71,7 @@ source = ProceduralSource()
 refs = [ref for ref in source.objects() if int(ref.object_id) in {instances}]
 digests = {{}}
 for ref in refs:
-    mesh, _ = source.load(ref)
+    mesh = source.load(ref).mesh
     digests[ref.key] = hashlib.sha256(mesh.vertices.tobytes() + mesh.faces.tobytes()).hexdigest()
 print(json.dumps(digests))
 """
@@ -140,7 +140,7 @@ class SurfaceDistance:
 
 
 def test_symmetry_metric_detects_a_symmetric_object():
-    box, _ = normalise(trimesh.creation.box([0.3, 0.5, 0.8]), scale_to_unit_diagonal=True)
+    box, _ = canonical(trimesh.creation.box([0.3, 0.5, 0.8]), "z", scale_to_unit_diagonal=True)
     distance = SurfaceDistance(box, seed=0)
     half_turn_z = Rotation.from_rotvec([0, 0, math.pi]).as_matrix()
     assert distance.to_rotated(half_turn_z) < SYMMETRY_THRESHOLD / 3

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from orbitset.loaders import MEAN_3DIEBENCH, STD_3DIEBENCH, PairLoader, ViewLoader
-from orbitset.loaders.base import HANDLE_BYTES, ObjectCache, ObjectFields
+from orbitset.loaders.objects import HANDLE_BYTES, ObjectCache, ObjectFields
 from orbitset.loaders.buffers import CLAIMED, FREE, HANDED_OUT, BatchBuffers
 from orbitset.loaders.decode import normalize_hwc, to_channels_first
 
@@ -25,7 +25,7 @@ def test_kept_batches_are_never_overwritten_and_buffers_come_back(dataset):
     assert [b["key"] for b in again] != [b["key"] for b in kept]
     for (keys, a, b), first in zip(reference, kept):
         assert first["key"] == keys and torch.equal(first["view_a"], a) and torch.equal(first["view_b"], b)
-    busy = loader._buffers.busy
+    busy = loader._stream.buffers.busy
     assert (busy == HANDED_OUT).any()
     del kept, again, first
     gc.collect()
@@ -46,7 +46,7 @@ def test_stopping_early_then_iterating_again(dataset):
     gc.collect()
     # buffers of batches discarded when iterations stopped early were freed, delivered ones released once dropped;
     # the only busy ones hold the next epoch's batches the workers have made ahead (at most prefetch_factor each)
-    busy = loader._buffers.busy
+    busy = loader._stream.buffers.busy
     assert not (busy == HANDED_OUT).any()
     assert ((busy == CLAIMED).sum(dim=1) <= loader.prefetch_factor).all()
 
@@ -105,9 +105,8 @@ def test_normalize_hwc_matches_the_definition(dtype):
 
 def test_object_cache_keeps_recent_objects_within_its_bound(dataset):
     loader = PairLoader(dataset, 2)
-    loader._own_readers()
-    reader = loader._object(0, 0).reader
-    key, entry, views = loader._index[0][0]
+    reader = loader._first_object().reader
+    key, entry, views = loader._index.objects[0][0]
     latents = entry["latents.npy"].size
     cache = ObjectCache(max_bytes=2 * HANDLE_BYTES + latents - 1)  # two bare handles, or one with its latents
     handles = [cache.add(index, ObjectFields(reader, key, entry, views)) for index in range(3)]

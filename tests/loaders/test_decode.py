@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orbitset.loaders.decode import ImageShapeError, decode_cpu, decoded_shape
+from orbitset.loaders.decode import ImageDecodeError, ImageShapeError, decode_cpu, decoded_shape
 
 
 def encode(pixels: np.ndarray, fmt: str = "JPEG", **options) -> bytes:
@@ -70,7 +70,11 @@ def test_other_formats_go_through_pillow(photo):
 
 def test_corrupt_jpegs_raise(photo):
     data = encode(photo, quality=90)
-    with pytest.raises((ValueError, OSError)):
+    with pytest.raises(ImageDecodeError, match="cannot decode"):
         decode_cpu(data[: len(data) // 2], None)  # truncated: libjpeg's "premature end" is an error, not grey pixels
-    with pytest.raises((ValueError, OSError)):
+    with pytest.raises(ImageDecodeError, match="cannot decode"):
         decode_cpu(b"\xff\xd8\xff" + bytes(200), None)
+    with pytest.raises(ImageDecodeError, match="cannot decode"):
+        decode_cpu(data[: len(data) // 2], 24)  # the reduced-scale path
+    with pytest.raises(ImageDecodeError, match="cannot decode"):
+        decoded_shape(b"not an image")

@@ -5,16 +5,15 @@ from __future__ import annotations
 import io
 import shutil
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from orbitset.errors import OrbitsetError, ShardError
 from orbitset.loaders import PairLoader, ViewLoader
 from orbitset.loaders.buffers import FREE, BatchBuffers
 from orbitset.loaders.decode import decode_cpu
+from orbitset.loaders.stream import WorkerState
 from orbitset.schema import decode
 from orbitset.shards import ShardReader, index_shard, write_shard
 from orbitset.testing import synthetic_sample
@@ -158,14 +157,14 @@ def test_objects_skipped_inside_a_batch_leave_the_others_intact(copy, num_worker
             np.testing.assert_array_equal(all_views["views"][i, view].permute(1, 2, 0).numpy(), expected)
 
 
-def test_a_batch_whose_objects_are_all_skipped_gives_its_buffer_back(copy, monkeypatch):
+def test_a_batch_whose_objects_are_all_skipped_gives_its_buffer_back(copy):
     shard = copy / "train-000000.tar"
     for key in index_shard(shard):
         truncate_views(shard, key, range(6))
     loader = PairLoader(copy, 4, shuffle=False, on_error="skip", normalize=False)
     buffers = BatchBuffers(1, 2, 4 * 2 * 32 * 32 * 3)
-    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: SimpleNamespace(id=0, num_workers=1))
-    batch = loader._make_batch(loader._plan(0)[0], 0, buffers)  # as worker 0: the 4 objects of the bad shard
+    worker = WorkerState(loader._index, 0, buffers)
+    batch = loader._make_batch(loader._plan(0)[0], 0, worker)  # as worker 0: the 4 objects of the bad shard
     assert batch["_empty"] and len(batch["_skipped"]) == 4
     assert (buffers.busy == FREE).all()
 

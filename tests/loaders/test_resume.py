@@ -49,7 +49,7 @@ def test_dropping_a_loader_stops_its_workers_at_once(dataset):
     for index, _ in enumerate(loader):  # workers left with batches made ahead
         if index == 1:
             break
-    workers = [w for w in loader._stream._workers]
+    workers = [w for w in loader._stream.iterator._workers]
     started = time.perf_counter()
     del loader, _
     assert not any(w.is_alive() for w in workers)

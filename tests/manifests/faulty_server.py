@@ -7,7 +7,8 @@ faults consumed one per request (then requests are served normally):
   ``stall``     headers and a few bytes, then silence (until the server stops or `stall_seconds` pass);
   ``drop``      the connection is closed before any response;
   ``missing``   HTTP 404;
-  ``ignore-range`` answers 200 with the whole file even when a Range was asked for.
+  ``ignore-range`` answers 200 with the whole file even when a Range was asked for;
+  ``slow``      the body in `slow_chunk`-byte pieces with a pause of `slow_seconds` after each.
 Every request is recorded (path and Range header) so that tests can count what was fetched.
 """
 
@@ -20,9 +21,10 @@ from pathlib import Path
 
 
 class FaultyServer:
-    def __init__(self, root: Path, stall_seconds: float = 10.0):
+    def __init__(self, root: Path, stall_seconds: float = 10.0, slow_chunk: int = 16384, slow_seconds: float = 0.1):
         self.root = Path(root)
         self.stall_seconds = stall_seconds
+        self.slow_chunk, self.slow_seconds = slow_chunk, slow_seconds
         self.faults: dict[str, list[str]] = defaultdict(list)
         self.requests: list[tuple[str, str | None]] = []
         self.stopping = threading.Event()
@@ -103,6 +105,13 @@ class FaultyServer:
             handler.wfile.flush()
             self.stopping.wait(self.stall_seconds)
             handler.close_connection = True
+            return
+        if fault == "slow":
+            for start in range(0, len(body), self.slow_chunk):
+                handler.wfile.write(body[start : start + self.slow_chunk])
+                handler.wfile.flush()
+                if self.stopping.wait(self.slow_seconds):
+                    return
             return
         handler.wfile.write(body)
 

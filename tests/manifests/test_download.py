@@ -139,9 +139,11 @@ def test_mirrors_are_tried_in_order_and_names_resolve(server: FaultyServer, data
     assert server.count("/gone/manifest.json") == 1
 
 
-def test_unpublished_names_say_how_else_to_get_the_data(tmp_path: Path):
-    with pytest.raises(DownloadError, match="not published yet.*orbitset convert 3diebench"):
+def test_converted_and_rendered_names_are_not_manifests_and_say_how_to_get_them(tmp_path: Path):
+    with pytest.raises(DownloadError, match="converted from .*orbitset download 3diebench --out"):
         download_dataset("3diebench", tmp_path / "out", options=FAST)
+    with pytest.raises(DownloadError, match="orbitset render"):
+        download_dataset("default", tmp_path / "out", options=FAST)
     assert not (tmp_path / "out").exists()
 
 
@@ -191,5 +193,5 @@ def test_cli_download(server: FaultyServer, dataset: Path, tmp_path: Path, capsy
     assert "4 shard(s) fetched" in capsys.readouterr().out
     assert main(args) == 0
     assert "4 already complete" in capsys.readouterr().out
-    assert main(["download", "3diebench", "--out", str(out)]) == 2
-    assert "not published yet" in capsys.readouterr().err
+    assert main(["download", "default", "--out", str(out)]) == 2
+    assert "orbitset render" in capsys.readouterr().err

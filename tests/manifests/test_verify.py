@@ -10,7 +10,7 @@ from orbitset.cli import main
 from orbitset.errors import ShardError
 from orbitset.manifests.model import load_manifest
 from orbitset.manifests.verify import verify_dataset
-from orbitset.datasets.convert import export_sie_layout
+from orbitset.datasets.export import export_sie_layout
 from orbitset.testing import synthetic_sample
 from orbitset.shards import write_shard
 

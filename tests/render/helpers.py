@@ -43,9 +43,9 @@ def check_points_project_inside_mask(backend: Backend, recipe: Recipe, source: A
     scene = recipe.scene_spec()
     checked = 0
     for ref in source.objects():
-        mesh, _ = source.load(ref)
-        backend.set_mesh(mesh)
-        points = surface_points(mesh, 2048, points_rng(seed, ref.key))[:, :3].astype(np.float64)
+        asset = source.load(ref)
+        backend.set_asset(asset)
+        points = surface_points(asset.mesh, 2048, points_rng(seed, ref.key))[:, :3].astype(np.float64)
         for state in factors.view_states(recipe, factors.sample_views(recipe, seed, ref.key), scene):
             view = backend.render(state, depth=True, mask=True)
             world = points @ (state.scale * state.rotation).T + state.translation
@@ -64,10 +64,10 @@ def check_points_project_inside_mask(backend: Backend, recipe: Recipe, source: A
 class HangingBackend(RasterBackend):
     """The raster backend, except that it hangs (as a stuck renderer would) on meshes of HANG_VERTICES vertices."""
 
-    def set_mesh(self, mesh) -> None:
-        if len(mesh.vertices) == HANG_VERTICES:
+    def set_asset(self, asset) -> None:
+        if len(asset.mesh.vertices) == HANG_VERTICES:
             time.sleep(3600)
-        super().set_mesh(mesh)
+        super().set_asset(asset)
 
 
 class NeverStartsBackend(RasterBackend):

@@ -27,15 +27,18 @@ def _backend(preset: str = "fast"):
     return _CACHE[preset]
 
 
-def _object_mesh() -> trimesh.Trimesh:
-    try:
-        from orbitset.datasets.procedural import ProceduralSource
-    except ImportError:
-        mesh = trimesh.creation.box(extents=(0.3, 0.5, 0.8))
-        return mesh
+def _object_asset():
+    from orbitset.datasets.procedural import ProceduralSource
+
     source = ProceduralSource(instances_per_class=1)
-    mesh, _ = source.load(source.objects()[0])
-    return mesh
+    return source.load(source.objects()[0])
+
+
+def _mesh_asset(mesh: trimesh.Trimesh, appearance: str = "uniform"):
+    """A mesh already in its canonical frame, as a source without files would hand it over."""
+    from orbitset.datasets.sources import LoadedAsset
+
+    return LoadedAsset(mesh, None, np.eye(4), "z", appearance, {})
 
 
 def _view(floor_hue=0.0, spot_hue=1 / 3, euler=(0.3, -0.4, 0.9), translation=(0.0, 0.0, 0.0), camera=SPEC.camera):
@@ -57,7 +60,7 @@ def _camera_points(mesh, view):
 
 def test_renders_an_object_with_mask_and_depth():
     backend = _backend()
-    backend.set_mesh(_object_mesh())
+    backend.set_asset(_object_asset())
     out = backend.render(_view(), depth=True, mask=True)
     assert out.rgb.shape == (48, 72, 3) and out.rgb.dtype == np.uint8
     assert out.depth.shape == (48, 72) and out.depth.dtype == np.float32
@@ -71,7 +74,7 @@ def test_renders_an_object_with_mask_and_depth():
 
 def test_rgb_channel_order_follows_the_floor_hue():
     backend = _backend()
-    backend.set_mesh(_object_mesh())
+    backend.set_asset(_object_asset())
     red = backend.render(_view(floor_hue=0.0), mask=True)
     blue = backend.render(_view(floor_hue=2 / 3), mask=True)
     floor_red = red.rgb[~red.mask].astype(float).mean(axis=0)
@@ -83,8 +86,9 @@ def test_rgb_channel_order_follows_the_floor_hue():
 
 def test_camera_convention_projected_vertices_match_the_mask():
     backend = _backend()
-    mesh = _object_mesh()
-    backend.set_mesh(mesh)
+    asset = _object_asset()
+    mesh = asset.mesh
+    backend.set_asset(asset)
     camera = CameraSpec(distance=2.2, theta=1.0, phi=-0.7)  # another orbit position than the default
     for view in (_view(), _view(euler=(1.2, 0.1, -2.0), translation=(0.15, -0.1, 0.05), camera=camera)):
         out = backend.render(view, mask=True)
@@ -97,8 +101,9 @@ def test_camera_convention_projected_vertices_match_the_mask():
 
 def test_depth_is_planar_camera_z():
     backend = _backend()
-    mesh = _object_mesh()
-    backend.set_mesh(mesh)
+    asset = _object_asset()
+    mesh = asset.mesh
+    backend.set_asset(asset)
     view = _view()
     out = backend.render(view, depth=True, mask=True)
     _, z = _camera_points(mesh, view)
@@ -120,11 +125,12 @@ def test_swapping_meshes_does_not_leak_datablocks():
     import bpy
 
     backend = _backend()
-    backend.set_mesh(_object_mesh())
+    backend.set_asset(_object_asset())  # coloured parts: a material of its own
     before = (len(bpy.data.meshes), len(bpy.data.materials), len(bpy.data.images), len(bpy.data.objects))
     for size in (0.2, 0.4, 0.6, 0.8):
-        backend.set_mesh(trimesh.creation.icosphere(subdivisions=2, radius=size))
+        backend.set_asset(_mesh_asset(trimesh.creation.icosphere(subdivisions=2, radius=size)))
         backend.render(_view(), depth=True, mask=True)
+    backend.set_asset(_object_asset())
     after = (len(bpy.data.meshes), len(bpy.data.materials), len(bpy.data.images), len(bpy.data.objects))
     assert after == before
 
@@ -132,20 +138,20 @@ def test_swapping_meshes_does_not_leak_datablocks():
 def test_bad_meshes_are_clear_orbitset_errors():
     backend = _backend()
     with pytest.raises(AssetError, match="empty"):
-        backend.set_mesh(trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=int)))
+        backend.set_asset(_mesh_asset(trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=int))))
     nan_box = trimesh.creation.box()
     nan_box.vertices[0, 0] = np.nan
     with pytest.raises(AssetError, match="NaN"):
-        backend.set_mesh(nan_box)
+        backend.set_asset(_mesh_asset(nan_box))
 
 
 def test_workbench_preview_beside_a_cycles_backend():
     cycles = _backend()
-    cycles.set_mesh(_object_mesh())
+    cycles.set_asset(_object_asset())
     backend = _backend("workbench")
-    with pytest.raises(RenderError, match="set_mesh"):
+    with pytest.raises(RenderError, match="set_asset"):
         backend.render(_view())
-    backend.set_mesh(_object_mesh())
+    backend.set_asset(_object_asset())
     out = backend.render(_view(floor_hue=0.0))
     floor = out.rgb[[0, -1]].reshape(-1, 3).astype(float).mean(axis=0)
     assert floor[0] > floor[2] + 20, floor
@@ -163,13 +169,13 @@ def test_close_removes_everything_the_backend_created():
     collections = ("scenes", "objects", "meshes", "materials", "lights", "cameras", "worlds", "node_groups", "images")
     before = {name: len(getattr(bpy.data, name)) for name in collections}
     backend = BlenderBackend(SPEC, preset="workbench")
-    backend.set_mesh(_object_mesh())
+    backend.set_asset(_object_asset())
     backend.render(_view())
     tmp = backend._tmp
     backend.close()
     assert {name: len(getattr(bpy.data, name)) for name in collections} == before
     assert not tmp.exists()
     with pytest.raises(RenderError, match="closed"):
-        backend.set_mesh(_object_mesh())
+        backend.set_asset(_object_asset())
     with pytest.raises(RenderError, match="unknown Blender preset"):
         BlenderBackend(SPEC, preset="ultra")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
+from orbitset.datasets.sources import LoadedAsset
 from orbitset.render.backends.raster import RasterBackend
 from orbitset.render.scene import CameraSpec, SceneSpec, ViewState
 
@@ -18,7 +19,8 @@ def test_shader_programs_are_compiled_once_not_per_render():
     counts = []
     try:
         for size in (0.3, 0.5, 0.7):
-            backend.set_mesh(trimesh.creation.box(extents=(size, 0.4, 0.2)))
+            box = trimesh.creation.box(extents=(size, 0.4, 0.2))
+            backend.set_asset(LoadedAsset(box, None, np.eye(4), "z", "uniform", {}))
             for _ in range(3):
                 backend.render(view, mask=True)
                 counts.append(len(programs))

@@ -1,32 +1,39 @@
-"""Blender backend (bpy): the 3DIEBench scene in Cycles (or Workbench for previews), built once per process.
+"""Blender backend (bpy): the 3DIEBench scene as its original generator renders it, built once per process.
 
-Only this module imports bpy. The scene is built from a `SceneSpec` when the backend is created; `set_mesh` swaps
-the object's mesh datablock (the old one is removed so memory does not grow); `render` only moves the object, the
-camera and the spot light and changes colours, then renders with persistent data (no scene reload between views).
+One file: building the scene, configuring Cycles and rendering a view all act on the same datablocks this backend
+owns and removes; how an asset becomes Blender objects is `blender_assets`.
 
-Conventions:
+Only this module and `blender_assets` import bpy. The scene is built from a `SceneSpec` when the backend is created;
+`set_asset` swaps the object (its parts and every datablock they used are removed, so memory does not grow; see
+`blender_assets` for how files are imported); `render` only moves the object, the camera and the spot light and
+changes colours, then renders with persistent data (no scene reload between views).
 
-- Camera: Blender camera with the spec's field of view across the larger image side (sensor fit AUTO), posed from
-  the view's OpenCV world-to-camera extrinsics with `geometry.opencv_to_blender_pose`; so the view's intrinsics
-  `SceneSpec.intrinsics()` and extrinsics project the object onto the image exactly as Blender draws it.
-- Colours: recipe colours are linear RGB given to the Principled BSDF / light colour as is. The image is written with
-  the 'Standard' view transform (sRGB display encoding, no Filmic/AgX tone curve, no look, no dithering), so that
-  a colour in the recipe maps to the image by the plain sRGB transfer function.
-- Object: a neutral grey Principled BSDF (base colour 0.8, roughness 0.5). Shading is smooth with edges sharper than
-  30 degrees kept sharp (Blender's "smooth by angle"): curved CAD surfaces look smooth, creases stay crisp.
+The scene matches SIE's generator (BlenderProc 2.8 defaults, REFERENCE.md "3DIEBench"):
+
+- Colour management: the scene's view transform (3DIEBench: Filmic, BlenderProc's default), no look, exposure 0,
+  gamma 1, no dithering. Recipe colours are linear RGB, given to materials and lights as they are.
+- Floor: a purely diffuse material (what Cycles renders for the original's node-less material) of the view's colour.
+- Object: the asset's own materials; objects without one get Cycles' default diffuse grey, as the original's OBJ
+  files without MTL do. ``uniform`` appearance: one diffuse grey (0.8) material, the same look.
+- Lights: a sun and a spot light whose radius (soft size) comes from the scene (3DIEBench: 0.25).
+- Cycles: at most the preset's samples, adaptive threshold 0.01, 3 diffuse bounces, glossy, transmission and volume
+  bounces 0, light tree off, OpenImageDenoise with albedo and normal guides (BlenderProc's compositor denoiser).
+- Camera: the spec's field of view across the larger image side (sensor fit AUTO), posed from the view's OpenCV
+  world-to-camera extrinsics with `geometry.opencv_to_blender_pose`; so `SceneSpec.intrinsics()` and the view's
+  extrinsics project the object onto the image exactly as Blender draws it.
 - Depth: distance along the camera's z axis (planar depth), in scene units, 0 where a ray hits nothing. Cycles'
   Depth pass already is planar depth for perspective cameras (checked by the tests against the projected mesh).
-- Mask: the object index pass (object pass index 1), thresholded; True where the object is the first surface hit.
+- Mask: the object index pass (pass index 1 on every part), thresholded; True where the object is the first hit.
 - Pixels come back through a private temporary directory (PNG for RGB, 32-bit EXR for passes) that is emptied after
   every view and removed by `close`; the backend returns arrays and never leaves files.
 
 Presets:
 
-- ``exact``: 3DIEBench's settings (Cycles, at most 100 samples, adaptive threshold 0.01, OpenImageDenoise, 3 bounces).
-- ``fast``: Cycles with 8 samples, the same threshold, bounces and denoiser (see docs/performance.md for its speed
-  and SSIM against ``exact``).
-- ``workbench``: the Workbench engine (studio lighting, floor colour from the recipe, no spot light or shadows of
-  the scene's lights): a fast preview, not the 3DIEBench look.
+- ``exact``: 3DIEBench's sampling (at most 100 samples).
+- ``fast``: the same scene with at most 16 samples and the denoiser's fast guide prefilter (docs/performance.md
+  gives its speed and SSIM against ``exact``).
+- ``workbench``: the Workbench engine (studio lighting, textures and material colours, floor colour from the
+  recipe, no spot light or shadows): a fast preview, not the 3DIEBench look.
 
 Device: Cycles uses the GPU (OptiX, else CUDA) when Blender finds one, else the CPU; ``threads`` fixes the CPU
 thread count (default: all cores).
@@ -35,7 +42,6 @@ thread count (default: all cores).
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import sys
@@ -49,20 +55,20 @@ import numpy as np
 
 from orbitset import geometry
 from orbitset._optional import require
-from orbitset.errors import AssetError, RenderError
+from orbitset.errors import RenderError
 from orbitset.render.scene import Backend, RenderedView, SceneSpec, ViewState
 
 if TYPE_CHECKING:
-    import trimesh
+    from orbitset.datasets.sources import LoadedAsset
+    from orbitset.render.backends.blender_assets import BlenderParts
 
 OBJECT_PASS_INDEX = 1
-SMOOTH_ANGLE = math.radians(30.0)
-OBJECT_GREY = 0.8
+OBJECT_GREY = 0.8  # Cycles' default surface: diffuse, this grey
 _NO_HIT_DEPTH = 1e9  # Blender writes 1e10 in the depth pass where nothing is hit
 
 
 @contextlib.contextmanager
-def _quiet_stdout():
+def quiet_stdout():
     """Send Blender's per-render log lines ("Fra:1 ... Sample", "Saved: ...") to /dev/null so progress bars stay
     readable; they are written by C code to file descriptor 1, so the descriptor itself is redirected."""
     sys.stdout.flush()
@@ -72,6 +78,7 @@ def _quiet_stdout():
         os.dup2(devnull, 1)
         yield
     finally:
+        sys.stdout.flush()  # what Python code printed meanwhile (e.g. the glTF importer's log) goes to /dev/null too
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)
@@ -79,18 +86,23 @@ def _quiet_stdout():
 
 @dataclass(frozen=True)
 class Preset:
-    """Render settings. `samples`/`adaptive_threshold`/`denoise`/`max_bounces` apply to Cycles only."""
+    """Render settings. `samples`, `adaptive_threshold` and `denoising_prefilter` (how OpenImageDenoise cleans its
+    albedo and normal guides: "ACCURATE" as BlenderProc's denoiser, or "FAST") apply to Cycles only; the rest of the
+    Cycles setup is 3DIEBench's for every preset."""
 
     engine: str  # "CYCLES" or "BLENDER_WORKBENCH"
     samples: int = 0
     adaptive_threshold: float = 0.01
-    denoise: bool = True
-    max_bounces: int = 3
+    denoising_prefilter: str = "ACCURATE"
 
+
+#: Light paths of BlenderProc's defaults: (max, diffuse, glossy, transmission, volume, transparent) bounces.
+BOUNCES = {"max_bounces": 3, "diffuse_bounces": 3, "glossy_bounces": 0, "transmission_bounces": 0,
+           "volume_bounces": 0, "transparent_max_bounces": 8}
 
 PRESETS: dict[str, Preset] = {
     "exact": Preset("CYCLES", samples=100),
-    "fast": Preset("CYCLES", samples=8),
+    "fast": Preset("CYCLES", samples=16, denoising_prefilter="FAST"),
     "workbench": Preset("BLENDER_WORKBENCH"),
 }
 
@@ -117,7 +129,8 @@ class BlenderBackend(Backend):
         self._tmp = Path(tempfile.mkdtemp(prefix="orbitset-blender-"))
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmp, True)
         self._closed = False
-        self._has_mesh = False
+        self._parts: "BlenderParts | None" = None
+        self.last_import: dict = {}
         self._passes: tuple[bool, bool] | None = None
         self.device = "CPU"
         try:
@@ -150,7 +163,10 @@ class BlenderBackend(Backend):
         image = render.image_settings
         image.file_format, image.color_mode, image.color_depth, image.compression = "PNG", "RGB", "8", 0
         scene.display_settings.display_device = "sRGB"
-        scene.view_settings.view_transform = "Standard"
+        try:
+            scene.view_settings.view_transform = spec.view_transform
+        except TypeError:
+            raise RenderError(f"this Blender has no view transform {spec.view_transform!r}; use 'Filmic' or 'Standard'") from None
         scene.view_settings.look = "None"
         scene.view_settings.exposure, scene.view_settings.gamma = 0.0, 1.0
         if self.preset.engine == "CYCLES":
@@ -158,7 +174,7 @@ class BlenderBackend(Backend):
             self._build_compositor(scene)
         else:
             shading = scene.display.shading
-            shading.light, shading.color_type = "STUDIO", "MATERIAL"
+            shading.light, shading.color_type = "STUDIO", "TEXTURE"
 
         world = self._new("worlds", "orbitset_world")  # Blender 5 creates world and material node trees by default
         background = world.node_tree.nodes["Background"]
@@ -174,7 +190,7 @@ class BlenderBackend(Backend):
         self._camera = self._add_object("orbitset_camera", camera_data)
         scene.camera = self._camera
 
-        self._floor_material = self._material("orbitset_floor", (0.5, 0.5, 0.5))
+        self._floor_material, self._floor_diffuse = self._diffuse_material("orbitset_floor", (0.5, 0.5, 0.5))
         if spec.floor.enabled:
             half = spec.floor.size / 2.0
             floor_mesh = self._new("meshes", "orbitset_floor")
@@ -191,24 +207,23 @@ class BlenderBackend(Backend):
 
         spot_data = self._new("lights", "orbitset_spot", type="SPOT")
         spot_data.energy, spot_data.spot_size, spot_data.spot_blend = spec.spot.energy, spec.spot.spot_size, spec.spot.blend
+        spot_data.shadow_soft_size = spec.spot.soft_size
         self._spot = self._add_object("orbitset_spot", spot_data)
         self._spot.rotation_mode = "QUATERNION"
 
-        self._object_material = self._material("orbitset_object", (OBJECT_GREY,) * 3)
-        self._object = self._add_object("orbitset_object", bpy.data.meshes.new("orbitset_object"))  # removed via the object
-        self._object.pass_index = OBJECT_PASS_INDEX
+        self._uniform_material, _ = self._diffuse_material("orbitset_uniform", (OBJECT_GREY,) * 3)
 
     def _configure_cycles(self, scene, device: str) -> None:
         cycles, preset = scene.cycles, self.preset
         cycles.samples = preset.samples
         cycles.use_adaptive_sampling = True
         cycles.adaptive_threshold = preset.adaptive_threshold
-        cycles.max_bounces = preset.max_bounces
-        for attribute in ("diffuse_bounces", "glossy_bounces", "transmission_bounces", "volume_bounces"):
-            setattr(cycles, attribute, min(getattr(cycles, attribute), preset.max_bounces))
-        cycles.use_denoising = preset.denoise
-        if preset.denoise:
-            cycles.denoiser = "OPENIMAGEDENOISE"
+        for attribute, value in BOUNCES.items():
+            setattr(cycles, attribute, value)
+        cycles.use_light_tree = False
+        cycles.use_denoising = True
+        cycles.denoiser = "OPENIMAGEDENOISE"
+        cycles.denoising_input_passes, cycles.denoising_prefilter = "RGB_ALBEDO_NORMAL", preset.denoising_prefilter
         cycles.seed, cycles.use_animated_seed = 0, False
         cycles.device = "CPU"
         if device != "cpu":
@@ -226,7 +241,7 @@ class BlenderBackend(Backend):
                 preferences.compute_device_type = kind
             except TypeError:  # this Blender build lacks the backend
                 continue
-            with _quiet_stdout():  # Blender logs the GPU libraries it cannot open
+            with quiet_stdout():  # Blender logs the GPU libraries it cannot open
                 preferences.get_devices()
             devices = [d for d in preferences.devices if d.type == kind]
             if devices:
@@ -271,13 +286,12 @@ class BlenderBackend(Backend):
         self._bl_scene.collection.objects.link(obj)
         return obj
 
-    def _material(self, name: str, rgb: tuple[float, float, float]):
-        material = self._new("materials", name)
-        bsdf = material.node_tree.nodes["Principled BSDF"]
-        bsdf.inputs["Base Color"].default_value = (*rgb, 1.0)
-        bsdf.inputs["Roughness"].default_value = 0.5
-        material.diffuse_color = (*rgb, 1.0)  # what Workbench shows
-        return material
+    def _diffuse_material(self, name: str, rgb: tuple[float, float, float]):
+        from orbitset.render.backends.blender_assets import diffuse_material
+
+        material, diffuse = diffuse_material(self.bpy, name, rgb)
+        self._owned.append(("materials", material))
+        return material, diffuse
 
     @staticmethod
     def _track(direction: np.ndarray):
@@ -288,46 +302,38 @@ class BlenderBackend(Backend):
 
     # --- per object -----------------------------------------------------------------------------------------------
 
-    def set_mesh(self, mesh: "trimesh.Trimesh") -> None:
+    def set_asset(self, asset: "LoadedAsset") -> None:
+        """Replace the object by `asset` (see `blender_assets.build_parts`); `last_import` then says how it was built."""
+        from orbitset.render.backends.blender_assets import build_parts
+
         self._check_open()
-        vertices = np.asarray(mesh.vertices, dtype=np.float32)
-        faces = np.asarray(mesh.faces, dtype=np.int64)
-        if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
-            raise AssetError(f"Blender backend: expected (N, 3) vertices and (M, 3) triangles, got {vertices.shape} and {faces.shape}")
-        if len(vertices) == 0 or len(faces) == 0:
-            raise AssetError("Blender backend: the mesh is empty (no vertices or no faces); nothing to render")
-        if not np.all(np.isfinite(vertices)):
-            raise AssetError("Blender backend: the mesh has NaN or infinite vertex coordinates")
-        if faces.min() < 0 or faces.max() >= len(vertices):
-            raise AssetError(f"Blender backend: face indices must lie in [0, {len(vertices)}), got [{faces.min()}, {faces.max()}]")
-        bpy = self.bpy
-        data = bpy.data.meshes.new("orbitset_object")
-        data.vertices.add(len(vertices))
-        data.vertices.foreach_set("co", vertices.ravel())
-        data.loops.add(faces.size)
-        data.loops.foreach_set("vertex_index", faces.astype(np.int32).ravel())
-        data.polygons.add(len(faces))
-        data.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
-        data.update(calc_edges=True)
-        data.polygons.foreach_set("use_smooth", np.ones(len(faces), dtype=bool))
-        data.set_sharp_from_angle(angle=SMOOTH_ANGLE)
-        data.materials.append(self._object_material)
-        previous = self._object.data
-        self._object.data = data
-        bpy.data.meshes.remove(previous)
-        self._has_mesh = True
+        self._remove_parts()
+        parts = build_parts(self.bpy, asset, self._bl_scene.collection, self._uniform_material)
+        for obj in parts.objects:
+            obj.pass_index = OBJECT_PASS_INDEX
+        self._parts = parts
+        self.last_import = dict(parts.report)
+
+    def _remove_parts(self) -> None:
+        if self._parts is not None:
+            self.bpy.data.batch_remove(self._parts.datablocks)
+            self._parts = None
 
     # --- per view -------------------------------------------------------------------------------------------------
 
     def render(self, view: ViewState, depth: bool = False, mask: bool = False) -> RenderedView:
         self._check_open()
-        if not self._has_mesh:
-            raise RenderError("Blender backend: call set_mesh(mesh) before render(view)")
+        if self._parts is None:
+            raise RenderError("Blender backend: call set_asset(asset) before render(view)")
         from mathutils import Matrix
 
-        self._object.matrix_world = Matrix(view.object_to_world().tolist())
+        object_to_world = view.object_to_world()
+        for obj, pose in zip(self._parts.objects, self._parts.poses):
+            obj.matrix_world = Matrix((object_to_world @ pose).tolist())
         self._camera.matrix_world = Matrix(geometry.opencv_to_blender_pose(view.camera_extrinsics).tolist())
-        self._set_colour(self._floor_material, view.floor_rgb)
+        floor_colour = (*(float(c) for c in view.floor_rgb), 1.0)
+        self._floor_diffuse.inputs["Color"].default_value = floor_colour
+        self._floor_material.diffuse_color = floor_colour
         spot_position = np.asarray(view.spot_position, dtype=np.float64)
         self._spot.location = spot_position.tolist()
         self._spot.rotation_quaternion = self._track(-spot_position)
@@ -336,7 +342,7 @@ class BlenderBackend(Backend):
         rgb_path = self._tmp / "rgb.png"
         self._bl_scene.render.filepath = str(rgb_path)
         try:
-            with _quiet_stdout():
+            with quiet_stdout():
                 self.bpy.ops.render.render(write_still=True, scene=self._bl_scene.name)
             result = RenderedView(rgb=self._read_png(rgb_path))
             if depth:
@@ -349,10 +355,19 @@ class BlenderBackend(Backend):
                 leftover.unlink()
         return result
 
-    def _set_colour(self, material, rgb) -> None:
-        colour = (*(float(c) for c in rgb), 1.0)
-        material.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = colour
-        material.diffuse_color = colour
+    def render_background(self, view: ViewState) -> np.ndarray:
+        """uint8 (H, W, 3) RGB of `view` with the object hidden from the camera only: its shadows and the light it
+        bounces stay (a background plate, to find the object in another renderer's image of the same view)."""
+        self._check_open()
+        if self._parts is None:
+            raise RenderError("Blender backend: call set_asset(asset) before render_background(view)")
+        for obj in self._parts.objects:
+            obj.visible_camera = False
+        try:
+            return self.render(view).rgb
+        finally:
+            for obj in self._parts.objects:
+                obj.visible_camera = True
 
     def _set_passes(self, depth: bool, mask: bool) -> None:
         if self._passes == (depth, mask):
@@ -394,12 +409,10 @@ class BlenderBackend(Backend):
             return
         self._closed = True
         self._cleanup()
+        self._remove_parts()
         data = self.bpy.data
-        object_mesh = self._object.data if hasattr(self, "_object") else None
         for collection, block in reversed(self._owned):  # objects go before the data they use
             getattr(data, collection).remove(block)
-        if object_mesh is not None:
-            data.meshes.remove(object_mesh)
         self._owned.clear()
 
     def _check_open(self) -> None:

@@ -1,19 +1,22 @@
 """The `raster` backend: pyrender (OpenGL rasterisation), headless on OSMesa (CPU) or EGL (GPU).
 
-It approximates the 3DIEBench scene of `orbitset.render.scene`: a grey object, a large floor plane of the view's
+It approximates the 3DIEBench scene of `orbitset.render.scene`: the object (its own appearance, see
+`object_primitive`, or one grey diffuse material), a large floor plane of the view's
 colour, a sun (directional light) and a coloured spot light with its cone, seen by the camera of the view. Light
 energies are mapped to pyrender intensities by fixed factors chosen so that images are exposed like Blender's; shadows
 and bounces are not modelled. Depth is the camera-frame z (OpenCV, scene units), 0 where nothing is hit; the mask
 is a flat render of the object alone with the floor as occluder (True where the object is the first surface hit).
 
 pyrender 0.1.45 quirks handled here, not by pinning: it uses ``np.infty`` (removed in NumPy 2), and it needs
-PyOpenGL >= 3.1.4 for OSMesa. ``PYOPENGL_PLATFORM`` is set to ``egl`` when a CUDA device is visible and to
+PyOpenGL >= 3.1.4 for OSMesa, while its metadata pins PyOpenGL 3.1.0; so the ``render`` extra cannot carry it and
+it is installed with `PYRENDER_INSTALL` (scripts/setup.sh does). ``PYOPENGL_PLATFORM`` is set to ``egl`` when a CUDA device is visible and to
 ``osmesa`` otherwise, unless the caller set it already (it must be set before OpenGL is first imported).
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 from typing import TYPE_CHECKING
 
@@ -21,16 +24,20 @@ import numpy as np
 
 from orbitset import geometry
 from orbitset._optional import require
-from orbitset.errors import RenderError
+from orbitset.errors import DependencyError, RenderError
 from orbitset.render.scene import Backend, RenderedView, SceneSpec, ViewState
 
 if TYPE_CHECKING:
-    import trimesh
+    from orbitset.datasets.sources import LoadedAsset
 
-#: Blender spot watts -> pyrender candela-like intensity, and sun W/m^2 -> pyrender lux-like intensity.
-SPOT_INTENSITY_PER_WATT = 0.03
-SUN_INTENSITY_PER_UNIT = 1.2
-AMBIENT = 0.25
+#: pyrender's own pins conflict with OSMesa's PyOpenGL, so it is installed without its dependencies (the extra has them).
+PYRENDER_INSTALL = "pip install --no-deps pyrender==0.1.45"
+#: Blender spot watts -> pyrender candela-like intensity, sun W/m^2 -> pyrender lux-like intensity, and ambient light:
+#: one exposure, fitted so that floors and objects come out as bright as in the original 3DIEBench generator's
+#: images (Cycles, Filmic) of the same meshes and latents.
+SPOT_INTENSITY_PER_WATT = 0.023
+SUN_INTENSITY_PER_UNIT = 0.92
+AMBIENT = 0.19
 OBJECT_COLOUR = (0.8, 0.8, 0.8, 1.0)  # Blender's default material base colour
 _GL_FROM_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -40,11 +47,18 @@ def _gpu_visible() -> bool:
 
 
 def import_pyrender():
-    """Import pyrender with a headless OpenGL platform and the NumPy 2 fix; DependencyError if it is missing."""
+    """Import pyrender with a headless OpenGL platform and the NumPy 2 fix; DependencyError saying the commands that
+    install it if it (or OpenGL) is missing."""
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl" if _gpu_visible() else "osmesa")
     if not hasattr(np, "infty"):
         np.infty = np.inf  # pyrender 0.1.45 still spells it this way
-    return require("pyrender", "the raster render backend")
+    try:
+        return require("pyrender", "the raster render backend")
+    except DependencyError as exc:
+        raise DependencyError(
+            f"the raster render backend needs pyrender and its dependencies ({exc.__cause__}); install them with: "
+            f"pip install 'orbitset[render]' && {PYRENDER_INSTALL}"
+        ) from exc.__cause__
 
 
 class _ProgramsByContextAddress(dict):
@@ -85,8 +99,80 @@ def _direction_pose(direction: np.ndarray) -> np.ndarray:
     return _gl_pose(geometry.look_at(np.zeros(3), forward, up))
 
 
+def _linear(srgb: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values in [0, 1] -> linear (IEC 61966-2-1)."""
+    return np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+
+
+def _source_material(pyrender, material) -> "pyrender.MetallicRoughnessMaterial":
+    """A trimesh material (OBJ `SimpleMaterial` or glTF `PBRMaterial`) as a pyrender material.
+
+    OBJ: an image replaces ``Kd`` (as Blender's importer connects it), roughness ``1 - sqrt(Ns / 1000)`` (idem).
+    glTF: base colour factor times texture, its metallic and roughness factors. Alpha: a texture with transparent
+    texels is cut at 0.5 (glTF's MASK mode); partial transparency is rendered opaque.
+    """
+    from trimesh.visual.material import PBRMaterial
+
+    if isinstance(material, PBRMaterial):
+        image = material.baseColorTexture
+        factor = material.baseColorFactor
+        factor = np.ones(4) if factor is None else np.asarray(factor, dtype=np.float64) / 255.0
+        metallic = 0.0 if material.metallicFactor is None else float(material.metallicFactor)
+        roughness = 1.0 if material.roughnessFactor is None else float(material.roughnessFactor)
+    else:
+        image = getattr(material, "image", None)
+        factor = np.ones(4) if image is not None else np.asarray(material.diffuse, dtype=np.float64) / 255.0
+        metallic = 0.0
+        roughness = 1.0 - math.sqrt(min(max(float(getattr(material, "glossiness", 0.0) or 0.0), 0.0), 1000.0) / 1000.0)
+    texture, mode = None, "OPAQUE"
+    if image is not None:
+        texels = np.asarray(image.convert("RGBA"))
+        texture = pyrender.Texture(source=texels, source_channels="RGBA")
+        mode = "MASK" if texels[..., 3].min() < 128 else "OPAQUE"
+    return pyrender.MetallicRoughnessMaterial(
+        baseColorFactor=np.clip(factor, 0.0, 1.0), baseColorTexture=texture, metallicFactor=metallic,
+        roughnessFactor=roughness, alphaMode=mode, alphaCutoff=0.5,
+    )
+
+
+def object_primitive(pyrender, asset: "LoadedAsset", uniform_material) -> "pyrender.Primitive":
+    """`asset.mesh` as one flat-shaded pyrender primitive holding every triangle twice, once per winding, so that
+    with back-face culling each triangle shows the side facing the camera, lit with its normal turned towards it
+    (open sheets and inconsistently wound meshes render fully). Appearance from the mesh's visuals when
+    `asset.appearance` is "source" (texture, material colour, vertex or face colours), `uniform_material` otherwise.
+    """
+    mesh = asset.mesh
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    both = np.concatenate([faces, faces[:, ::-1]])
+    face_normals = np.asarray(mesh.face_normals, dtype=np.float64)
+    positions = np.asarray(mesh.vertices, dtype=np.float32)[both].reshape(-1, 3)
+    normals = np.repeat(np.concatenate([face_normals, -face_normals]), 3, axis=0).astype(np.float32)
+    kind = getattr(mesh.visual, "kind", None) if asset.appearance == "source" else None
+    texcoords = colours = None
+    material = uniform_material
+    if kind == "texture":
+        uv = mesh.visual.uv
+        if uv is not None and len(uv) == len(mesh.vertices):
+            texcoords = np.asarray(uv, dtype=np.float32)[both].reshape(-1, 2)
+        material = _source_material(pyrender, mesh.visual.material)
+        if texcoords is None:
+            material.baseColorTexture = None
+    elif kind == "vertex":
+        rgba = np.asarray(mesh.visual.vertex_colors, dtype=np.float64)[both].reshape(-1, 4) / 255.0
+        colours = np.concatenate([_linear(rgba[:, :3]), np.ones((len(rgba), 1))], axis=1).astype(np.float32)
+    elif kind == "face":
+        rgba = np.asarray(mesh.visual.face_colors, dtype=np.float64) / 255.0
+        colours = np.repeat(np.concatenate([_linear(rgba[:, :3])] * 2), 3, axis=0)
+        colours = np.concatenate([colours, np.ones((len(colours), 1))], axis=1).astype(np.float32)
+    if colours is not None:
+        material = pyrender.MetallicRoughnessMaterial(baseColorFactor=(1.0, 1.0, 1.0, 1.0), metallicFactor=0.0, roughnessFactor=1.0)
+    return pyrender.Primitive(
+        positions=positions, normals=normals, texcoord_0=texcoords, color_0=colours, material=material, mode=4,  # GL_TRIANGLES
+    )
+
+
 class RasterBackend(Backend):
-    """pyrender backend; build once per worker, `set_mesh` per object, `render` per view."""
+    """pyrender backend; build once per worker, `set_asset` per object, `render` per view."""
 
     name = "raster"
 
@@ -128,25 +214,22 @@ class RasterBackend(Backend):
             innerConeAngle=outer * (1.0 - spot.blend), outerConeAngle=outer,
         )
         self._spot_node = self._scene.add(self._spot, pose=np.eye(4))
-        self._object_material = pyrender.MetallicRoughnessMaterial(baseColorFactor=OBJECT_COLOUR, metallicFactor=0.0, roughnessFactor=0.6)
+        self._object_material = pyrender.MetallicRoughnessMaterial(baseColorFactor=OBJECT_COLOUR, metallicFactor=0.0, roughnessFactor=1.0)
         self._object_node = None
         self._renderer = pyrender.OffscreenRenderer(scene.width, scene.height)
         programs = self._renderer._renderer._program_cache
         programs._program_cache = _ProgramsByContextAddress(programs._program_cache)
 
-    def set_mesh(self, mesh: "trimesh.Trimesh") -> None:
+    def set_asset(self, asset: "LoadedAsset") -> None:
         if self._object_node is not None:
             self._scene.remove_node(self._object_node)
             self._object_node = None
-        import trimesh
-
-        plain = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)  # geometry only: neutral material
-        pyrender_mesh = self._pyrender.Mesh.from_trimesh(plain, material=self._object_material, smooth=False)
-        self._object_node = self._scene.add(pyrender_mesh, pose=np.eye(4))
+        primitive = object_primitive(self._pyrender, asset, self._object_material)
+        self._object_node = self._scene.add(self._pyrender.Mesh([primitive]), pose=np.eye(4))
 
     def render(self, view: ViewState, depth: bool = False, mask: bool = False) -> RenderedView:
         if self._object_node is None:
-            raise RenderError("raster backend: set_mesh must be called before render")
+            raise RenderError("raster backend: set_asset must be called before render")
         pyrender = self._pyrender
         self._scene.set_pose(self._object_node, view.object_to_world())
         self._scene.set_pose(self._camera_node, _gl_pose(view.camera_extrinsics))

@@ -1,0 +1,157 @@
+"""Reading one mesh file (OBJ+MTL, glTF/GLB, PLY, OFF, STL) into a `RawAsset`: geometry in file coordinates, the
+file's up axis, and, when asked, its appearance.
+
+Every mesh of the file is merged into one `trimesh.Trimesh` with its scene-graph transform applied. With
+``appearance="source"`` the merged mesh keeps trimesh's visuals: OBJ materials (``Kd`` colours, ``map_Kd`` images,
+several materials packed into one), glTF base colour factors and textures, vertex colours (glTF ``COLOR_0``, PLY).
+Texture and MTL paths are looked up as written (relative to the file's folder, or absolute), then by file name in
+the file's folder; one that is not found is recorded as missing and its material keeps its colour. Draco-compressed
+glTF needs DracoPy, checked before trimesh would silently drop the geometry.
+
+Up axes follow Blender's importers: OBJ and glTF files are Y-up (glTF by specification), OFF, PLY and STL Z-up.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from orbitset.datasets.sources import RawAsset, check_appearance
+from orbitset.errors import AssetError
+
+if TYPE_CHECKING:
+    import trimesh
+
+#: File suffix -> the up axis its format uses.
+UP_AXIS_OF_SUFFIX = {".obj": "y", ".glb": "y", ".gltf": "y", ".off": "z", ".ply": "z", ".stl": "z"}
+MESH_SUFFIXES = tuple(UP_AXIS_OF_SUFFIX)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tga", ".tif", ".tiff", ".gif", ".webp")
+DRACO_EXTENSION = "KHR_draco_mesh_compression"
+
+
+def file_up_axis(path: Path) -> str:
+    """The up axis of `path`'s format ("y" or "z")."""
+    try:
+        return UP_AXIS_OF_SUFFIX[path.suffix.lower()]
+    except KeyError:
+        raise AssetError(f"{path.name}: unsupported mesh format {path.suffix!r}; use one of {', '.join(MESH_SUFFIXES)}") from None
+
+
+def _recording_resolver(folder: Path):
+    """A trimesh resolver for the files a mesh references (MTL, textures, glTF buffers) that records what it found
+    and what it did not. Paths are tried as written, then by file name in `folder`."""
+    import trimesh.resolvers
+
+    class RecordingResolver(trimesh.resolvers.Resolver):
+        def __init__(self) -> None:
+            self.found: list[str] = []
+            self.missing: list[str] = []
+
+        def _candidates(self, name: str) -> list[Path]:
+            written = name.strip().replace("\\", "/")
+            as_written = Path(written) if os.path.isabs(written) else folder / written
+            return [as_written, folder / Path(written).name]
+
+        def get(self, name: str) -> bytes:
+            for candidate in self._candidates(name):
+                if candidate.is_file():
+                    self.found.append(name.strip())
+                    return candidate.read_bytes()
+            self.missing.append(name.strip())
+            raise FileNotFoundError(f"{name} (looked in {folder})")
+
+        def write(self, name: str, data) -> None:
+            raise AssetError("orbitset never writes beside a source mesh")
+
+        def namespaced(self, namespace: str):
+            return _recording_resolver(folder / namespace)
+
+        def keys(self):
+            return (p.name for p in folder.iterdir())
+
+    return RecordingResolver()
+
+
+def _gltf_json(path: Path) -> dict:
+    """The JSON part of a .gltf or .glb file ({} when it cannot be read; trimesh reports the real error later)."""
+    try:
+        data = path.read_bytes()
+        if path.suffix.lower() == ".glb":
+            if data[:4] != b"glTF" or len(data) < 20:
+                return {}
+            (length,) = struct.unpack_from("<I", data, 12)
+            return json.loads(data[20 : 20 + length])
+        return json.loads(data)
+    except (OSError, ValueError, struct.error):
+        return {}
+
+
+def check_decoders(path: Path, shown: str) -> None:
+    """AssetError naming the package to install when `path` needs a decoder that is missing (Draco for glTF)."""
+    if path.suffix.lower() not in (".glb", ".gltf"):
+        return
+    header = _gltf_json(path)
+    used = set(header.get("extensionsUsed", [])) | set(header.get("extensionsRequired", []))
+    if DRACO_EXTENSION in used and importlib.util.find_spec("DracoPy") is None:
+        raise AssetError(
+            f"{shown}: the file is Draco-compressed ({DRACO_EXTENSION}) and no Draco decoder is installed; "
+            "install it with: pip install DracoPy"
+        )
+
+
+def _colour_source(mesh: "trimesh.Trimesh") -> str:
+    """How `mesh`'s visuals colour it: "texture", "material", "vertex", "face" or "none"."""
+    kind = getattr(mesh.visual, "kind", None)
+    if kind == "texture":
+        material = mesh.visual.material
+        image = getattr(material, "image", None) or getattr(material, "baseColorTexture", None)
+        return "texture" if image is not None else "material"
+    if kind in ("vertex", "face"):
+        return kind
+    return "none"
+
+
+def load_mesh_file(path: Path, appearance: str = "source", shown: str | None = None) -> RawAsset:
+    """`path` as a RawAsset (file coordinates, the format's up axis); AssetError naming the file as `shown` (a path
+    relative to the source root) for a missing, unreadable, empty or non-finite mesh, or a missing decoder."""
+    import trimesh
+
+    check_appearance(appearance)
+    shown = shown or path.name
+    if not path.is_file():
+        raise AssetError(f"{shown}: mesh file is missing; check the asset path or re-download the object")
+    up_axis = file_up_axis(path)
+    check_decoders(path, shown)
+    resolver = _recording_resolver(path.parent)
+    try:
+        # process=False: trimesh would otherwise drop faces with NaN vertices silently; we refuse such meshes instead
+        scene = trimesh.load_scene(str(path), skip_materials=appearance == "uniform", process=False, resolver=resolver)
+        parts = list(scene.geometry.values())
+        mesh = scene.to_mesh()
+    except Exception as exc:  # trimesh raises many types for bad bytes; all of them mean "unreadable"
+        raise AssetError(f"{shown}: cannot read the mesh ({type(exc).__name__}: {exc}); the file is corrupt or not a mesh") from exc
+    if len(mesh.vertices) == 0 or len(mesh.faces) == 0:
+        raise AssetError(f"{shown}: the file holds no triangles (empty mesh, or only points/lines)")
+    if not np.all(np.isfinite(mesh.vertices)):
+        raise AssetError(f"{shown}: the mesh has NaN or infinite vertex coordinates")
+    mesh.merge_vertices()
+    if appearance == "uniform":
+        return RawAsset(mesh, up_axis, {})
+    materials = sorted({str(m.name) for m in (getattr(p.visual, "material", None) for p in parts) if m is not None and m.name})
+    images = [name for name in resolver.found if name.lower().endswith(IMAGE_SUFFIXES)]
+    textured_parts = sum(1 for p in parts if _colour_source(p) == "texture")
+    info = {
+        "colour_source": _colour_source(mesh),
+        "materials": materials,
+        "textures": sorted(set(images)),
+        "embedded_textures": textured_parts if not images else 0,
+        "textures_missing": sorted({n for n in resolver.missing if n.lower().endswith(IMAGE_SUFFIXES)}),
+        "files_missing": sorted({n for n in resolver.missing if not n.lower().endswith(IMAGE_SUFFIXES)}),
+    }
+    return RawAsset(mesh, up_axis, info)
