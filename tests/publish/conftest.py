@@ -4,12 +4,24 @@ and interop tests."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
 # the Hugging Face libraries must never reach the network in tests
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# mlcroissant caches what it extracts from archives by their name: a session of its own, or it serves the shards of
+# an earlier dataset rendered under the same names (read when mlcroissant is imported)
+CROISSANT_CACHE = tempfile.mkdtemp(prefix="orbitset-croissant-")
+os.environ["CROISSANT_CACHE"] = CROISSANT_CACHE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _croissant_cache():
+    yield
+    shutil.rmtree(CROISSANT_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
