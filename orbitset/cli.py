@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "orbitset.manifests.commands",
     "orbitset.loaders.commands",
     "orbitset.models.commands",
+    "orbitset.publish.commands",
 )
 
 
@@ -39,34 +40,50 @@ def version() -> None:
 
 @app.command()
 @click.argument("dataset", type=click.Path(exists=True))
-@click.option("--out", type=click.Path(), default=None, help="PNG to write [default: DATASET/contact_sheet.png].")
-@click.option("--objects", default=6, show_default=True, help="Rows: objects to show.")
-@click.option("--views", default=8, show_default=True, help="Columns: views per object, evenly spaced.")
+@click.option("--out", type=click.Path(), default=None,
+              help="PNG to write [default: contact_sheet.png, or pair_sheet.png with --pairs, beside the manifest].")
+@click.option("--objects", default=6, show_default=True, help="Rows: objects (or pairs with --pairs) to show.")
+@click.option("--views", default=8, show_default=True, help="Views per object, evenly spaced.")
 @click.option("--split", default=None, help="Only objects of this split.")
-@click.option("--tile", default=96, show_default=True, help="Tile side in pixels.")
-def show(dataset: str, out: str | None, objects: int, views: int, split: str | None, tile: int) -> None:
-    """Write a contact sheet PNG of a dataset's orbits (one row per object, views labelled with rotation angles)."""
+@click.option("--tile", default=128, show_default=True, help="Tile side in pixels.")
+@click.option("--pairs", is_flag=True, help="Show pairs as PairLoader delivers them, with their relative rotation.")
+@click.option("--seed", default=0, show_default=True, help="PairLoader seed (with --pairs).")
+def show(dataset: str, out: str | None, objects: int, views: int, split: str | None, tile: int, pairs: bool,
+         seed: int) -> None:
+    """Draw DATASET (folder, manifest or one shard): one row per object, its views labelled with their factor values
+    and its point cloud; with --pairs, loader pairs with the relative rotation as axis and angle."""
     from pathlib import Path
 
     from orbitset.manifests.model import manifest_path
-    from orbitset.show import contact_sheet
+    from orbitset.show import contact_sheet, pair_sheet
 
-    target = Path(out) if out else manifest_path(dataset).parent / "contact_sheet.png"
-    click.echo(f"wrote {contact_sheet(dataset, target, objects=objects, views=views, split=split, tile=tile)}")
+    folder = Path(dataset).parent if dataset.endswith(".tar") else manifest_path(dataset).parent
+    if pairs:
+        target = Path(out) if out else folder / "pair_sheet.png"
+        click.echo(f"wrote {pair_sheet(dataset, target, pairs=objects, split=split, tile=tile, seed=seed)}")
+    else:
+        target = Path(out) if out else folder / "contact_sheet.png"
+        click.echo(f"wrote {contact_sheet(dataset, target, objects=objects, views=views, split=split, tile=tile)}")
 
 
 @app.command()
 @click.option("--out", type=click.Path(), default="demo-out", show_default=True, help="Folder for everything the demo makes.")
-@click.option("--objects", default=30, show_default=True, help="Procedural objects to render.")
-@click.option("--views", default=12, show_default=True, help="Views per object.")
-@click.option("--size", default=96, show_default=True, help="Image side in pixels.")
-@click.option("--workers", default=2, show_default=True, help="Render worker processes.")
-@click.option("--no-train", is_flag=True, help="Skip the training and evaluation step.")
-def demo(out: str, objects: int, views: int, size: int, workers: int, no_train: bool) -> None:
-    """Render the embedded objects, verify, show, load pairs and points, train and evaluate a model."""
-    from orbitset.demo import run_demo
+@click.option("--objects", default=None, type=int, help="Procedural objects to render [default: the smoke run's 600].")
+@click.option("--views", default=None, type=int, help="Views per object [default: 12].")
+@click.option("--size", default=None, type=int, help="Image side in pixels [default: 64].")
+@click.option("--workers", default=None, type=int, help="Render worker processes [default: 2].")
+@click.option("--epochs", default=None, type=int, help="Training epochs of SIE and VICReg [default: 20].")
+@click.option("--no-train", is_flag=True, help="Skip training and evaluation.")
+def demo(out: str, objects: int | None, views: int | None, size: int | None, workers: int | None, epochs: int | None,
+         no_train: bool) -> None:
+    """Render, verify, show, publish and load a dataset, train and probe SIE and VICReg; summary in OUT/README.md."""
+    import dataclasses
 
-    run_demo(out, objects=objects, views=views, size=size, workers=workers, train=not no_train)
+    from orbitset.demo import DemoPlan, run_demo
+
+    given = dict(objects=objects, views=views, size=size, workers=workers, epochs=epochs)
+    plan = dataclasses.replace(DemoPlan(train=not no_train), **{k: v for k, v in given.items() if v is not None})
+    run_demo(out, plan)
 
 
 for _module in COMMAND_MODULES:

@@ -29,7 +29,7 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install --upgrade "pip>=24"
 # torch first, exactly this version: its CPU wheel is on this machine kind; any other request pulls CUDA builds.
 "$venv/bin/python" -c "import torch" 2>/dev/null || "${pip[@]}" install torch==2.13.0
-"${pip[@]}" install -e "$here[render,ray,remote,dev]"
+"${pip[@]}" install -e "$here[render,ray,remote,publish,dev]"
 # pyrender pins PyOpenGL 3.1.0 (no OSMesa entry points), so no extra can carry it: its dependencies are in [render].
 "${pip[@]}" install --no-deps "pyrender==0.1.45"
 "$venv/bin/python" -c "import orbitset, orbitset.loaders, torch, trimesh, webdataset, roma; print('setup: orbitset', orbitset.__version__, 'torch', torch.__version__)"

@@ -12,7 +12,7 @@ from orbitset.geometry import Array
 from orbitset.errors import SchemaError, ShardError, UsageError
 from orbitset.loaders.images import IMAGE_FIELDS, ImageLoader
 from orbitset.loaders.objects import ObjectFields
-from orbitset.loaders.plan import object_draws
+from orbitset.loaders.plan import pair_views
 from orbitset.loaders.sources import Source
 
 ROTATION_FORMATS = ("quat", "quat_raw", "matrix", "6d", "axis_angle")
@@ -41,7 +41,7 @@ class PairLoader(ImageLoader):
     """Batches of view pairs of the same object, with their relative rotation and factor deltas.
 
     Per object read, `pairs_per_object` pairs (a, b) of distinct views are drawn from uniform integers hashed from
-    (seed, epoch, object key) (`orbitset.loaders.plan.object_draws`): the pairs do not depend on worker count, order
+    (seed, epoch, object key) (`orbitset.loaders.plan.pair_views`): the pairs do not depend on worker count, order
     or resumption. One epoch = every
     object of the rank once (``pairs_per_object=1`` is 3DIEBench's epoch).
 
@@ -108,11 +108,10 @@ class PairLoader(ImageLoader):
 
     def _read_object(self, obj: ObjectFields, subs: list[int], epoch: int) -> list[tuple]:
         views, label, bgr, rows = obj.prepared or obj.prepare(self._prepare)
-        draws = object_draws(self.seed, epoch, obj.key, 2 * self.per_object)
+        pairs = pair_views(self.seed, epoch, obj.key, self.per_object, views)
         records = []
         for sub in subs:
-            a, b = draws[2 * sub] % views, draws[2 * sub + 1] % (views - 1)
-            b += b >= a
+            a, b = pairs[sub]
             records.append((obj.key, label, a, b, rows[a], rows[b], (obj.image(a), obj.image(b)), bgr, obj, (a, b)))
         return records
 

@@ -52,6 +52,17 @@ def object_draws(seed: int, epoch: int, key: str, count: int) -> list[int]:
     return draws[:count]
 
 
+def pair_views(seed: int, epoch: int, key: str, pairs: int, views: int) -> list[tuple[int, int]]:
+    """The (a, b) view indices, a != b, of the `pairs` pairs drawn for object `key` in `epoch`: uniform over the
+    ordered pairs of distinct views, from `object_draws` (PairLoader's and the webdataset stage's choice)."""
+    draws = object_draws(seed, epoch, key, 2 * pairs)
+    chosen = []
+    for sub in range(pairs):
+        a, b = draws[2 * sub] % views, draws[2 * sub + 1] % (views - 1)
+        chosen.append((a, b + (b >= a)))
+    return chosen
+
+
 def object_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
     """The generator of the point loader's random choices for an object in an epoch (point subsets, rotations, the view
     whose pose to take): seeded by (seed, epoch, key); view pairs and single views use the cheaper `object_draws`.

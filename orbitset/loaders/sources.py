@@ -60,20 +60,30 @@ def _join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name if is_url(base) else str(Path(base) / name)
 
 
+def expand_shards(locations: Sequence[str | os.PathLike]) -> list[str]:
+    """The locations with webdataset's brace notation expanded, in order: ``train-{000000..000002}.tar`` is
+    ``train-000000.tar``, ``train-000001.tar``, ``train-000002.tar`` (``{a,b}`` lists alternatives)."""
+    from braceexpand import braceexpand
+
+    return [name for location in locations for name in braceexpand(str(location))]
+
+
 def resolve_source(source: Source, split: str | None) -> tuple[list[ShardRef], Manifest | None]:
     """The shards of `split` in `source` and the manifest (None for a plain list of shards).
 
     With a manifest, ``split=None`` means "train" when the dataset has that split, else every shard. A list of shards
-    has no splits: `split` must then be None.
+    has no splits: `split` must then be None. Shard paths and URLs may use webdataset's brace notation
+    (`expand_shards`).
     """
+    if isinstance(source, (str, os.PathLike)) and str(source).endswith(".tar"):
+        source = [source]
     if isinstance(source, (list, tuple)):
         if split is not None:
             raise ManifestError(f"split={split!r} needs a dataset folder or manifest; a list of shards has no splits (pass split=None)")
         if not source:
             raise ManifestError("the list of shards is empty; pass at least one shard path or URL")
         refs = []
-        for item in source:
-            location = str(item)
+        for location in expand_shards(source):
             name = urllib.parse.urlparse(location).path.rsplit("/", 1)[-1] if is_url(location) else _local_path(location).name
             refs.append(ShardRef(name=name, location=location))
         return refs, None
@@ -84,8 +94,6 @@ def resolve_source(source: Source, split: str | None) -> tuple[list[ShardRef], M
         manifest = Manifest.from_json(json.loads(_fetch_bytes(manifest_url).decode("utf-8")), source=manifest_url)
     else:
         path = _local_path(text)
-        if path.suffix == ".tar":
-            return resolve_source([text], split)
         manifest = load_manifest(path)
         base = str(path.parent if path.suffix == ".json" else path)
     if split is None and "train" in manifest.splits:
