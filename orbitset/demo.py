@@ -143,8 +143,8 @@ def _train_and_evaluate(data: Path, runs: Path, smoke: SmokePlan) -> dict[str, d
     from orbitset.models.train import CHECKPOINT_FILE, TrainConfig, train
 
     opts = EvalOptions(probe_epochs=smoke.probe_epochs, views=smoke.probe_views, pairs_per_object=smoke.probe_pairs,
-                       probe_hidden=smoke.probe_hidden, probe_weight_decay=smoke.probe_weight_decay,
-                       holdout_fraction=smoke.probe_holdout, patience=smoke.probe_patience)
+                       probe_hidden=smoke.probe_hidden, holdout_fraction=smoke.val_fraction,
+                       patience=smoke.probe_patience, test_pairs=smoke.test_pairs)
     collected: dict[str, dict[str, dict[str, Any]]] = {}
     for name, method in DEMO_RUNS:
         run = runs / name

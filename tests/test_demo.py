@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
 import yaml
 
 from orbitset.cli import main
@@ -35,7 +34,6 @@ def test_demo_without_training(tmp_path, capsys):
     assert f"Start at {tmp_path / 'README.md'}" in out
 
 
-@pytest.mark.slow
 def test_demo_trains_evaluates_and_reuses_its_work(tmp_path, capsys):
     """Tiny training (2 epochs on 24 objects): the results table and verdicts appear; the rerun skips everything."""
     argv = ["demo", "--out", str(tmp_path), "--objects", "24", "--views", "4", "--size", "32", "--workers", "1",
