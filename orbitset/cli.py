@@ -68,7 +68,7 @@ def show(dataset: str, out: str | None, objects: int, views: int, split: str | N
 
 @app.command()
 @click.option("--out", type=click.Path(), default="demo-out", show_default=True, help="Folder for everything the demo makes.")
-@click.option("--objects", default=None, type=int, help="Procedural objects to render [default: the smoke run's 600].")
+@click.option("--objects", default=None, type=int, help="Procedural objects to render [default: 600].")
 @click.option("--views", default=None, type=int, help="Views per object [default: 12].")
 @click.option("--size", default=None, type=int, help="Image side in pixels [default: 64].")
 @click.option("--workers", default=None, type=int, help="Render worker processes [default: 2].")
