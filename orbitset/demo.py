@@ -3,8 +3,9 @@
 Everything lands under one folder (``demo-out/``): the dataset (``data/``, with its card and Croissant metadata), the
 pictures, the training runs and ``README.md``, one page that links each result and says what it shows. Each step
 prints what it did; a second run reuses what exists (complete shards, finished trainings, evaluations newer than
-their checkpoint) and finishes in seconds. Its image sizes and probe budget are the smoke run's (`orbitset.models.smoke.SmokePlan`);
-it renders more objects and trains longer than one smoke seed, since it trains only once.
+their checkpoint) and finishes in seconds. Its image sizes and probe budget are the smoke run's
+(`orbitset.models.smoke.SmokePlan`); it renders more objects and trains longer than one smoke seed, since it trains
+only once.
 """
 
 from __future__ import annotations
