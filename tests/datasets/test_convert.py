@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from pathlib import Path
 
@@ -64,18 +63,18 @@ def _digests(out: Path) -> dict[str, str]:
     return {entry.name: entry.sha256 for entry in load_manifest(out).shards}
 
 
-def _watch_partials(out: Path) -> tuple[threading.Event, list[int]]:
-    """Poll `out` every millisecond until the event is set; the list collects how many partial shards were seen."""
-    stop, seen = threading.Event(), [0]
+def _count_partials_at_each_rename(monkeypatch, out: Path) -> list[int]:
+    """Record, each time a partial file in `out` is renamed into place, how many partial files `out` holds then."""
+    counts: list[int] = []
+    replace = os.replace
 
-    def poll() -> None:
-        while not stop.is_set():
-            if out.exists():
-                seen.append(len([p for p in os.listdir(out) if p.endswith(".partial")]))
-            time.sleep(0.001)
+    def counting_replace(source, target, *args, **kwargs):
+        if Path(source).parent == out and str(source).endswith(".partial"):
+            counts.append(len([p for p in os.listdir(out) if p.endswith(".partial")]))
+        return replace(source, target, *args, **kwargs)
 
-    threading.Thread(target=poll, daemon=True).start()
-    return stop, seen
+    monkeypatch.setattr(os, "replace", counting_replace)
+    return counts
 
 
 def test_tree_conversion_is_sharded_in_source_order_with_the_original_labels(source: Path, tmp_path: Path):
@@ -126,23 +125,21 @@ def test_archive_reader_agrees_with_tarfile_and_reads_long_and_pax_names(tmp_pat
         assert members == [(long, b"\xff\xd8jpeg"), ("top/02691156/b/latent_0.npy", b"npy" * 300)], fmt
 
 
-def test_download_over_http_survives_a_dropped_connection_and_never_has_two_partial_shards(source: Path, from_tree: dict, tmp_path: Path):
+def test_download_over_http_survives_a_dropped_connection_and_never_has_two_partial_shards(source: Path, from_tree: dict, tmp_path: Path, monkeypatch):
     with FaultyServer(source / "served") as server:
         server.faults["/3DIEBench.tar.gz"] = ["truncate", "drop"]
         out = tmp_path / "ds"
-        stop, seen = _watch_partials(out)
-        try:
-            status = main(["download", "3diebench", "--url", server.url + "/3DIEBench.tar.gz", "--splits-from",
-                           str(source / "splits"), "--out", str(out), "--objects-per-shard", "4", "--views", str(VIEWS), "--backoff", "0.01",
-                           "--timeout", "2"])
-        finally:
-            stop.set()
+        partials = _count_partials_at_each_rename(monkeypatch, out)
+        status = main(["download", "3diebench", "--url", server.url + "/3DIEBench.tar.gz", "--splits-from",
+                       str(source / "splits"), "--out", str(out), "--objects-per-shard", "4", "--views", str(VIEWS), "--backoff", "0.01",
+                       "--timeout", "2"])
         ranges = server.ranges("/3DIEBench.tar.gz")
     assert status == 0
     size = (source / "served" / "3DIEBench.tar.gz").stat().st_size
     assert ranges[0] is None and ranges[-1] == f"bytes={size // 2}-", "the stream resumes where the connection dropped"
     assert _digests(out) == from_tree
-    assert max(seen) == 1 and len(seen) > 100, "a shard was seen being written, and never two at once"
+    shards = [name for name in os.listdir(out) if name.endswith(".tar")]
+    assert len(partials) >= len(shards) and set(partials) == {1}, "every shard was written alone: never two partials at once"
 
 
 def test_download_killed_mid_transfer_resumes_keeping_complete_shards(source: Path, from_tree: dict, tmp_path: Path):
