@@ -24,7 +24,7 @@ from typing import Sequence, Union
 
 from orbitset.errors import DownloadError, ManifestError, ShardError, UsageError
 from orbitset.integrity import check_integrity
-from orbitset.manifests.model import MANIFEST_NAME, Manifest, load_manifest
+from orbitset.manifests.model import MANIFEST_NAME, Manifest, ShardEntry, load_manifest
 
 Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 VERIFY_MODES = ("size", "sha256", "none")
@@ -32,17 +32,28 @@ VERIFY_MODES = ("size", "sha256", "none")
 
 @dataclass(frozen=True)
 class ShardRef:
-    """One shard a loader reads: its name, where it lives (path or URL) and what the manifest says of it."""
+    """One shard a loader reads: its file name, where it lives (path or URL) and, when a manifest lists it, the
+    manifest's entry (None for shards named directly: nothing to check them against)."""
 
     name: str
     location: str
-    bytes: int | None = None
-    sha256: str | None = None
-    objects: int | None = None
+    entry: ShardEntry | None = None
 
     @property
     def remote(self) -> bool:
         return is_url(self.location)
+
+    @property
+    def bytes(self) -> int | None:
+        return None if self.entry is None else self.entry.bytes
+
+    @property
+    def sha256(self) -> str | None:
+        return None if self.entry is None else self.entry.sha256
+
+    @property
+    def objects(self) -> int | None:
+        return None if self.entry is None else self.entry.objects
 
 
 def is_url(location: str) -> bool:
@@ -99,7 +110,7 @@ def resolve_source(source: Source, split: str | None) -> tuple[list[ShardRef], M
     if split is None and "train" in manifest.splits:
         split = "train"
     entries = manifest.shards_for(split)
-    refs = [ShardRef(e.name, _join(base, e.name), e.bytes, e.sha256, e.objects) for e in entries]
+    refs = [ShardRef(e.name, _join(base, e.name), e) for e in entries]
     return refs, manifest
 
 
