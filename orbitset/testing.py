@@ -16,7 +16,7 @@ import numpy as np
 from orbitset import geometry
 from orbitset.errors import UsageError
 from orbitset.manifests.model import Factor, Manifest, software_versions
-from orbitset.render.recipes import FACTORS_3DIEBENCH
+from orbitset.threediebench import FACTORS as FACTORS_3DIEBENCH
 from orbitset.schema import ObjectSample
 from orbitset.shards import ShardWriter
 

@@ -85,9 +85,6 @@ DEFAULT_VALUES: dict[str, float] = {
     "floor_hue": 0.0, "spot_theta": 0.0, "spot_phi": 0.0, "spot_hue": 0.0,
 }
 
-#: 3DIEBench's per-view factors: the same tuple as `orbitset.threediebench.FACTORS`.
-FACTORS_3DIEBENCH = threediebench.FACTORS
-
 LAYERS = ("depth", "mask", "points")
 IMAGE_FORMATS = ("jpg", "png", "webp")
 ROTATIONS = ("euler", "so3", "none")

@@ -18,7 +18,8 @@ import numpy as np
 from orbitset.datasets.sources import AssetRef, key_part
 from orbitset.errors import RenderError
 from orbitset.manifests.model import Failure
-from orbitset.render.recipes import FACTORS_3DIEBENCH, Recipe
+from orbitset.render.recipes import Recipe
+from orbitset.threediebench import FACTORS as FACTORS_3DIEBENCH
 
 
 @dataclass(frozen=True)

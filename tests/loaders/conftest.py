@@ -10,7 +10,8 @@ import pytest
 from orbitset.manifests.model import Factor
 from orbitset.schema import ObjectSample
 from orbitset.shards import ShardWriter, write_shard
-from orbitset.testing import FACTORS_3DIEBENCH, synthetic_sample, write_synthetic_dataset
+from orbitset.testing import synthetic_sample, write_synthetic_dataset
+from orbitset.threediebench import FACTORS as FACTORS_3DIEBENCH
 
 
 @pytest.fixture(scope="session")

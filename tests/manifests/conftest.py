@@ -11,7 +11,8 @@ import pytest
 
 from orbitset.manifests.model import Factor, Manifest, ShardEntry, write_manifest
 from orbitset.integrity import file_sha256
-from orbitset.testing import FACTORS_3DIEBENCH, synthetic_sample, write_synthetic_dataset
+from orbitset.testing import synthetic_sample, write_synthetic_dataset
+from orbitset.threediebench import FACTORS as FACTORS_3DIEBENCH
 
 
 @pytest.fixture

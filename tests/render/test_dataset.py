@@ -15,13 +15,12 @@ import pytest
 import trimesh
 from scipy.spatial.transform import Rotation
 
-from orbitset import geometry
 from orbitset.cli import main
 from orbitset.datasets.mesh_sources import open_source
 from orbitset.manifests.model import load_manifest
 from orbitset.render.dataset import render_dataset
 from orbitset.render.executors import WorkerLimits
-from orbitset.render.recipes import FACTORS_3DIEBENCH
+from orbitset.threediebench import FACTORS as FACTORS_3DIEBENCH
 
 from .helpers import HANG_VERTICES, read_dataset
 

@@ -10,7 +10,8 @@ from scipy.spatial.transform import Rotation
 
 from orbitset.errors import RenderError
 from orbitset.render import factors
-from orbitset.render.recipes import FACTORS_3DIEBENCH, SHIPPED, get_recipe
+from orbitset.render.recipes import SHIPPED, get_recipe
+from orbitset.threediebench import FACTORS as FACTORS_3DIEBENCH
 
 
 def test_3diebench_recipe_has_the_reference_factors_and_scene():
