@@ -16,8 +16,9 @@ Tasks (`TASKS`); each returns a dict of metrics and is written to ``RUN/eval/TAS
 - ``color``: the same probe predicting the (floor, spot) hue deltas;
 - ``retrieval``: predict view j's embedding from view 0's for every j = 0..V-1 and rank the true view among the
   object's V views by cosine similarity (MRR, H@1, H@2, H@5, H@10); invariant methods predict with the identity;
-- ``pre``: the same predictions (j >= 1), nearest neighbour over every embedding of the split; error =
-  mean(1 - <q, q_nn>^2) between the target view's rotation quaternion and the neighbour's;
+- ``pre``: the same predictions (every j, view 0 included, as the original's eval_prediction_errors.py), nearest
+  neighbour by cosine similarity over every embedding of the split; error = mean(1 - <q, q_nn>^2) between the target
+  view's pose quaternion and the neighbour's;
 - ``pointcloud``: accuracy of a point-cloud run under test rotations about Z (orbitset's up axis) and in SO(3); keys
   are ``TRAIN/TEST`` protocol names, e.g. ``z/z`` and ``z/so3``;
 - ``equivariance``: relative invariance error of the invariant part and, for methods with a predictor, the
@@ -409,11 +410,10 @@ def pre(model, cfg, opts):
     p = _predictions(model, cfg, opts)
     n, v, _ = p["embeddings"].shape
     bank = F.normalize(p["embeddings"].reshape(n * v, -1), dim=-1)
-    queries = F.normalize(p["predicted"][:, 1:].reshape(n * (v - 1), -1), dim=-1)
+    queries = F.normalize(p["predicted"].reshape(n * v, -1), dim=-1)
     nearest = torch.cat([(chunk @ bank.T).argmax(dim=1) for chunk in queries.split(4096)])  # bounded memory
     quats = geometry.matrix_to_quat(p["rotations"].double()).reshape(n * v, 4)
-    target = quats.reshape(n, v, 4)[:, 1:].reshape(-1, 4)
-    error = 1 - (target * quats[nearest]).sum(dim=1).pow(2)
+    error = 1 - (quats * quats[nearest]).sum(dim=1).pow(2)
     return {"pre": float(error.mean()), "queries": len(queries), "bank": len(bank)}
 
 
@@ -482,19 +482,28 @@ def pointcloud(model, cfg, opts):
 
 @torch.no_grad()
 def point_equivariance(model, cfg, opts):
+    """Relative invariance errors of the global features and logits (and the equivariance error of VN's vector
+    layers) under random SO(3) rotations of the test clouds: in float32, as the model runs, and with a float64 copy
+    of the model (``*_float64``), which separates rounding from a broken invariance."""
+    import copy
+
     classifier = model.classifier
+    exact = copy.deepcopy(classifier).double()
     errors: dict[str, list[float]] = {}
     for index, batch in enumerate(_point_batches(cfg, opts, None, opts.seed)):
         points = batch["points"].float()
-        rotations = equivariance.random_rotations(len(points), opts.seed + index).to(points.device)
-        errors.setdefault("features", []).append(equivariance.invariance_error(classifier.features, points, rotations))
-        errors.setdefault("logits", []).append(equivariance.invariance_error(classifier, points, rotations))
-        if hasattr(classifier, "equivariant_features"):
-            errors.setdefault("equivariant_layers", []).append(
-                equivariance.equivariance_error(classifier.equivariant_features, points, rotations))
-    result = {f"invariance_error_{k}": max(v) for k, v in errors.items() if k != "equivariant_layers"}
-    if "equivariant_layers" in errors:
-        result["equivariance_error"] = max(errors["equivariant_layers"])
+        rotations = equivariance.random_rotations(len(points), opts.seed + index, torch.float64).to(points.device)
+        for suffix, net, dtype in (("", classifier, torch.float32), ("_float64", exact, torch.float64)):
+            x, r = points.to(dtype), rotations.to(dtype)
+            errors.setdefault(f"features{suffix}", []).append(equivariance.invariance_error(net.features, x, r))
+            errors.setdefault(f"logits{suffix}", []).append(equivariance.invariance_error(net, x, r))
+            if hasattr(net, "equivariant_features"):
+                errors.setdefault(f"equivariant_layers{suffix}", []).append(
+                    equivariance.equivariance_error(net.equivariant_features, x, r))
+    result = {f"invariance_error_{k}": max(v) for k, v in errors.items() if not k.startswith("equivariant_layers")}
+    for suffix in ("", "_float64"):
+        if f"equivariant_layers{suffix}" in errors:
+            result[f"equivariance_error{suffix}"] = max(errors[f"equivariant_layers{suffix}"])
     return {**result, "dtype": "float32", "rotations": "so3", "reduction": "max over test objects"}
 
 

@@ -77,7 +77,8 @@ def test_image_evaluations_and_report(data, tmp_path):
     hits = [retrieval[f"h@{k}"] for k in (1, 2, 5, 10)]
     assert hits == sorted(hits) and hits[-1] == 1.0  # 4 views: the true one is always within the first 10
     assert 0.25 <= retrieval["mrr"] <= 1 and retrieval["queries"] == 2 * 4 and retrieval["predictor"]
-    assert 0 <= read_eval(run, "pre")["pre"] <= 1
+    pre = read_eval(run, "pre")
+    assert 0 <= pre["pre"] <= 1 and pre["queries"] == pre["bank"] == 2 * 4  # every view queried, view 0 included
     equivariance = read_eval(run, "equivariance")
     for key in ("equivariance_error", "identity_error", "scaled_identity_error", "invariance_error"):
         assert equivariance[key] > 0
@@ -112,7 +113,22 @@ def test_point_evaluations(data, tmp_path):
         run_cli("eval", task, "--run", run, "--batch-size", 4)
     result = json.loads((run / "eval" / "pointcloud.json").read_text())
     assert set(result) >= {"z/z", "z/so3", "up_axis"} and result["up_axis"] == "z"
-    assert json.loads((run / "eval" / "equivariance.json").read_text())["invariance_error_features"] < 1e-4
+    errors = json.loads((run / "eval" / "equivariance.json").read_text())
+    assert errors["invariance_error_features"] < 1e-4
+    assert errors["invariance_error_features_float64"] < 1e-12 and errors["invariance_error_logits_float64"] < 1e-12
+
+
+def test_point_equivariance_in_float64_separates_rounding_from_a_broken_invariance(data, tmp_path):
+    run = tmp_path / "vn"
+    run_cli(*point_train_args("vn-pointnet", data, run), "--epochs", 1)
+    run_cli("eval", "equivariance", "--run", run, "--batch-size", 4)
+    vn = json.loads((run / "eval" / "equivariance.json").read_text())
+    assert vn["equivariance_error_float64"] < 1e-12 < vn["equivariance_error"] < 1e-3
+    assert vn["invariance_error_features_float64"] < 1e-12
+    run = tmp_path / "pointnet"
+    run_cli(*point_train_args("pointnet", data, run), "--epochs", 1)
+    run_cli("eval", "equivariance", "--run", run, "--batch-size", 4)
+    assert json.loads((run / "eval" / "equivariance.json").read_text())["invariance_error_features_float64"] > 1e-3
 
 
 def test_task_that_does_not_apply_is_a_clear_error(data, tmp_path, capsys):
