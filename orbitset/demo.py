@@ -28,12 +28,12 @@ DEMO_TASKS = ("classify", "rotation")
 
 @dataclasses.dataclass
 class DemoPlan:
-    """Sizes of the demo (defaults: the smoke run's image part, see `SmokePlan`)."""
+    """Sizes of the demo (the smoke run's recipe and probes, see `SmokePlan`, at a size that shows the objects)."""
 
-    #: More objects and epochs than one smoke seed uses: the demo trains once, within its 15-minute budget.
+    #: More objects than a smoke seed uses and fewer epochs: the demo trains once, within its 15-minute budget.
     objects: int = 600
     views: int = SmokePlan.views
-    size: int = SmokePlan.size
+    size: int = 64
     workers: int = SmokePlan.render_workers
     epochs: int = 20
     train: bool = True

@@ -3,7 +3,8 @@
 A run directory holds:
 - ``config.json``: everything needed to rebuild the model (written when the run starts);
 - ``checkpoint.pt``: model, optimiser and RNG state after the last finished epoch (``torch.save`` of state dicts,
-  written atomically; read back with ``torch.load(weights_only=True)``);
+  written atomically; read back with ``torch.load(weights_only=True)``); after the last epoch, with batch-norm
+  statistics recomputed over one more epoch with the final weights (`recompute_batch_norm`);
 - ``metrics.jsonl``: one JSON object per logged step and per epoch (loss terms, online probe metrics, images/s);
 - ``eval/TASK.json``: results of ``orbitset eval``.
 
@@ -164,13 +165,15 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+                    batch_norm_recomputed: bool = False) -> None:
     """Write model/optimiser/RNG state atomically (a partial file is never taken for a checkpoint)."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "epoch": epoch,
         "torch_rng": torch.get_rng_state(),
+        "batch_norm_recomputed": torch.tensor(batch_norm_recomputed),
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -207,6 +210,33 @@ def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tupl
     return cfg, model.to(device).eval()
 
 
+def recompute_batch_norm(model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device) -> int:
+    """Set every batch norm's running statistics to their plain average over `batches` (forward passes in train
+    mode, no gradients) with the model's current weights ("precise BN"); returns the number of batches used.
+
+    The exponential averages kept during training trail the weights, which in a short run still move quickly; eval
+    mode (the frozen trunk of every evaluation, and inference) would read those stale statistics."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    momenta, rng = [m.momentum for m in norms], torch.get_rng_state()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    used = 0
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with torch.no_grad(), autocast:
+        for batch in batches:
+            if len(batch["label"]) >= 2:
+                model.step(to_device(batch, device))
+                used += 1
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    torch.set_rng_state(rng)  # dropout draws here must not change what a resumed run trains on
+    return used
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -222,21 +252,23 @@ def fit(
 
     ``batches_for_epoch(epoch)`` returns that epoch's batches (seeded by the epoch so that a resumed run sees the
     same data). After every epoch the checkpoint is written; with `resume`, training restarts after the last
-    finished epoch with the saved model, optimiser and RNG state. Returns the per-epoch metrics.
+    finished epoch with the saved model, optimiser and RNG state. After the last epoch the batch norms' statistics
+    are recomputed over the batches of one more epoch (`recompute_batch_norm`) and the checkpoint is written again.
+    Returns the per-epoch metrics.
     """
     from tqdm import tqdm
 
     run, device = Path(run), torch.device(device)
     run.mkdir(parents=True, exist_ok=True)
     model.to(device)
-    start = 0
+    start, recomputed = 0, False
     checkpoint = run / CHECKPOINT_FILE
     if resume and checkpoint.is_file():
         state = load_checkpoint(checkpoint, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"].cpu())
-        start = int(state["epoch"])
+        start, recomputed = int(state["epoch"]), bool(state.get("batch_norm_recomputed", False))
     elif not resume or not checkpoint.is_file():
         (run / METRICS_FILE).unlink(missing_ok=True)
     if start == 0:
@@ -282,6 +314,10 @@ def fit(
             if progress:
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k != "epoch")
                 tqdm.write(f"epoch {epoch + 1}/{epochs}: {shown}")
+        if epochs > 0 and (start < epochs or not recomputed):  # also when an earlier run stopped right before it
+            used = recompute_batch_norm(model, batches_for_epoch(epochs), device)
+            save_checkpoint(checkpoint, model, optimizer, epochs, batch_norm_recomputed=True)
+            metrics.write(json.dumps({"epoch": epochs, "batch_norm_recomputed": used}) + "\n")
     return history
 
 

@@ -9,7 +9,7 @@ from orbitset.models.backbones import SmallCNN
 from orbitset.models.methods import build_method
 from orbitset.models.pointclouds import PointNet
 from orbitset.models.train import (CHECKPOINT_FILE, METRICS_FILE, ImageModel, PointModel, TrainConfig, _pair_loader, fit,
-                                  load_checkpoint)
+                                   load_checkpoint, save_checkpoint)
 from orbitset.testing import write_synthetic_dataset
 
 NAMES = ["rot_x", "rot_y", "rot_z", "floor_hue", "spot_theta", "spot_phi", "spot_hue"]
@@ -47,7 +47,9 @@ def test_resume_continues_from_the_same_state(tmp_path):
     for (name, a), b in zip(straight.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), name
     lines = [json.loads(line) for line in (tmp_path / "resumed" / METRICS_FILE).read_text().splitlines()]
-    assert [line["epoch"] for line in lines if "step" not in line] == [1, 2, 3]
+    summaries = [line for line in lines if "step" not in line]
+    assert [line["epoch"] for line in summaries if "batch_norm_recomputed" not in line] == [1, 2, 3]
+    assert [line["epoch"] for line in summaries if line.get("batch_norm_recomputed") == 2] == [1, 3]
 
 
 def test_zero_epochs_saves_the_initial_model(tmp_path):
@@ -70,6 +72,31 @@ def test_point_model_trains(tmp_path):
 
     history = fit(model, torch.optim.Adam(model.parameters(), lr=1e-2), batches, 30, tmp_path, progress=False)
     assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_batch_norm_statistics_are_recomputed_with_the_final_weights(tmp_path):
+    torch.manual_seed(0)
+    model = PointModel(PointNet(2, widths=(8,), head=(4,)))
+
+    def batches(epoch):
+        g = torch.Generator().manual_seed(epoch)
+        for _ in range(3):
+            yield {"points": torch.randn(16, 32, 3, generator=g) * (1 + epoch), "label": torch.arange(16) % 2}
+
+    fit(model, torch.optim.Adam(model.parameters(), lr=0.1), batches, 5, tmp_path, progress=False)
+    conv, norm = model.classifier.shared[0], model.classifier.shared[1]
+    with torch.no_grad():  # the average of the batch means of one more epoch, through the final weights
+        expected = torch.stack([conv(b["points"].transpose(1, 2)).mean(dim=(0, 2)) for b in batches(5)]).mean(0)
+    assert torch.allclose(norm.running_mean, expected, atol=1e-5)
+    state = load_checkpoint(tmp_path / CHECKPOINT_FILE)
+    assert bool(state["batch_norm_recomputed"]) and state["epoch"] == 5
+    assert torch.equal(state["model"]["classifier.shared.1.running_mean"], norm.running_mean)
+    # a run stopped after its last epoch but before the recomputation gets it when resumed
+    save_checkpoint(tmp_path / CHECKPOINT_FILE, model, torch.optim.Adam(model.parameters()), 5)
+    norm.reset_running_stats()
+    assert fit(model, torch.optim.Adam(model.parameters()), batches, 5, tmp_path, resume=True, progress=False) == []
+    assert bool(load_checkpoint(tmp_path / CHECKPOINT_FILE)["batch_norm_recomputed"])
+    assert torch.allclose(norm.running_mean, expected, atol=1e-5)
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
