@@ -39,8 +39,8 @@ class DemoPlan:
     train: bool = True
 
     def smoke(self) -> SmokePlan:
-        return SmokePlan(objects=self.objects, views=self.views, size=self.size, render_workers=self.workers,
-                         image_epochs=self.epochs)
+        return SmokePlan(objects=self.objects, views=self.views, render_size=self.size, size=self.size,
+                         appearance="source", render_workers=self.workers, image_epochs=self.epochs)
 
 
 def _step(title: str, action: Callable[[], str]) -> None:

@@ -13,11 +13,12 @@ from orbitset.testing import write_synthetic_dataset
 
 
 def test_smoke_recipe_is_3diebench_with_a_closer_camera():
-    plan = SmokePlan(views=5, size=32, camera_distance=1.25)
+    plan = SmokePlan(views=5, render_size=32, camera_distance=1.25)
     recipe = smoke_recipe(plan)
     base = SHIPPED["3diebench"]
     assert recipe.factors == base.factors and recipe.euler == base.euler and recipe.fixed == base.fixed
-    assert (recipe.views, recipe.size) == (5, 32)
+    assert (recipe.views, recipe.size) == (5, 32)  # the render size; the models may train smaller
+    assert recipe.appearance == "uniform" and smoke_recipe(dataclasses.replace(plan, appearance="source")).appearance == "source"
     assert recipe.scene.camera.distance == 1.25
     assert recipe.scene.camera == dataclasses.replace(base.scene.camera, distance=1.25)
     assert dataclasses.replace(recipe.scene, camera=base.scene.camera) == base.scene
@@ -42,7 +43,7 @@ def test_objects_split_into_train_val_by_key_and_test_instances_apart():
 
 
 def test_ensure_dataset_renders_the_plan_and_refuses_a_dataset_without_test_objects(tmp_path, capsys):
-    plan = SmokePlan(objects=6, views=2, size=16, render_workers=1, val_fraction=0.3, test_instances=(70, 71))
+    plan = SmokePlan(objects=6, views=2, render_size=16, render_workers=1, val_fraction=0.3, test_instances=(70, 71))
     out = tmp_path / "smoke"
     assert ensure_dataset(out, plan)
     manifest = load_manifest(out)
