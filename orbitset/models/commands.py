@@ -137,10 +137,14 @@ def register(app: click.Group) -> None:
     @click.option("--data", type=click.Path(file_okay=False), help="Dataset (default: OUT/data, rendered if absent).")
     @click.option("--results", default="docs/results.md", show_default=True, type=click.Path(dir_okay=False))
     @click.option("--scale", type=float, default=1.0, show_default=True, help="Multiply every epoch count (quick checks).")
-    def smoke(out, data, results, scale):
+    @click.option("--jobs", type=click.IntRange(min=1), default=None,
+                  help="Trainings run at once, one process and one torch thread each (1: in this process); "
+                       "default: the smoke plan's (2).")
+    def smoke(out, data, results, scale, jobs):
         """Render a small dataset (train/val/test objects), train small SIE, VICReg and point-cloud models on CPU
         with three seeds, evaluate on the test objects, write the claims with mean and spread."""
-        from orbitset.models.smoke import run_smoke
+        from orbitset.models.smoke import SmokePlan, run_smoke
 
-        if not run_smoke(out, data=data, results=results, scale=scale):
+        plan = SmokePlan() if jobs is None else SmokePlan(jobs=jobs)
+        if not run_smoke(out, data=data, results=results, scale=scale, plan=plan):
             raise click.exceptions.Exit(1)

@@ -1,13 +1,13 @@
 """`orbitset smoke`: show on a CPU, in under 30 minutes, that the reference models learn what they should.
 
-Renders a small 3DIEBench-style dataset of procedural objects if absent (raster backend, 64 px, the camera closer than
-3DIEBench's so that objects fill most of the frame: `smoke_recipe`), its objects split into train (fitting), val
-(every choice: probe early stopping, and the plan's sizes were chosen on it) and test (the claims only). For each of
-`SmokePlan.seeds` it trains the small-CNN SIE and VICReg and PointNet, VN-PointNet and the frame-averaged PointNet
-under the "z" protocol (rotations about Z, orbitset's up axis), evaluates them on the test objects and writes a
-markdown report (docs/results.md): every metric as mean and spread over the seeds, and the claims, each holding only
-when it holds on the mean by more than the spread.
-"""
+Renders a small 3DIEBench-style dataset of procedural objects if absent (raster backend, grey objects at 64 px, the
+camera closer than 3DIEBench's so that objects fill most of the frame: `smoke_recipe`), its objects split into train
+(fitting), val (every choice: probe early stopping, and the plan's sizes were chosen on it) and test (the claims only:
+instances that no choice saw). For each of `SmokePlan.seeds` it trains the small-CNN SIE and VICReg (at 32 px) and
+PointNet, VN-PointNet and the frame-averaged PointNet under the "z" protocol (rotations about Z, orbitset's up axis),
+two jobs at a time, evaluates them on the test objects and writes a markdown report (docs/results.md): every metric
+as mean and spread over the seeds, and the claims, each holding only when it holds on the mean by more than the
+spread, and saying why when it does not."""
 
 from __future__ import annotations
 
@@ -482,7 +482,7 @@ def run_smoke(out: str | Path, data: str | Path | None = None, results: str | Pa
     runs = [out / f"{model}-seed{seed}" for seed in plan.seeds for model in EVALS]
     claims = check_claims(collected, plan)
     command = (f"orbitset smoke --out {out}" + (f" --data {data}" if data != out / "data" else "")
-               + (f" --scale {scale}" if scale != 1.0 else ""))
+               + (f" --scale {scale}" if scale != 1.0 else "") + (f" --jobs {plan.jobs}" if plan.jobs != SmokePlan.jobs else ""))
     elapsed = time.perf_counter() - began
     write_results(Path(results), runs, collected, claims, timer, plan, data, command, planned, elapsed)
     for c in claims:
