@@ -250,15 +250,19 @@ def _short_of(higher: list[float], lower: list[float] | float, margin: float = 0
 
 
 def _predictor_diagnosis(results: Results) -> str:
-    """Whether SIE's predictor does better than the identity and than the best scaling (empty when it does)."""
+    """How SIE's predictor compares with the identity and with the best scaling (empty when it beats both)."""
     learnt = _mean(results, "sie", "equivariance", "equivariance_error")
     identity = _mean(results, "sie", "equivariance", "identity_error")
     scaled = _mean(results, "sie", "equivariance", "scaled_identity_error")
     if learnt is None or identity is None or scaled is None or learnt < min(identity, scaled):
         return ""
-    return (f"; SIE's predictor W(q) predicts the test views' equivariant embeddings worse than the identity (error "
-            f"{learnt:.2f} against {identity:.2f} for W = I and {scaled:.2f} for the best beta w I): it has not yet "
-            f"learnt how rotations act, so nothing ties the equivariant part to pose more than the rest")
+    errors = f"error {learnt:.2f} against {identity:.2f} for W = I and {scaled:.2f} for the best beta w I"
+    if learnt >= identity:
+        return (f"; SIE's predictor W(q) predicts the test views' equivariant embeddings worse than the identity "
+                f"({errors}): it has not yet learnt how rotations act, so nothing ties the equivariant part to pose "
+                f"more than the rest")
+    return (f"; SIE's predictor W(q) beats the identity but not the best scaling of it ({errors}): what it has learnt "
+            f"of how rotations act on the test objects is no more than that scaling (w = cos of half the angle)")
 
 
 def check_claims(results: Results, plan: SmokePlan) -> list[Claim]:

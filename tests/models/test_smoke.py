@@ -97,6 +97,8 @@ def test_a_failed_claim_says_why_from_the_same_runs():
     stuck = check_claims(_results((0.3,) * 3, (0.3,) * 3, (0.4,) * 3, predictor=(1.1, 0.7, 0.6)), plan)
     assert "worse than the identity (error 1.10 against 0.70 for W = I and 0.60 for the best beta w I)" in stuck[0].why
     assert "constant predictor scores R^2 0.240" in stuck[1].why
+    scaling = check_claims(_results((0.3,) * 3, (0.3,) * 3, (0.4,) * 3, predictor=(0.9, 0.93, 0.8)), plan)
+    assert "beats the identity but not the best scaling of it (error 0.90 against 0.93" in scaling[0].why
     learnt = check_claims(_results((0.3,) * 3, (0.3,) * 3, (0.4,) * 3, predictor=(0.5, 0.7, 0.6)), plan)
     assert "identity" not in learnt[0].why and "differ by +0.000" in learnt[0].why
     chance = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, vn_upright=0.09), plan)
