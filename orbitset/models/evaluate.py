@@ -34,9 +34,10 @@ evaluated split).
 
 Departures from the original scripts, on purpose: the frozen trunk runs in eval mode (the original leaves it in
 train mode, so its BatchNorm statistics drift during probing), with the statistics that training recomputed over one
-epoch with the final weights (`orbitset.models.train.recompute_batch_norm`); checkpoints load strictly (a shape mismatch is an
-error, where the original silently keeps random weights); test metrics average over every view (classify) or
-`test_pairs` pairs (rotation, colour) per object instead of one random draw, the same expectation with less noise.
+epoch with the final weights (`orbitset.models.train.recompute_batch_norm`); checkpoints load strictly (a shape
+mismatch is an error, where the original silently keeps random weights); test metrics average over every view
+(classify) or `test_pairs` pairs (rotation, colour) per object instead of one random draw, the same expectation with
+less noise.
 """
 
 from __future__ import annotations

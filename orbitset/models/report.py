@@ -30,7 +30,7 @@ COLUMNS = (
     ("SO3/SO3", "pointcloud", "so3/so3"),
     ("invariance err.", "equivariance", "invariance_error"),
     ("inv. err. (features)", "equivariance", "invariance_error_features"),
-    ("equivariance err.", "equivariance", "equivariance_error"),
+    ("equivariance err. (W(q); VN: vector layers)", "equivariance", "equivariance_error"),
     ("err. W = I", "equivariance", "identity_error"),
     ("err. best beta w I", "equivariance", "scaled_identity_error"),
 )

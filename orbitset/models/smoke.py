@@ -326,7 +326,7 @@ TABLE = (
     ("H@1", "retrieval", "h@1"),
     ("H@5", "retrieval", "h@5"),
     ("H@10", "retrieval", "h@10"),
-    ("equivariance err. W(q)", "equivariance", "equivariance_error"),
+    ("equivariance err. (SIE: W(q); VN: vector layers)", "equivariance", "equivariance_error"),
     ("err. W = I", "equivariance", "identity_error"),
     ("err. best beta w I", "equivariance", "scaled_identity_error"),
     ("invariance err.", "equivariance", "invariance_error"),

@@ -210,6 +210,11 @@ def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tupl
     return cfg, model.to(device).eval()
 
 
+def mixed_precision(device: torch.device) -> torch.autocast:
+    """bfloat16 autocast on CUDA; disabled elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 def recompute_batch_norm(model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device) -> int:
     """Set every batch norm's running statistics to their plain average over `batches` (forward passes in train
     mode, no gradients) with the model's current weights ("precise BN"); returns the number of batches used.
@@ -225,8 +230,7 @@ def recompute_batch_norm(model: nn.Module, batches: Iterable[dict[str, Any]], de
         m.momentum = None  # cumulative average
     model.train()
     used = 0
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), mixed_precision(device):
         for batch in batches:
             if len(batch["label"]) >= 2:
                 model.step(to_device(batch, device))
@@ -274,7 +278,7 @@ def fit(
     if start == 0:
         save_checkpoint(checkpoint, model, optimizer, 0)  # the initial state: a "random-init" baseline when epochs=0
     history = []
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = mixed_precision(device)
     with open(run / METRICS_FILE, "a") as metrics:
         for epoch in range(start, epochs):
             model.train()
