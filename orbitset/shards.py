@@ -427,8 +427,8 @@ class ShardReader:
         entry = self._entry(key)
         wanted = list(entry) if fields is None else list(fields)
         out: dict[str, Any] = {"__key__": key, "__shard__": self.path.name}
-        for field in wanted:
-            out[field] = self.read_field(key, field)
+        for name in wanted:
+            out[name] = self.read_field(key, name)
         return out
 
     def read_field(self, key: str, field: str) -> bytes:

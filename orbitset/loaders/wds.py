@@ -26,7 +26,7 @@ import torch
 
 from orbitset.errors import SchemaError, ShardError
 from orbitset.loaders.decode import decode_cpu, normalize_hwc
-from orbitset.loaders.pairs import ROTATION_FACTORS, ROTATION_FORMATS, TRANSLATION_NAMES, relative_rotation_as
+from orbitset.loaders.pairs import ROTATION_FACTORS, ROTATION_FORMATS, relative_rotation_as
 from orbitset.loaders.plan import pair_views
 from orbitset.schema import load_json, load_npy
 

@@ -151,7 +151,7 @@ def card_text(facts: DatasetFacts, license: str | None = None, contact_sheet: bo
     ]
     if contact_sheet:
         body += [f"![Contact sheet: one row per object, its views left to right]({CONTACT_SHEET_NAME})", ""]
-    body += ["## What a sample holds", "", f"Members of each sample, named `<key>.<member>` with key `<class>__<object>`:", "",
+    body += ["## What a sample holds", "", "Members of each sample, named `<key>.<member>` with key `<class>__<object>`:", "",
              *_sample_table(facts), "", "## Recipe", "", *_recipe_lines(facts), "", "### Factors (columns of `latents.npy`)",
              "", *_factor_table(facts), "", "Each factor is drawn independently and uniformly per view from its range.", "",
              "## Classes per split", "", *_class_table(facts), "", "## Failures", ""]

@@ -244,7 +244,7 @@ def connect_ray(ray, address: str | None) -> None:
         probe_cluster(target, origin)
     try:
         ray.init(address=target, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
-    except ray.exceptions.AuthenticationError as exc:
+    except ray.exceptions.AuthenticationError:
         raise RenderError(
             f"the Ray cluster at {target} (from {origin}) refused the connection: it requires token authentication; "
             "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token"
