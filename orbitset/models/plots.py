@@ -90,12 +90,15 @@ def image_orbit_plot(method, orbits: dict[str, torch.Tensor], out: Path, title: 
     return {"mean_similarity": float(similarity.mean())}
 
 
-def metric_bars(table: dict[str, dict[str, float]], out: Path, title: str) -> Path:
-    """One panel per metric, one bar per run."""
+def metric_bars(table: dict[str, dict[str, float]], out: Path, title: str, columns: int = 4) -> Path:
+    """One panel per metric (`columns` to a row), one bar per run."""
     plt = _pyplot()
     metrics = sorted({m for row in table.values() for m in row})
-    figure, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
-    for axis, metric in zip(axes[0], metrics):
+    rows, cols = -(-len(metrics) // columns), min(columns, len(metrics))
+    figure, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.6 * rows), squeeze=False)
+    for axis in axes.flat[len(metrics):]:
+        axis.set_visible(False)
+    for axis, metric in zip(axes.flat, metrics):
         runs = [r for r in table if metric in table[r]]
         axis.bar(range(len(runs)), [table[r][metric] for r in runs], color="tab:blue")
         axis.set_xticks(range(len(runs)), runs, rotation=40, ha="right", fontsize=8)
