@@ -52,11 +52,10 @@ class SmokePlan:
     #: Side [px] of the rendered images (the raster backend does not antialias: 32 px renders lose detail).
     render_size: int = 64
     #: "uniform" (one grey material): shading alone shows the pose. With the procedural objects' own dark part
-    #: colours no image model's rotation R^2 on the val objects rose clearly above the constant predictor's at this
-    #: budget (0.27 against 0.23 after 60 epochs; uniform: 0.46).
+    #: colours the image models' rotation R^2 on the val objects stayed near the constant predictor's at this budget.
     appearance: str = "uniform"
-    #: Side [px] the image models train on (the loader halves the renders in the JPEG decoder, which averages): about
-    #: 3x faster than 64 px, which buys the epochs that SIE's predictor needs before it learns anything.
+    #: Side [px] the image models train on (the loader halves the renders in the JPEG decoder, which averages): a
+    #: quarter of the pixels of 64 px, which buys the epochs that SIE's predictor needs before it learns anything.
     size: int = 32
     #: Camera distance [scene units] of the smoke recipe. 3DIEBench's 2.5 (with its 0.69 rad field of view) leaves the
     #: unit-sized objects about 20 of 64 px wide; 1.5 makes them fill most of the frame without clipping.
