@@ -286,7 +286,8 @@ def check_claims(results: Results, plan: SmokePlan) -> list[Claim]:
                  and all(exceeds(drops["pointnet"], drops[m]) for m in invariant_models))
     untrained = [m for m in point_models if not exceeds(upright[m], 2 * chance)]
     errors_ok = all(exceeds([1e-4], v) for v in inv_err.values())
-    rounding = [m for m in invariant_models if exact[m] is not None and exact[m] < 1e-9 and not exceeds([1e-4], inv_err[m])]
+    rounding = [m for m in invariant_models
+                if exact[m] is not None and exact[m] < 1e-9 and not exceeds([1e-4], inv_err[m])]
     return [
         Claim(f"SIE's equivariant part predicts rotation better than its invariant part (R^2 by >= {plan.margin_parts})",
               parts_ok, f"rotation R^2: SIE equi part {_show(equi)}, SIE inv part {_show(inv)}",
@@ -372,7 +373,8 @@ def write_results(path: Path, runs: list[Path], results: Results, claims: list[C
         f"Dataset: `{data}`: 3DIEBench recipe with the camera at distance {plan.camera_distance} (3DIEBench: 2.5; "
         f"objects fill most of the frame), procedural assets with appearance {plan.appearance!r}, raster backend, "
         f"{sum(map(len, splits.values()))} objects x "
-        f"{plan.views} views at {plan.render_size} px (trained and evaluated at {plan.size} px), split by object: {len(splits['train'])} train (fitting), "
+        f"{plan.views} views at {plan.render_size} px (trained and evaluated at {plan.size} px), split by object: "
+        f"{len(splits['train'])} train (fitting), "
         f"{len(splits['val'])} val (every choice: probe early stopping, and the plan's sizes, which were also set for "
         f"time) and {len(splits['test'])} test (the numbers below, nothing else): instances "
         f"{'-'.join(map(str, sorted({plan.test_instances[0], plan.test_instances[1] - 1})))} of every class, which no "
@@ -385,7 +387,8 @@ def write_results(path: Path, runs: list[Path], results: Results, claims: list[C
         f"{plan.image_epochs} epochs of {plan.pairs_per_object} pairs per training object, batch {plan.image_batch}, "
         f"the SIE repository's loss weights and hypernetwork, the raw relative quaternion, method parameters "
         f"{plan.image_params}, batch-norm statistics recomputed with the final weights. Probes (the paper's "
-        f"protocol, early-stopped on the val objects): Adam lr 1e-3, batch 256, at most {plan.probe_epochs} epochs with {plan.probe_views} fresh random views (classify, linear) or "
+        f"protocol, early-stopped on the val objects): Adam lr 1e-3, batch 256, at most {plan.probe_epochs} epochs "
+        f"with {plan.probe_views} fresh random views (classify, linear) or "
         f"{plan.probe_pairs} pairs (rotation, MLP 2D -> {plan.probe_hidden} -> {plan.probe_hidden} -> 4 on the "
         f"concatenated pair) per object every epoch (the paper: one; this dataset is 150x smaller), "
         f"patience {plan.probe_patience}; scored on every test view (top-1) or {plan.test_pairs} pairs per test object "
@@ -420,7 +423,8 @@ def write_results(path: Path, runs: list[Path], results: Results, claims: list[C
     path.write_text("\n".join(lines))
     (runs[0].parent / "smoke.json").write_text(json.dumps(
         {"claims": [asdict(c) for c in claims], "results": results,
-         "seconds": timer.seconds, "cpu_seconds": timer.cpu_seconds, "elapsed_seconds": elapsed, "plan": asdict(plan)}, indent=2, default=str))
+         "seconds": timer.seconds, "cpu_seconds": timer.cpu_seconds, "elapsed_seconds": elapsed,
+         "plan": asdict(plan)}, indent=2, default=str))
 
 
 def _run_job(model: str, seed: int, data: Path, out: Path, plan: SmokePlan, scale: float,
@@ -485,7 +489,8 @@ def run_smoke(out: str | Path, data: str | Path | None = None, results: str | Pa
     runs = [out / f"{model}-seed{seed}" for seed in plan.seeds for model in EVALS]
     claims = check_claims(collected, plan)
     command = (f"orbitset smoke --out {out}" + (f" --data {data}" if data != out / "data" else "")
-               + (f" --scale {scale}" if scale != 1.0 else "") + (f" --jobs {plan.jobs}" if plan.jobs != SmokePlan.jobs else ""))
+               + (f" --scale {scale}" if scale != 1.0 else "")
+               + (f" --jobs {plan.jobs}" if plan.jobs != SmokePlan.jobs else ""))
     elapsed = time.perf_counter() - began
     write_results(Path(results), runs, collected, claims, timer, plan, data, command, planned, elapsed)
     for c in claims:
