@@ -3,9 +3,9 @@
 Everything lands under one folder (``demo-out/``): the dataset (``data/``, with its card and Croissant metadata), the
 pictures, the training runs and ``README.md``, one page that links each result and says what it shows. Each step
 prints what it did; a second run reuses what exists (complete shards, finished trainings, evaluations newer than
-their checkpoint) and finishes in seconds. Its image sizes and probe budget are the smoke run's
-(`orbitset.models.smoke.SmokePlan`); it renders more objects and trains longer than one smoke seed, since it trains
-only once.
+their checkpoint) and finishes in seconds. Its camera, views and probe budget are the smoke run's
+(`orbitset.models.smoke.SmokePlan`); it renders the objects in their own colours at 64 px, so that the pictures show
+them, and more objects than a smoke run, with fewer epochs, since it trains only once.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ DEMO_TASKS = ("classify", "rotation")
 
 @dataclasses.dataclass
 class DemoPlan:
-    """Sizes of the demo (the smoke run's recipe and probes, see `SmokePlan`, at a size that shows the objects)."""
+    """Sizes of the demo (the smoke run's camera and probes, see `SmokePlan`; colours and a size that show the objects)."""
 
     #: More objects than a smoke seed uses and fewer epochs: the demo trains once, within its 15-minute budget.
     objects: int = 600
