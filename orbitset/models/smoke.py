@@ -215,11 +215,16 @@ def _show(values: list[float]) -> str:
     return f"{mean:.3f} ± {spread:.3f}"
 
 
+def _difference(higher: list[float], lower: list[float] | float) -> tuple[float, float]:
+    """mean(higher) - mean(lower), and the sum of their spreads (a single number has none)."""
+    (mh, sh), (ml, sl) = mean_spread(higher), mean_spread(lower if isinstance(lower, list) else [lower])
+    return mh - ml, sh + sl
+
+
 def exceeds(higher: list[float], lower: list[float] | float, margin: float = 0.0) -> bool:
     """Whether mean(higher) - mean(lower) - margin is larger than the sum of their spreads."""
-    low = lower if isinstance(lower, list) else [lower]
-    (mh, sh), (ml, sl) = mean_spread(higher), mean_spread(low)
-    return mh - ml - margin > sh + sl
+    difference, spreads = _difference(higher, lower)
+    return difference - margin > spreads
 
 
 @dataclass(frozen=True)
@@ -242,10 +247,10 @@ def _mean(results: Results, model: str, name: str, key: str) -> float | None:
 
 
 def _short_of(higher: list[float], lower: list[float] | float, margin: float = 0.0) -> str:
-    low = lower if isinstance(lower, list) else [lower]
-    (mh, sh), (ml, sl) = mean_spread(higher), mean_spread(low)
-    return (f"the means differ by {mh - ml:+.3f}, which must exceed {margin:.3f} + the spreads {sh + sl:.3f}"
-            if margin else f"the means differ by {mh - ml:+.3f}, which must exceed the spreads {sh + sl:.3f}")
+    """What `exceeds` found missing, in words."""
+    difference, spreads = _difference(higher, lower)
+    needed = f"{margin:.3f} + the spreads" if margin else "the spreads"
+    return f"the means differ by {difference:+.3f}, which must exceed {needed} {spreads:.3f}"
 
 
 def _predictor_diagnosis(results: Results) -> str:
