@@ -10,8 +10,13 @@ tar) records its manifest entry, the object keys it was planned for, the objects
 (recipe hash, seed, ...), which is what a rerun needs to keep complete shards. The manifest is written last, from the
 sidecar records.
 
-Reading: a shard's member headers are scanned once into an index (key -> field -> offset and size), and a sample's
-fields are then read by seeking straight to them: a loader that uses 2 of 50 views reads 2 images, not 50. Members
+Index files: when a shard is finished, before it is renamed into place, its members' offsets are written beside it
+(``train-000007.oidx``, orbitset's, and ``train-000007.idx``, DALI's; `orbitset.shard_index`), and its manifest entry
+lists both with size and sha256; so a complete shard always has its index files.
+
+Reading: a shard's offsets come from its index file (read and checked against the shard, never scanned), or for a
+shard written before index files existed, from one scan of its headers; a sample's fields are then read by seeking
+straight to them: a loader that uses 2 of 50 views reads 2 images, not 50. Members
 that are links, devices, directories, absolute or ``..`` paths, or pickle payloads make the shard unsafe and raise
 ShardError naming it. Streams that cannot seek (remote shards) are read with `iter_samples`.
 
@@ -32,6 +37,7 @@ from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 from orbitset.errors import ShardError, UsageError
 from orbitset.manifests.model import Failure, Manifest, ShardEntry, write_json_atomic, write_manifest
 from orbitset.schema import is_view_field
+from orbitset.shard_index import MemberRef, ShardOffsets, index_name, read_index, write_index_files
 
 #: Field extensions that would be unpickled by generic decoders; a shard carrying one is refused.
 PICKLE_EXTENSIONS = (".pyd", ".pickle", ".pkl", ".pth", ".pt", ".joblib")
@@ -95,6 +101,8 @@ class _OpenShard:
         self.path, self.split = path, split
         self.partial = path.with_name("." + path.name + PARTIAL_SUFFIX)
         self.objects = self.views = 0
+        #: (key, field, header offset, data offset, size) of every member written, for the shard's index files.
+        self.members: list[tuple[str, str, int, int, int]] = []
         self._raw = open(self.partial, "wb")
         self._digest = hashlib.sha256()
         self._size = 0
@@ -107,13 +115,17 @@ class _OpenShard:
     def add(self, sample: Mapping[str, Any]) -> None:
         key = sample["__key__"]
         parts: list[bytes] = []
+        position = self._size
         for name in sorted(n for n in sample if not n.startswith("__")):
             data = sample[name]
             if isinstance(data, str):
                 data = data.encode("utf-8")
             member = f"{key}.{name}"
             split_member_name(member, self.path.name)  # refuse what a reader would refuse
-            parts += (_member_header(member, len(data)), data, bytes(-len(data) % _BLOCK))
+            header = _member_header(member, len(data))
+            self.members.append((key, name, position, position + len(header), len(data)))
+            parts += (header, data, bytes(-len(data) % _BLOCK))
+            position += len(header) + len(data) + len(parts[-1])
             self.views += is_view_field(name)
         self._write(b"".join(parts))
         self.objects += 1
@@ -124,11 +136,14 @@ class _OpenShard:
             self._raw.flush()
             os.fsync(self._raw.fileno())
             self._raw.close()
+            sha256 = self._digest.hexdigest()
+            offsets = ShardOffsets.from_members(self.path.name, self._size, sha256, self.members)
+            index, dali = write_index_files(offsets, self.path.parent)
             os.replace(self.partial, self.path)
         except BaseException:
             self.abort()
             raise
-        return ShardEntry(self.path.name, self._size, self._digest.hexdigest(), self.objects, self.views, self.split)
+        return ShardEntry(self.path.name, self._size, sha256, self.objects, self.views, self.split, index, dali)
 
     def abort(self) -> None:
         self._raw.close()
@@ -167,7 +182,7 @@ class ShardRecord:
     warnings: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        info = None if self.entry is None else {k: v for k, v in asdict(self.entry).items() if k != "split"}
+        info = None if self.entry is None else {k: v for k, v in self.entry.to_json().items() if k != "split"}
         failures = [asdict(f) for f in self.failures]
         return {**self.identity, "shard": self.name, "split": self.split, "keys": self.keys, "info": info,
                 "failures": failures, "warnings": self.warnings}
@@ -222,10 +237,11 @@ class ShardWriter:
                 "shard size); write into an empty folder, or rerun with the same options to resume"
             )
         info = data.get("info")
-        entry = None if info is None else ShardEntry(**{**info, "split": split})
+        entry = None if info is None else ShardEntry.from_json({**info, "split": split})
         if entry is not None:
-            tar = self.directory / name
-            if not tar.is_file() or tar.stat().st_size != entry.bytes:
+            files = [(name, entry.bytes)] + [(f.name, f.bytes) for f in (entry.index, entry.dali_index) if f is not None]
+            if any(not (self.directory / file).is_file() or (self.directory / file).stat().st_size != size
+                   for file, size in files):
                 return None
         failures = [Failure(**f) for f in data.get("failures", [])]
         record = ShardRecord(name, split, list(keys), entry, failures, dict(self.identity), dict(data.get("warnings") or {}))
@@ -371,23 +387,16 @@ def _check_member(member: tarfile.TarInfo, shard: str) -> None:
         raise ShardError(f"shard {shard}: member {member.name!r} is a {kind}; only regular files are allowed")
 
 
-@dataclass(frozen=True)
-class MemberRef:
-    """Byte range of one field's data inside a shard file."""
-
-    offset: int
-    size: int
-
-
-def index_shard(path: str | os.PathLike) -> dict[str, dict[str, MemberRef]]:
-    """Scan a shard's headers once: key -> field -> MemberRef, keys in file order. Raises ShardError if unsafe or truncated."""
+def scan_offsets(path: str | os.PathLike, sha256: str = "") -> ShardOffsets:
+    """Scan a shard's tar headers (the slow way, for shards without an index file): its `ShardOffsets`, with
+    `sha256` recorded as given. Raises ShardError if the shard is unsafe, truncated or not a tar."""
     path = Path(path)
     shard = path.name
     try:
         file_size = path.stat().st_size
     except FileNotFoundError as exc:
         raise ShardError(f"shard {path} does not exist; re-download or re-render it") from exc
-    index: dict[str, dict[str, MemberRef]] = {}
+    members: list[tuple[str, str, int, int, int]] = []
     try:
         with tarfile.open(path, mode="r:") as tar:
             for member in tar:
@@ -395,61 +404,87 @@ def index_shard(path: str | os.PathLike) -> dict[str, dict[str, MemberRef]]:
                 key, field = split_member_name(member.name, shard)
                 if member.offset_data + member.size > file_size:
                     raise ShardError(f"shard {shard} is truncated inside member {member.name!r}; re-download or re-render it")
-                index.setdefault(key, {})[field] = MemberRef(member.offset_data, member.size)
+                members.append((key, field, member.offset, member.offset_data, member.size))
     except tarfile.TarError as exc:
         raise ShardError(f"shard {shard} is not a readable tar file ({exc}); it may be truncated or corrupt") from exc
-    return index
+    return ShardOffsets.from_members(shard, file_size, sha256, members)
+
+
+def index_shard(path: str | os.PathLike) -> dict[str, dict[str, MemberRef]]:
+    """A shard's members as key -> field -> MemberRef, keys in file order (from its index file when it has one)."""
+    with ShardReader(path) as reader:
+        offsets = reader.offsets
+    return {key: offsets.fields_of(ordinal) for ordinal, key in enumerate(offsets.keys.tolist())}
 
 
 class ShardReader:
-    """Random access to the samples of one local shard; decodes nothing. Use as a context manager or call close()."""
+    """Random access to the samples of one local shard; decodes nothing. Use as a context manager or call close().
 
-    def __init__(self, path: str | os.PathLike, index: dict[str, dict[str, MemberRef]] | None = None):
-        """Open `path`; `index` (from `index_shard`, e.g. built once in another process) skips the header scan."""
+    The members' offsets come from `offsets` when given, else from the shard's index file (``.oidx`` beside it, checked
+    against the shard: `orbitset.shard_index.read_index`; a mismatched one raises ShardError naming the command that
+    rebuilds it), else from a scan of its headers (`scan_offsets`)."""
+
+    def __init__(self, path: str | os.PathLike, offsets: ShardOffsets | None = None):
         self.path = Path(path)
-        self.index = index_shard(self.path) if index is None else index
         self._file: IO[bytes] | None = None
+        if offsets is None:
+            index = self.path.with_name(index_name(self.path.name))
+            offsets = read_index(index, self.path) if index.is_file() else scan_offsets(self.path)
+        self.offsets = offsets
+        self._ordinals: dict[str, int] | None = None
 
     def keys(self) -> list[str]:
-        return list(self.index)
+        return self.offsets.keys.tolist()
 
     def fields(self, key: str) -> list[str]:
         return list(self._entry(key))
 
     def _entry(self, key: str) -> dict[str, MemberRef]:
-        try:
-            return self.index[key]
-        except KeyError:
-            raise ShardError(f"shard {self.path.name} has no sample with key {key!r}") from None
+        if self._ordinals is None:
+            self._ordinals = {k: ordinal for ordinal, k in enumerate(self.offsets.keys.tolist())}
+        ordinal = self._ordinals.get(key)
+        if ordinal is None:
+            raise ShardError(f"shard {self.path.name} has no sample with key {key!r}")
+        return self.offsets.fields_of(ordinal)
 
     def read(self, key: str, fields: Iterable[str] | None = None) -> dict[str, Any]:
         """``{"__key__": key, "__shard__": name, field: bytes}`` for the given fields (all when None)."""
         entry = self._entry(key)
-        wanted = list(entry) if fields is None else list(fields)
         out: dict[str, Any] = {"__key__": key, "__shard__": self.path.name}
-        for name in wanted:
-            out[name] = self.read_field(key, name)
+        for name in (entry if fields is None else fields):
+            ref = entry.get(name)
+            if ref is None:
+                raise ShardError(f"shard {self.path.name} sample {key!r} has no field {name!r}")
+            out[name] = self.read_member(ref, key, name)
         return out
 
     def read_field(self, key: str, field: str) -> bytes:
-        """The bytes of one field (one pread, no dict)."""
-        ref = self._entry(key).get(field)
-        if ref is None:
-            raise ShardError(f"shard {self.path.name} sample {key!r} has no field {field!r}")
-        return self.read_member(ref, key, field)
+        """The bytes of one field."""
+        return self.read(key, [field])[field]
 
     def read_member(self, ref: MemberRef, key: str, field: str) -> bytes:
-        """The bytes at `ref` of this shard (the loaders' per-view read, from an index entry they hold: one pread);
-        `key` and `field` name it in errors."""
-        if self._file is None:
-            self._file = open(self.path, "rb")
-        data = os.pread(self._file.fileno(), ref.size, ref.offset)
+        """The bytes at `ref` of this shard (the loaders' per-view read: one pread); `key` and `field` name it in
+        errors."""
+        data = os.pread(self._handle(), ref.size, ref.offset)
         if len(data) != ref.size:
             raise ShardError(f"shard {self.path.name} sample {key!r} field {field!r} is truncated")
         return data
 
+    def open(self) -> "ShardReader":
+        """Open the shard file now (reads open it on demand); returns this reader."""
+        self._handle()
+        return self
+
+    def _handle(self) -> int:
+        if self._file is None:
+            try:
+                self._file = open(self.path, "rb")
+            except FileNotFoundError as exc:
+                raise ShardError(f"shard {self.path} does not exist; re-download or re-render it") from exc
+        return self._file.fileno()
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for key in self.index:
+        for key in self.keys():
             yield self.read(key)
 
     def close(self) -> None:

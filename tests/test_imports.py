@@ -54,20 +54,13 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _is_type_checking(node: ast.stmt) -> bool:
-    test = getattr(node, "test", None)
-    return isinstance(node, ast.If) and (
-        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
-
-
 def _imports(tree: ast.Module, module: str, is_package: bool, modules: set[str], module_level: bool) -> set[str]:
-    """orbitset modules imported by `tree` (the module `module`): at module level only, or anywhere."""
+    """orbitset modules imported by `tree` (the module `module`): at module level only, or anywhere; imports under
+    ``if TYPE_CHECKING:`` count (a type-only import still ties two modules together)."""
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
         if module_level and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            return
-        if isinstance(node, ast.stmt) and _is_type_checking(node):
             return
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
@@ -127,6 +120,8 @@ def test_cycle_finder_finds_a_cycle_and_accepts_a_tree():
     modules = {"orbitset.p", "orbitset.p.x", "orbitset.p.y", "orbitset.q", "orbitset.late"}
     assert _imports(tree, "orbitset.p", True, modules, module_level=True) == {"orbitset.p.x", "orbitset.p.y", "orbitset.q"}
     assert "orbitset.late" in _imports(tree, "orbitset.p", True, modules, module_level=False)
+    typed = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from orbitset.q import T\n")
+    assert "orbitset.q" in _imports(typed, "orbitset.p", True, modules, module_level=True)
 
 
 def test_package_has_no_module_level_import_cycle():

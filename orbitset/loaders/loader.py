@@ -23,9 +23,10 @@ import torch
 
 from orbitset.errors import OrbitsetError, SchemaError, ShardError, UsageError
 from orbitset.loaders.buffers import BatchBuffers
-from orbitset.loaders.objects import ObjectFields, ShardIndex
+from orbitset.loaders.objects import INDEX_HINT, ObjectFields, ShardSet
 from orbitset.loaders.plan import Item, distributed_rank_world, make_batches, object_rng, rank_objects
-from orbitset.loaders.sources import VERIFY_MODES, Source, resolve_source
+from orbitset.loaders.cache import ShardCache, parse_size
+from orbitset.loaders.sources import VERIFY_MODES, Source, cache_dir, resolve_source
 from orbitset.loaders.stream import BatchStream, WorkerState, on_device
 
 ON_ERROR = ("raise", "skip")
@@ -62,6 +63,8 @@ class ObjectLoader:
         world_size: int | None = None,
         prefetch_factor: int = 2,
         multiprocessing_context: str | None = None,
+        cache_limit: int | str | None = None,
+        shuffle_window: int | None = None,
     ):
         if on_error not in ON_ERROR:
             raise UsageError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -82,13 +85,29 @@ class ObjectLoader:
         self.seed, self.shuffle, self.resampled, self.drop_last = seed, shuffle, resampled, drop_last
         self.on_error, self.verify = on_error, verify
         self.rank, self.world_size = distributed_rank_world(rank, world_size)
+        if shuffle_window is not None and (isinstance(shuffle_window, bool) or not isinstance(shuffle_window, int)
+                                           or shuffle_window < 1):
+            raise UsageError(f"shuffle_window must be a number of shards of at least 1 or None, got {shuffle_window!r}")
+        limit = None if cache_limit is None else parse_size(cache_limit)
         self.shards, self.manifest = resolve_source(source, split)
+        largest = max((ref.bytes or 0) for ref in self.shards)
+        if limit is not None and largest > limit:
+            raise UsageError(f"cache_limit={cache_limit!r} ({limit} bytes) is smaller than the largest shard ({largest} "
+                             "bytes); give a limit of several shards")
+        #: Shards per shuffle block (`orbitset.loaders.plan`): given, else what half a bounded cache holds, else None
+        #: (the rank's objects shuffled as a whole).
+        self.shuffle_window = shuffle_window if shuffle_window is not None or limit is None or not largest else \
+            max(1, limit // largest // 2)
         self.epoch, self.skipped = 0, 0
         self._batches_done = 0
         self._skip_messages: list[str] = []
-        self._index = ShardIndex.open(self.shards, verify, skip_bad=on_error == "skip")
+        self._shard_set = ShardSet.open(self.shards, verify, on_error == "skip", ShardCache(cache_dir(), limit))
+        if self._shard_set.unindexed:
+            warnings.warn(f"{self._shard_set.unindexed} of the {len(self.shards)} shards have no index files (written "
+                          "before orbitset wrote them): each process scans a shard's headers when it first reads it; "
+                          + INDEX_HINT, stacklevel=3)
         #: This process's readers (for `_first_object`); workers and the inline stream have their own.
-        self._main = WorkerState(self._index)
+        self._main = WorkerState(self._shard_set)
         #: Made at the first iteration, once the subclass has set everything the workers need.
         self._stream: BatchStream | None = None
 
@@ -101,23 +120,34 @@ class ObjectLoader:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._main = WorkerState(self._index)
+        self._main = WorkerState(self._shard_set)
 
     def _first_object(self) -> ObjectFields:
-        return self._main.object(self._index.first_readable(), 0)
+        """The first object of the first shard that opens (read in the main process: only that shard is opened)."""
+        reason = "no shard holds an object"
+        for position, count in enumerate(self._shard_set.counts):
+            if count:
+                try:
+                    return self._main.object(position, 0)
+                except SKIPPED_ERRORS as exc:
+                    if self.on_error == "raise":
+                        raise
+                    reason = str(exc)
+        raise ShardError(f"no readable objects in the {len(self.shards)} shard(s) of this source (last: {reason})")
 
     # --- plan, length, state ---------------------------------------------------------------------------------
 
-    def _plan(self, epoch: int) -> list[list[Item]]:
+    def plan(self, epoch: int) -> list[list[Item]]:
+        """This rank's batches of `epoch`, as items (`orbitset.loaders.plan`): from the object counts alone."""
         objects = rank_objects(
-            self._index.counts, seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size,
-            shuffle=self.shuffle, drop_last=self.drop_last, resampled=self.resampled,
+            self._shard_set.counts, seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size,
+            shuffle=self.shuffle, drop_last=self.drop_last, resampled=self.resampled, window=self.shuffle_window,
         )
         return make_batches(objects, self.per_object, self.batch_size, self.drop_last)
 
     def __len__(self) -> int:
         """Batches per epoch on this rank (the same on every rank)."""
-        total = sum(self._index.counts)
+        total = sum(self._shard_set.counts)
         per_rank = total // self.world_size if self.drop_last else -(-total // self.world_size)
         items = per_rank * self.per_object
         return items // self.batch_size if self.drop_last else -(-items // self.batch_size)
@@ -147,7 +177,7 @@ class ObjectLoader:
         epoch, start = self.epoch, self._batches_done
         if start == 0:
             self.skipped, self._skip_messages = 0, []
-            self._note_skip(self._index.unplanned)
+            self._note_skip(self._shard_set.unplanned)
         total = len(self)  # the plan's length, the same every epoch (and on every rank)
         if self._stream is None:
             self._stream = self._open_stream()
@@ -174,7 +204,7 @@ class ObjectLoader:
         buffers = self._batch_buffers() if self.num_workers else None
         twin = object.__new__(type(self))
         twin.__setstate__(self.__getstate__())
-        return BatchStream(twin, buffers, num_workers=self.num_workers, prefetch_factor=self.prefetch_factor,
+        return BatchStream(twin, twin._shard_set, buffers, num_workers=self.num_workers, prefetch_factor=self.prefetch_factor,
                            pin_memory=self.device.type == "cuda", multiprocessing_context=self.multiprocessing_context)
 
     def _batch_buffers(self) -> BatchBuffers | None:
@@ -211,7 +241,7 @@ class ObjectLoader:
 
     # --- worker side ---------------------------------------------------------------------------------------------
 
-    def _make_batch(self, items: list[Item], epoch: int, state: WorkerState) -> dict[str, Any]:
+    def make_batch(self, items: list[Item], epoch: int, state: WorkerState) -> dict[str, Any]:
         """Read and collate one batch with `state` (the process's readers and buffers); skipped objects are listed
         under ``_skipped``."""
         records: list[tuple] = []

@@ -1,26 +1,37 @@
-"""Object handles: a loader's shards indexed once, and lazy, cached access to one object's fields in them.
+"""Object handles: a loader's shards as planned, each opened by the process that first reads it, and lazy, cached
+access to one object's fields in them.
 
-`ShardIndex` is made once in the main process (every shard localised, checked against its manifest record and its
-tar headers scanned) and is plain data, shared with the workers. `ObjectFields` reads an object's fields by seeking
-into its shard, each on first use; `ObjectCache` keeps the recently used handles with their parsed fields, per
-process, across epochs.
+`ShardSet` is made in the main process from the manifest alone (objects per shard; local shards' sizes checked, their
+sha256 when asked) and is plain data of a size proportional to the number of shards: it is all the workers receive.
+A process opens a shard when it first reads from it (`ShardSet.open_reader`): it localises the shard (remote ones are
+fetched then, not before) and reads its members' offsets from its index file (`orbitset.shard_index`), never
+scanning the tar; a shard without one (written before orbitset wrote them, or named without a manifest) has its
+headers scanned once and its index built into the cache folder, where later opens find it. `ReaderCache` keeps the
+recently opened shards' readers, offsets as numpy arrays, per process. `ObjectFields` reads an object's fields by
+seeking into its shard, each on first use; `ObjectCache` keeps the recently used handles with their parsed fields,
+per process, across epochs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from orbitset.errors import SchemaError, ShardError
-from orbitset.loaders.sources import ShardRef, localise
+from orbitset.loaders.cache import ShardCache
+from orbitset.loaders.sources import ShardRef, cache_dir, localise, localise_index
 from orbitset.schema import is_view_field, load_json, read_npy
-from orbitset.shards import MemberRef, ShardReader, index_shard
+from orbitset.shard_index import ShardOffsets, index_name, read_index, write_atomic
+from orbitset.shards import MemberRef, ShardReader, scan_offsets
 
-#: One object of a shard's index: (key, field -> byte range, view image fields in view order).
-IndexEntry = tuple[str, dict[str, MemberRef], list[str]]
+#: What the message for datasets without index files says to run.
+INDEX_HINT = "add them with 'orbitset index DIR' (DIR: the dataset folder) to open shards without scanning them"
 
 
 def _read_numeric(data: bytes, what: str) -> np.ndarray:
@@ -32,52 +43,138 @@ def _read_numeric(data: bytes, what: str) -> np.ndarray:
 
 
 @dataclass
-class ShardIndex:
-    """A loader's shards, opened in the main process. Per shard position: its local path and its objects (or, for a
-    shard that could not be opened under ``on_error="skip"``, an empty path, None and the reason in `bad`)."""
+class ShardSet:
+    """A loader's shards, as the main process plans them (see the module docstring): per shard position its
+    reference and planned object count; the shards found unreadable in the main process (`bad`: position -> reason;
+    they count with their manifest's count, so their objects are skipped) and the reasons of those whose count is
+    unknown (`unplanned`: no manifest; one skip each per epoch)."""
 
-    paths: list[str]
-    objects: list[list[IndexEntry] | None]
-    #: Why each unreadable shard (by position) could not be opened.
-    bad: dict[int, str]
-    #: The reasons of unreadable shards whose object count is unknown (no manifest): one skip each per epoch.
-    unplanned: list[str]
-    #: Objects per shard, as planned (an unreadable shard counts with its manifest's count, so its objects are skipped).
+    refs: list[ShardRef]
+    verify: str
+    cache: ShardCache
     counts: list[int]
+    bad: dict[int, str]
+    unplanned: list[str]
 
     @classmethod
-    def open(cls, refs: Sequence[ShardRef], verify: str, skip_bad: bool) -> ShardIndex:
-        """Localise, check (`verify`: see `orbitset.loaders.sources.localise`) and index every shard of `refs`; a bad
-        shard raises ShardError, or with `skip_bad` is noted in `bad`. No readable object at all raises ShardError."""
-        paths: list[str] = []
-        objects: list[list[IndexEntry] | None] = []
-        bad: dict[int, str] = {}
-        unplanned: list[str] = []
+    def open(cls, refs: Sequence[ShardRef], verify: str, skip_bad: bool, cache: ShardCache) -> ShardSet:
+        """Plan `refs`: a manifest's shards from their entries (local ones checked as `verify` asks: see
+        `orbitset.loaders.sources.localise`), shards named without a manifest opened to count their objects. A bad
+        shard raises ShardError, or with `skip_bad` is noted in `bad`. No object at all raises ShardError."""
+        shards = cls(list(refs), verify, cache, [], {}, [])
         for position, ref in enumerate(refs):
             try:
-                path = localise(ref, verify)
-                entries = [(key, entry, sorted(filter(is_view_field, entry))) for key, entry in index_shard(path).items()]
-                if ref.objects is not None and len(entries) != ref.objects:
-                    raise ShardError(f"shard {ref.name} holds {len(entries)} samples but the manifest says {ref.objects}; re-download it")
+                if ref.objects is None:
+                    with shards.open_reader(position) as reader:
+                        count = reader.offsets.objects
+                elif not ref.remote:
+                    localise(ref, verify)
             except ShardError as exc:
                 if not skip_bad:
                     raise
-                paths.append("")
-                objects.append(None)
-                bad[position] = str(exc)
+                shards.bad[position] = str(exc)
                 if ref.objects is None:
-                    unplanned.append(str(exc))
-                continue
-            paths.append(str(path))
-            objects.append(entries)
-        counts = [len(e) if e is not None else (refs[i].objects or 0) for i, e in enumerate(objects)]
-        if sum(counts) == 0:
+                    shards.unplanned.append(str(exc))
+                count = 0
+            shards.counts.append(count if ref.objects is None else ref.objects)
+        if sum(shards.counts) == 0:
             raise ShardError(f"no readable objects in the {len(refs)} shard(s) of this source")
-        return cls(paths, objects, bad, unplanned, counts)
+        return shards
 
-    def first_readable(self) -> int:
-        """The position of the first shard holding an object."""
-        return next(position for position, entries in enumerate(self.objects) if entries)
+    @property
+    def unindexed(self) -> int:
+        """How many of the manifest's shards have no index file listed (datasets written before index files)."""
+        return sum(ref.entry is not None and ref.entry.index is None for ref in self.refs)
+
+    def fetch(self, position: int) -> None:
+        """Fetch remote shard `position` and its index into the cache, if not there (for prefetching: errors are left
+        for `open_reader` to report)."""
+        ref = self.refs[position]
+        try:
+            path = localise(ref, "size", self.cache)
+            if ref.entry is not None and ref.entry.index is not None:
+                localise_index(ref, path, self.cache)
+        except (ShardError, OSError):
+            pass
+
+    def open_reader(self, position: int) -> ShardReader:
+        """A reader of shard `position` with its offsets (see the module docstring); ShardError when the shard or its
+        index is unreadable, does not match its manifest, or holds another number of objects than planned."""
+        ref = self.refs[position]
+        if position in self.bad:
+            raise ShardError(self.bad[position])
+        for attempt in range(3):
+            path = localise(ref, self.verify, self.cache)
+            try:
+                reader = ShardReader(path, self._offsets(ref, path)).open()  # once open, eviction cannot hurt it
+                break
+            except FileNotFoundError as exc:  # evicted from a bounded cache by another process meanwhile
+                if not ref.remote or attempt == 2:
+                    raise ShardError(f"shard {ref.name}: cannot read the shard or its index ({exc})") from exc
+            except OSError as exc:
+                raise ShardError(f"shard {ref.name}: cannot read the shard or its index ({exc})") from exc
+        if ref.objects is not None and reader.offsets.objects != ref.objects:
+            raise ShardError(f"shard {ref.name} holds {reader.offsets.objects} samples but the manifest says "
+                             f"{ref.objects}; re-download it")
+        return reader
+
+    def _offsets(self, ref: ShardRef, path: Path) -> ShardOffsets:
+        if ref.entry is not None and ref.entry.index is not None:
+            index = localise_index(ref, path, self.cache)
+            return read_index(index, path, shard_sha256=ref.sha256, record=ref.entry.index)
+        beside = path.with_name(index_name(path.name))
+        if ref.entry is None and beside.is_file():
+            return read_index(beside, path)
+        return _cached_index(path, ref.sha256 or "")
+
+
+def _cached_index(path: Path, sha256: str) -> ShardOffsets:
+    """The offsets of a shard without a listed index file: from the index built into the cache folder by an earlier
+    open (rebuilt when it does not match the shard), else scanned now and stored there, atomically."""
+    stat = path.stat()
+    tag = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{sha256}".encode()).hexdigest()[:16]
+    cached = cache_dir() / "index" / f"{tag}-{index_name(path.name)}"
+    if cached.is_file():
+        try:
+            return read_index(cached, path, shard_sha256=sha256 or None)
+        except ShardError:
+            pass  # ours, and stale or damaged: built again below
+    offsets = scan_offsets(path, sha256)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(cached, offsets.to_bytes())
+    return offsets
+
+
+class ReaderCache:
+    """The readers of the shards a process opened most recently, with their offsets (numpy arrays), bounded by
+    `max_shards` readers and `max_bytes` of offsets: beyond either, the least recently used is dropped; its file
+    closes once no cached object handle holds it either (handles keep reading a shard evicted from a bounded cache
+    through the file they hold open)."""
+
+    def __init__(self, max_shards: int = 64, max_bytes: int = 32 << 20):
+        self.max_shards, self.max_bytes, self.bytes = max_shards, max_bytes, 0
+        self._readers: OrderedDict[int, ShardReader] = OrderedDict()
+
+    def __contains__(self, position: int) -> bool:
+        return position in self._readers
+
+    def get(self, position: int, open_reader: Callable[[int], ShardReader]) -> ShardReader:
+        reader = self._readers.get(position)
+        if reader is not None:
+            self._readers.move_to_end(position)
+            return reader
+        reader = self._readers[position] = open_reader(position)
+        self.bytes += reader.offsets.nbytes
+        while len(self._readers) > 1 and (len(self._readers) > self.max_shards or self.bytes > self.max_bytes):
+            _, dropped = self._readers.popitem(last=False)
+            self.bytes -= dropped.offsets.nbytes
+        return reader
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+        self.bytes = 0
 
 
 #: What `ObjectCache` counts for an object handle itself (its index entry and names), besides its parsed fields.
@@ -123,12 +220,15 @@ class ObjectFields:
     Data errors raise ShardError or SchemaError naming the shard, the sample and the field (an OSError reading the
     shard becomes a ShardError)."""
 
-    def __init__(self, reader: ShardReader, key: str, entry: dict[str, MemberRef], views: list[str]):
-        self.reader, self.key, self.entry, self.views = reader, key, entry, views
+    def __init__(self, reader: ShardReader, ordinal: int):
+        """Object `ordinal` (its position in the shard) of `reader`'s shard."""
+        self.reader, self.key = reader, str(reader.offsets.keys[ordinal])
+        self.entry: dict[str, MemberRef] = reader.offsets.fields_of(ordinal)
+        self.views = sorted(filter(is_view_field, self.entry))
         self.shard = reader.path.name
         self.nbytes, self.cache, self.prepared = HANDLE_BYTES, None, None
         self._values: dict[str, Any] = {}
-        self._view_refs = [entry[name] for name in views]
+        self._view_refs = [self.entry[name] for name in self.views]
 
     def where(self, what: str = "") -> str:
         return f"shard {self.shard} sample {self.key!r}" + (f" {what}" if what else "")
@@ -143,8 +243,11 @@ class ObjectFields:
         return self.prepared
 
     def raw(self, field: str) -> bytes:
+        ref = self.entry.get(field)
+        if ref is None:
+            raise ShardError(f"{self.where()} has no field {field!r}")
         try:
-            return self.reader.read_field(self.key, field)
+            return self.reader.read_member(ref, self.key, field)
         except OSError as exc:
             raise ShardError(f"{self.where(f'field {field!r}')}: cannot read the shard ({exc})") from exc
 

@@ -4,9 +4,10 @@ A source is a dataset folder (holding ``manifest.json``), a manifest file or URL
 Shards listed in a manifest are checked against it before use: their size always, their sha256 when the loader is
 asked to (``verify="sha256"``) and whenever a remote shard is first downloaded into the cache. Remote shards
 (``http(s)://`` with the standard library, other schemes through fsspec) are downloaded once into the cache folder
-(``$ORBITSET_CACHE`` or ``~/.cache/orbitset/shards``) and then read with seeks like local ones; shards a manifest
-lists are fetched by `orbitset.manifests.download.fetch_file` (resumed, retried, verified before they appear),
-bare shard URLs without a manifest by a plain copy.
+(``$ORBITSET_CACHE`` or ``~/.cache/orbitset/shards``; `orbitset.loaders.cache`, optionally bounded in size) by the
+process that first reads them, and then read with seeks like local ones; shards a manifest lists are fetched by
+`orbitset.manifests.download.fetch_file` (resumed, retried, verified before they appear), bare shard URLs without a
+manifest by a plain copy.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -23,7 +22,8 @@ from pathlib import Path
 from typing import Sequence, Union
 
 from orbitset.errors import DownloadError, ManifestError, ShardError, UsageError
-from orbitset.integrity import check_integrity
+from orbitset.integrity import check_integrity, integrity_problem
+from orbitset.loaders.cache import ShardCache
 from orbitset.manifests.model import MANIFEST_NAME, Manifest, ShardEntry, load_manifest
 
 Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
@@ -137,53 +137,50 @@ def _open_url(url: str):
         raise DownloadError(f"cannot read {url} ({exc}); check the URL and your connection") from exc
 
 
-def _download(url: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix="." + target.name, suffix=".partial", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as out, _open_url(url) as stream:
-            shutil.copyfileobj(stream, out, 1 << 20)
-        os.replace(partial, target)
-    except OSError as exc:
-        Path(partial).unlink(missing_ok=True)
-        raise DownloadError(f"downloading {url} failed ({exc}); the partial file was removed, try again") from exc
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
-
-
 def _check(ref: ShardRef, path: Path, verify: str) -> None:
     """`path` checked against `ref`'s manifest record as `verify` asks (see module docstring)."""
     if verify != "none":
         check_integrity(path, ref.bytes, ref.sha256 if verify == "sha256" else None)
 
 
-def localise(ref: ShardRef, verify: str) -> Path:
-    """A local path to `ref`, checked against the manifest (see module docstring); downloads remote shards once."""
+def _cache_tag(ref: ShardRef) -> str:
+    """The prefix of `ref`'s files in the cache: from its sha256 when known, else from its location."""
+    return ref.sha256[:16] if ref.sha256 else hashlib.sha256(ref.location.encode()).hexdigest()[:16]
+
+
+def localise_index(ref: ShardRef, shard: Path, cache: ShardCache | None = None) -> Path:
+    """A local path to the index file `ref`'s manifest entry lists: beside the local shard `shard`, or for a remote
+    shard fetched once into `cache` (default: the unbounded `cache_dir()`), verified by size and sha256."""
+    record = ref.entry.index
+    if not ref.remote:
+        return shard.with_name(record.name)
+    url = ref.location.rsplit("/", 1)[0] + "/" + record.name
+    cache = cache or ShardCache(cache_dir())
+    try:
+        return cache.fetch(f"{_cache_tag(ref)}-{record.name}", record.bytes, record.sha256, [url])
+    except DownloadError as exc:
+        raise ShardError(f"the index of shard {ref.name} could not be fetched from {url}: {exc}") from exc
+
+
+def localise(ref: ShardRef, verify: str, cache: ShardCache | None = None) -> Path:
+    """A local path to `ref`, checked against the manifest (see module docstring): a remote shard is fetched into
+    `cache` (default: the unbounded `cache_dir()`) unless it is there, and fetched again if its cached copy is
+    damaged."""
     if verify not in VERIFY_MODES:
         raise UsageError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
     if not ref.remote:
         path = _local_path(ref.location)
         _check(ref, path, verify)
         return path
-    tag = ref.sha256[:16] if ref.sha256 else hashlib.sha256(ref.location.encode()).hexdigest()[:16]
-    path = cache_dir() / f"{tag}-{ref.name}"
-    if path.exists():
-        _check(ref, path, verify)
-        return path
-    if ref.bytes is not None and ref.sha256 is not None:  # listed by a manifest: resumable, retried, verified
-        from orbitset.manifests.download import DownloadOptions, fetch_file
-
-        path.parent.mkdir(parents=True, exist_ok=True)
+    cache = cache or ShardCache(cache_dir())
+    name = f"{_cache_tag(ref)}-{ref.name}"
+    for attempt in range(2):
         try:
-            fetch_file([ref.location], path.parent, path.name, ref.bytes, ref.sha256, DownloadOptions(progress=False))
+            path = cache.fetch(name, ref.bytes, ref.sha256, [ref.location])
         except DownloadError as exc:
             raise ShardError(f"shard {ref.name} could not be fetched from {ref.location}: {exc}") from exc
-        return path
-    _download(ref.location, path)
-    try:
-        _check(ref, path, "sha256")  # first use of a remote shard: always
-    except ShardError:
-        path.unlink(missing_ok=True)
-        raise
+        if verify != "sha256" or integrity_problem(path, ref.bytes, ref.sha256) is None:
+            return path
+        path.unlink(missing_ok=True)  # damaged in the cache after it was fetched and verified: fetch it again
+    check_integrity(path, ref.bytes, ref.sha256)
     return path

@@ -3,24 +3,24 @@
 A loader hands whole batches round-robin to torch DataLoader workers that persist across epochs (`BatchStream`).
 Each worker walks the epochs' plans itself from a shared cursor (`EpochBatches`), reading with its own `WorkerState`
 (made once, when the worker starts), and sends each batch as it made it (`as_made`). The main process finalises the
-batches on the device (`on_device`): on CUDA one batch ahead, on a side stream.
+batches on the device (`on_device`): on CUDA one batch ahead, on a side stream. The stream drives its loader only
+through `BatchMaker`: the epoch's plan and the making of one batch.
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
 
 from orbitset.errors import ShardError
 from orbitset.loaders.buffers import BatchBuffers, shared_uint8
-from orbitset.loaders.objects import ObjectCache, ObjectFields, ShardIndex
+from orbitset.loaders.objects import ObjectCache, ObjectFields, ReaderCache, ShardSet
+from orbitset.loaders.plan import Item
 from orbitset.shards import ShardReader
-
-if TYPE_CHECKING:
-    from orbitset.loaders.loader import ObjectLoader
 
 #: A batch buffer: (worker, slot) in `BatchBuffers`.
 Slot = tuple[int, int]
@@ -28,28 +28,50 @@ Slot = tuple[int, int]
 
 class WorkerState:
     """What one process reads and decodes with, made once per process: its own shard readers (file handles are never
-    shared between processes) and cache of object handles, kept across epochs; in a worker, also its number and the
-    shared buffers it decodes batches into (`orbitset.loaders.buffers`). `worker` is None in the main process."""
+    shared between processes; each shard is opened, its offsets read, when this process first reads from it) and
+    cache of object handles, kept across epochs; in a worker, also its number and the shared buffers it decodes
+    batches into (`orbitset.loaders.buffers`). `worker` is None in the main process."""
 
-    def __init__(self, shards: ShardIndex, worker: int | None = None, buffers: BatchBuffers | None = None):
+    def __init__(self, shards: ShardSet, worker: int | None = None, buffers: BatchBuffers | None = None):
         self.shards, self.worker, self.buffers = shards, worker, buffers
-        self.readers: dict[int, ShardReader] = {}
+        self.readers = ReaderCache()
+        #: Why each shard this process could not open failed (it is not tried again).
+        self.failed: dict[int, str] = {}
+        self._fetcher: ThreadPoolExecutor | None = None
+        self._fetching: set[int] = set()
         self.cache = ObjectCache()
         # the files close when this state goes, even when its handles outlive it in a reference cycle
-        weakref.finalize(self, _close_all, self.readers)
+        weakref.finalize(self, self.readers.close)
 
     def object(self, position: int, ordinal: int) -> ObjectFields:
         """Object `ordinal` of shard `position`, cached with its parsed fields; ShardError for an unreadable shard."""
         obj = self.cache.find((position, ordinal))
         if obj is None:
-            if position in self.shards.bad:
-                raise ShardError(self.shards.bad[position])
-            objects = self.shards.objects[position]
-            if position not in self.readers:
-                index = {key: entry for key, entry, _ in objects}
-                self.readers[position] = ShardReader(self.shards.paths[position], index=index)
-            obj = self.cache.add((position, ordinal), ObjectFields(self.readers[position], *objects[ordinal]))
+            obj = self.cache.add((position, ordinal), ObjectFields(self.reader(position), ordinal))
         return obj
+
+    def prefetch(self, positions: Iterable[int]) -> None:
+        """Fetch the remote shards among `positions` into the cache in the background (two threads), if they are not
+        open or on their way already: they are what this process reads next."""
+        for position in positions:
+            if (position in self._fetching or position in self.readers or position in self.failed
+                    or not self.shards.refs[position].remote):
+                continue
+            if self._fetcher is None:
+                self._fetcher = ThreadPoolExecutor(2, thread_name_prefix="orbitset-fetch")
+            self._fetching.add(position)
+            future = self._fetcher.submit(self.shards.fetch, position)
+            future.add_done_callback(lambda _, done=position: self._fetching.discard(done))
+
+    def reader(self, position: int) -> ShardReader:
+        """The reader of shard `position`, opened on first use; ShardError (the same each time) if it cannot be."""
+        if position in self.failed:
+            raise ShardError(self.failed[position])
+        try:
+            return self.readers.get(position, self.shards.open_reader)
+        except ShardError as exc:
+            self.failed[position] = str(exc)
+            raise
 
     def pixels(self, shape: tuple[int, ...]) -> tuple[Slot | None, torch.Tensor]:
         """(buffer slot or None, uninitialised uint8 tensor of `shape`) to decode a batch's images into: a free buffer
@@ -72,25 +94,29 @@ class WorkerState:
             self.buffers.reset(self.worker)
 
 
-def _close_all(readers: dict[int, ShardReader]) -> None:
-    for reader in readers.values():
-        reader.close()
+class BatchMaker(Protocol):
+    """What the stream needs from a loader: its plan of an epoch (a list of batches of items, the same in every
+    process) and the making of one batch from its items with a process's `WorkerState`."""
+
+    def plan(self, epoch: int) -> list[list[Item]]: ...
+
+    def make_batch(self, items: list[Item], epoch: int, state: WorkerState) -> dict[str, Any]: ...
 
 
 class EpochBatches(torch.utils.data.IterableDataset):
     """The batches from the point named by the shared `cursor` (epoch, first batch) on: the rest of that epoch, then
     every following epoch, endlessly (the main process takes each epoch's batches in turn, so the workers never idle
     at an epoch's end). Worker w of W makes batches first + w, first + w + W, ... of that sequence. Each worker computes
-    the (pure) plans itself, so persistent workers need no messages. `state` is the main process's until
+    the (pure) plans itself, so persistent workers need no messages. `state` reads `shards` in the main process until
     `start_worker` gives each worker its own, which decodes into the worker's row of `buffers` (when given)."""
 
-    def __init__(self, loader: ObjectLoader, cursor: torch.Tensor, buffers: BatchBuffers | None = None):
-        self.loader, self.cursor, self.buffers = loader, cursor, buffers
-        self.state = WorkerState(loader._index)
+    def __init__(self, maker: BatchMaker, shards: ShardSet, cursor: torch.Tensor, buffers: BatchBuffers | None = None):
+        self.maker, self.shards, self.cursor, self.buffers = maker, shards, cursor, buffers
+        self.state = WorkerState(shards)
 
     def start_worker(self, worker: int) -> None:
         """Runs once in each worker process, before its first batch."""
-        self.state = WorkerState(self.loader._index, worker, self.buffers)
+        self.state = WorkerState(self.shards, worker, self.buffers)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
@@ -99,11 +125,13 @@ class EpochBatches(torch.utils.data.IterableDataset):
         epoch, position = (int(v) for v in self.cursor)
         position += worker
         while True:
-            batches = self.loader._plan(epoch)
+            batches = self.maker.plan(epoch)
             if not batches:
                 return
             for index in range(position, len(batches), workers):
-                yield self.loader._make_batch(batches[index], epoch, self.state)
+                if index + workers < len(batches):  # this worker's next batch: its remote shards come meanwhile
+                    self.state.prefetch(dict.fromkeys(item[0] for item in batches[index + workers]))
+                yield self.maker.make_batch(batches[index], epoch, self.state)
             remaining = max(0, len(batches) - position)  # this worker's next batch, counted from the next epoch's start
             position += -(-remaining // workers) * workers - len(batches)
             epoch += 1
@@ -121,16 +149,17 @@ def as_made(batch: dict[str, Any]) -> dict[str, Any]:
 
 
 class BatchStream:
-    """The main process's end of a loader's stream of raw batches: a torch DataLoader over `EpochBatches` whose workers
+    """The main process's end of a loader's stream of raw batches: a torch DataLoader over `EpochBatches` of `maker`
+    (a picklable copy of the loader, sent to spawned workers) whose workers
     persist across epochs (one start only), the cursor that tells them where an iteration starts, and the running
     iteration with the point where it continues (`continues_at`: (epoch, batch), or None when it was stopped early)."""
 
-    def __init__(self, dataset_loader: ObjectLoader, buffers: BatchBuffers | None, *, num_workers: int,
+    def __init__(self, maker: BatchMaker, shards: ShardSet, buffers: BatchBuffers | None, *, num_workers: int,
                  prefetch_factor: int, pin_memory: bool, multiprocessing_context: str | None):
         self.buffers = buffers
         self.cursor = torch.zeros(2, dtype=torch.int64).share_memory_()
         self.data_loader = torch.utils.data.DataLoader(
-            EpochBatches(dataset_loader, self.cursor, buffers), batch_size=None, collate_fn=as_made,
+            EpochBatches(maker, shards, self.cursor, buffers), batch_size=None, collate_fn=as_made,
             num_workers=num_workers, worker_init_fn=start_worker if num_workers else None, pin_memory=pin_memory,
             persistent_workers=num_workers > 0, prefetch_factor=prefetch_factor if num_workers else None,
             multiprocessing_context=multiprocessing_context if num_workers else None,

@@ -5,7 +5,7 @@ Sources: ``http(s)://`` (urllib, HTTP Range for resuming), ``file://`` and local
 manifest URL and mirrors by `orbitset.datasets.registry`; shards are fetched from the folder of the manifest URL,
 falling back to the mirrors in turn.
 
-Guarantees, per shard (`fetch_shard`):
+Guarantees, per shard and its index files (`fetch_shard`):
 - bytes go to ``.<name>.partial`` in the output folder and are appended to on the next attempt (HTTP Range), so an
   interrupted transfer resumes; a server that ignores Range restarts the file from zero;
 - every blocking read has a timeout (a stalled connection fails after `timeout` seconds instead of hanging), and
@@ -305,7 +305,12 @@ def fetch_shard(
     stop: threading.Event,
     sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
-    """Make ``out/entry.name`` a verified copy of the shard; True if bytes were fetched, False if it was kept."""
+    """Make ``out/entry.name`` and its index files (when the entry lists them) verified copies of the published ones;
+    True if the shard's bytes were fetched, False if it was kept."""
+    for index in (entry.index, entry.dali_index):
+        if index is not None:
+            urls = [sibling_url(url, index.name) for url in manifest_urls]
+            fetch_file(urls, out, index.name, index.bytes, index.sha256, options, progress, stop, sleep)
     urls = [sibling_url(url, entry.name) for url in manifest_urls]
     return fetch_file(urls, out, entry.name, entry.bytes, entry.sha256, options, progress, stop, sleep)
 
@@ -409,7 +414,8 @@ def download_dataset(
     for entry in entries:
         _target(out, entry.name)
     report = DownloadReport(out=out, manifest=manifest)
-    progress = _Progress(sum(e.bytes for e in entries), options.progress)
+    progress = _Progress(sum(e.bytes + sum(f.bytes for f in (e.index, e.dali_index) if f is not None) for e in entries),
+                         options.progress)
     stop = threading.Event()
     failures: dict[str, str] = {}
 

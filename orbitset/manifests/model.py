@@ -26,7 +26,9 @@ from typing import Any
 from orbitset.errors import ManifestError
 
 FORMAT = "orbitset-manifest"
-FORMAT_VERSION = 1
+#: Version written; version 1 (before shards listed their index files) still loads.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 _SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.tar$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -34,8 +36,18 @@ SCHEMA_RESOURCE = "manifest.schema.json"
 
 
 @dataclass(frozen=True)
+class IndexFile:
+    """An index file beside a shard (`orbitset.shard_index`): plain file name, size in bytes, sha256 hex."""
+
+    name: str
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class ShardEntry:
-    """One shard: plain file name, size in bytes, sha256 hex, object and view counts, and the split it belongs to."""
+    """One shard: plain file name, size in bytes, sha256 hex, object and view counts, the split it belongs to, and
+    its index files (orbitset's offsets and DALI's ``.idx``; None for shards written before orbitset wrote them)."""
 
     name: str
     bytes: int
@@ -43,6 +55,18 @@ class ShardEntry:
     objects: int
     views: int
     split: str
+    index: IndexFile | None = None
+    dali_index: IndexFile | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ShardEntry":
+        """From its JSON form (a manifest's or a sidecar's entry)."""
+        files = {name: IndexFile(**data[name]) if data.get(name) is not None else None for name in ("index", "dali_index")}
+        return cls(**{**data, **files})
+
+    def to_json(self) -> dict[str, Any]:
+        """Its JSON form; index files only when it has them (a version-1 entry stays as it was)."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in ("index", "dali_index")}
 
     @classmethod
     def from_info(cls, info: "ShardEntry", split: str) -> "ShardEntry":
@@ -114,6 +138,7 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["shards"] = [shard.to_json() for shard in self.shards]
         data.update(format=FORMAT, format_version=FORMAT_VERSION, splits=self.splits, totals=self.totals())
         return data
 
@@ -122,14 +147,15 @@ class Manifest:
         """Build and check a Manifest from parsed JSON; ManifestError says which entry is wrong."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ManifestError(f"{source}: not an orbitset manifest (missing \"format\": \"{FORMAT}\")")
-        if data.get("format_version") != FORMAT_VERSION:
+        if data.get("format_version") not in READABLE_VERSIONS:
             raise ManifestError(
                 f"{source}: manifest format version {data.get('format_version')!r} is not supported "
-                f"(this orbitset reads version {FORMAT_VERSION}); upgrade orbitset or re-create the manifest"
+                f"(this orbitset reads versions {', '.join(map(str, READABLE_VERSIONS))}); upgrade orbitset or "
+                "re-create the manifest"
             )
         _validate_against_schema(data, source)
         try:
-            shards = [ShardEntry(**entry) for entry in data["shards"]]
+            shards = [ShardEntry.from_json(entry) for entry in data["shards"]]
             manifest = cls(
                 name=data["name"],
                 version=str(data.get("version", "1")),
@@ -170,6 +196,11 @@ class Manifest:
                     raise ManifestError(f"{source}: shard {shard.name!r} has an invalid {name} {value!r}")
             if not _SHA256.match(shard.sha256):
                 raise ManifestError(f"{source}: shard {shard.name!r} has an invalid sha256 {shard.sha256!r}")
+            for kind, suffix in (("index", ".oidx"), ("dali_index", ".idx")):
+                record = getattr(shard, kind)
+                if record is not None and record.name != shard.name[: -len(".tar")] + suffix:
+                    raise ManifestError(f"{source}: shard {shard.name!r} lists {kind} {record.name!r}; it must be named "
+                                        f"like the shard, with {suffix}")
 
 
 @functools.lru_cache(maxsize=1)

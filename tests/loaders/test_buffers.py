@@ -105,16 +105,16 @@ def test_normalize_hwc_matches_the_definition(dtype):
 
 def test_object_cache_keeps_recent_objects_within_its_bound(dataset):
     loader = PairLoader(dataset, 2)
-    reader = loader._first_object().reader
-    key, entry, views = loader._index.objects[0][0]
-    latents = entry["latents.npy"].size
+    first = loader._first_object()
+    reader, key = first.reader, first.key
+    latents = first.entry["latents.npy"].size
     cache = ObjectCache(max_bytes=2 * HANDLE_BYTES + latents - 1)  # two bare handles, or one with its latents
-    handles = [cache.add(index, ObjectFields(reader, key, entry, views)) for index in range(3)]
+    handles = [cache.add(index, ObjectFields(reader, 0)) for index in range(3)]
     assert set(cache._objects) == {1, 2} and cache.bytes == 2 * HANDLE_BYTES and handles[0].cache is None
     assert cache.find(1) is handles[1] and cache.find(0) is None  # 1 is now the most recent
     handles[1].array("latents.npy")  # parsed: counted, and 2 (the least recent) goes
     assert set(cache._objects) == {1} and cache.bytes == HANDLE_BYTES + latents
     handles[0].array("latents.npy")  # a handle already dropped no longer counts
     assert cache.bytes == HANDLE_BYTES + latents
-    prepared = cache.add(3, ObjectFields(reader, key, entry, views)).prepare(lambda obj: ("rows", HANDLE_BYTES))
+    prepared = cache.add(3, ObjectFields(reader, 0)).prepare(lambda obj: ("rows", HANDLE_BYTES))
     assert prepared == "rows" and cache.find(3).prepared == "rows" and set(cache._objects) == {3}

@@ -67,4 +67,4 @@ def test_every_rank_plans_len_batches_every_epoch(dataset):
                                                              (1, 7, True, True), (2, 3, False, False)]:
             loader = PairLoader(dataset, batch_size, pairs_per_object=per_object, drop_last=drop_last, resampled=resampled,
                                 rank=world_size - 1, world_size=world_size)
-            assert [len(loader._plan(epoch)) for epoch in range(3)] == [len(loader)] * 3
+            assert [len(loader.plan(epoch)) for epoch in range(3)] == [len(loader)] * 3

@@ -77,7 +77,7 @@ def test_an_os_error_reading_a_shard_names_it_and_is_skippable(dataset, monkeypa
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(os, "pread", failing_read)
-    with pytest.raises(ShardError, match=r"shard train-000000\.tar sample '\w+'.*cannot read the shard.*Input/output"):
+    with pytest.raises(ShardError, match=r"shard train-000000\.tar.*cannot read the shard.*Input/output"):
         list(strict)
     with pytest.warns(UserWarning, match="9 object"):
         assert list(lenient) == []

@@ -82,8 +82,10 @@ def test_unreadable_shard_skipped_as_its_objects(copy):
     data = bytearray(shard.read_bytes())
     data[:512] = b"\xff" * 512  # destroy the first header, keep the size
     shard.write_bytes(bytes(data))
-    with pytest.raises(ShardError, match=r"train-000002\.tar"):
-        PairLoader(copy, 2)
+    loader = PairLoader(copy, 2)  # the main process plans from the manifest: the shard is opened when first read
+    with pytest.raises(ShardError, match=r"index .*train-000002\.oidx does not match shard train-000002\.tar: .*"
+                                         r"no tar header at byte 0; rebuild it with 'orbitset index "):
+        list(loader)
     loader = PairLoader(copy, 2, on_error="skip")
     with pytest.warns(UserWarning, match="train-000002.tar"):
         keys = [k for batch in loader for k in batch["key"]]
@@ -157,8 +159,8 @@ def test_a_batch_whose_objects_are_all_skipped_gives_its_buffer_back(copy):
         truncate_views(shard, key, range(6))
     loader = PairLoader(copy, 4, shuffle=False, on_error="skip", normalize=False)
     buffers = BatchBuffers(1, 2, 4 * 2 * 32 * 32 * 3)
-    worker = WorkerState(loader._index, 0, buffers)
-    batch = loader._make_batch(loader._plan(0)[0], 0, worker)  # as worker 0: the 4 objects of the bad shard
+    worker = WorkerState(loader._shard_set, 0, buffers)
+    batch = loader.make_batch(loader.plan(0)[0], 0, worker)  # as worker 0: the 4 objects of the bad shard
     assert batch["_empty"] and len(batch["_skipped"]) == 4
     assert (buffers.busy == FREE).all()
 
