@@ -1,4 +1,4 @@
-"""CLI commands of orbitset.manifests: verify, stats, download (registered by orbitset.cli).
+"""CLI commands of orbitset.manifests: verify, stats, download, index (registered by orbitset.cli).
 
 Heavy imports stay inside the command bodies. Library errors propagate to `orbitset.cli.main`, which prints them as
 one line and exits with status 2; `verify` exits with status 1 when a shard is bad, missing or unlisted.
@@ -95,7 +95,17 @@ def download(source: str | None, out: str | None, list_names: bool, url: str | N
     click.echo(report.summary())
 
 
+@click.command("index")
+@click.argument("dataset", type=click.Path(exists=True))
+def index(dataset: str) -> None:
+    """Write the index files of DATASET's shards (orbitset's offsets and DALI's .idx) and list them in its manifest."""
+    from orbitset.manifests.reindex import index_dataset
+
+    manifest = index_dataset(dataset, progress=True)
+    click.echo(f"{len(manifest.shards)} shard(s) indexed: loaders and DALI now open them without scanning")
+
+
 def register(app: click.Group) -> None:
     """Add this part's commands to `app`."""
-    for command in (verify, stats, download):
+    for command in (verify, stats, download, index):
         app.add_command(command)
