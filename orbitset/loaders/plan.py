@@ -12,12 +12,12 @@ twice, as torch's DistributedSampler does). Workers take whole batches round-rob
 which torch's DataLoader hands back in order: the batches do not depend on the number of workers.
 
 Block shuffle (a shuffle window of w shards, for datasets read through a bounded cache): the rank's slice, which
-follows the epoch's random shard order, is cut into blocks of w times the mean objects per shard and each block is
-shuffled on its own, so that the rank reads about w shards at a time (at most w + 1: a block can start inside a
-shard) and moves on, instead of touching every shard of its slice in every stretch of batches. The shard order and
-the order inside shards are still drawn afresh every epoch; what is lost is mixing across blocks: two objects whose
-shards lie more than w shards apart in an epoch's order never share a batch in that epoch, and a batch holds objects
-of at most w + 1 shards.
+follows the epoch's random shard order, is cut into blocks of w consecutive shards (the rank's share of each) and
+each block is shuffled on its own, so that the rank reads w shards at a time and moves on, instead of touching every
+shard of its slice in every stretch of batches. The shard order and the order inside shards are still drawn afresh
+every epoch; what is lost is mixing across blocks: two objects whose shards lie w or more shards apart in an epoch's
+order never share a batch in that epoch, and a batch holds objects of at most w + 1 shards (2w when it straddles
+two blocks).
 """
 
 from __future__ import annotations
@@ -87,8 +87,7 @@ def rank_objects(
     """The (shard, object) pairs rank `rank` reads in `epoch`, in reading order; the same length on every rank.
 
     With a `window` (shards), the rank's slice is shuffled block by block instead of as a whole: blocks of `window`
-    times the mean objects per shard, consecutive in the epoch's shard order, so that the rank reads about `window`
-    shards (at most `window` + 1) at a time (see the module docstring); `resampled` draws ignore it."""
+    shards, consecutive in the epoch's shard order (see the module docstring); `resampled` draws ignore it."""
     total = int(sum(counts))
     per_rank = total // world_size if drop_last else math.ceil(total / world_size)
     if per_rank == 0:
@@ -112,8 +111,13 @@ def rank_objects(
         picks = order[rank * per_rank : (rank + 1) * per_rank]
         if shuffle:
             rng = np.random.default_rng([seed, epoch, 1, rank])
-            block = len(picks) if window is None else window * math.ceil(total / len(counts))
-            picks = np.concatenate([rng.permutation(picks[start : start + block]) for start in range(0, len(picks), block)])
+            if window is None:
+                picks = rng.permutation(picks)
+            else:  # blocks of `window` consecutive runs of one shard each
+                shards = np.searchsorted(offsets, picks, side="right")
+                runs = np.flatnonzero(np.diff(shards, prepend=-1))
+                bounds = [*runs[::window].tolist(), len(picks)]
+                picks = np.concatenate([rng.permutation(picks[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
     shard = np.searchsorted(offsets, picks, side="right") - 1
     return [(int(s), int(p - offsets[s])) for s, p in zip(shard, picks)]
 

@@ -1,4 +1,5 @@
-"""Two gloo ranks x 2 workers over 3 shards (fewer than ranks x workers): equal batch counts, no duplicated objects."""
+"""Two gloo ranks x 2 workers over 3 indexed shards (fewer than ranks x workers): equal batch counts, no duplicated
+objects, each rank's main process opening only the shard of its first object."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def _rank_main(rank: int, world_size: int, dataset: str, port: int, out: str) ->
                 dataset, 2, num_workers=2, seed=4, drop_last=drop_last, multiprocessing_context="fork"  # spawn: ~25 s each here
             )
             assert (loader.rank, loader.world_size) == (rank, world_size)
+            # planned from the manifest: this rank's main process opened one shard (through its index file)
+            assert list(loader._main.readers._readers) == [0] and loader._shard_set.unindexed == 0
             batches = [batch["key"] for batch in loader]
             assert len(batches) == len(loader)
             result[str(drop_last)] = batches
