@@ -33,7 +33,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
@@ -62,8 +62,7 @@ def dali_index_name(shard: str) -> str:
     return shard[: -len(".tar")] + DALI_SUFFIX
 
 
-@dataclass(frozen=True)
-class MemberRef:
+class MemberRef(NamedTuple):
     """Byte range of one field's data inside a shard file."""
 
     offset: int
@@ -120,10 +119,16 @@ class ShardOffsets:
         """Positions of object `ordinal`'s members."""
         return range(int(self.starts[ordinal]), int(self.starts[ordinal + 1]))
 
+    def ref(self, member: int) -> MemberRef:
+        """The byte range of the member at position `member`."""
+        return MemberRef(int(self.offsets[member]), int(self.sizes[member]))
+
     def fields_of(self, ordinal: int) -> dict[str, MemberRef]:
         """Field -> byte range of object `ordinal`, in file order."""
-        return {self.fields[self.field_ids[m]]: MemberRef(int(self.offsets[m]), int(self.sizes[m]))
-                for m in self.members(ordinal)}
+        start, stop = int(self.starts[ordinal]), int(self.starts[ordinal + 1])
+        fields = self.fields
+        return {fields[i]: MemberRef(offset, size) for i, offset, size in
+                zip(self.field_ids[start:stop].tolist(), self.offsets[start:stop].tolist(), self.sizes[start:stop].tolist())}
 
     def check(self, shard_bytes: int, shard_sha256: str | None = None) -> str | None:
         """Why these offsets cannot be the shard's (size `shard_bytes`, sha256 when known), or None."""

@@ -432,6 +432,23 @@ class ShardReader:
             offsets = read_index(index, self.path) if index.is_file() else scan_offsets(self.path)
         self.offsets = offsets
         self._ordinals: dict[str, int] | None = None
+        #: Per layout of an object's members (their field ids, as bytes): the field names and, in view order, which
+        #: of them are view images; objects of a shard mostly share one layout.
+        self._layouts: dict[bytes, tuple[list[str], list[str], list[int]]] = {}
+
+    def members(self, ordinal: int) -> tuple[dict[str, int], list[str], list[int]]:
+        """Object `ordinal`'s (field -> member position, its view image fields sorted, their member positions): what
+        a loader's object handle needs, cheaply (`offsets.ref` gives a position's byte range)."""
+        offsets = self.offsets
+        start, stop = int(offsets.starts[ordinal]), int(offsets.starts[ordinal + 1])
+        ids = offsets.field_ids[start:stop]
+        layout = self._layouts.get(ids.tobytes())
+        if layout is None:
+            names = [offsets.fields[i] for i in ids.tolist()]
+            views = sorted((name, index) for index, name in enumerate(names) if is_view_field(name))
+            layout = self._layouts[ids.tobytes()] = (names, [v for v, _ in views], [i for _, i in views])
+        names, views, relative = layout
+        return dict(zip(names, range(start, stop))), views, [start + i for i in relative]
 
     def keys(self) -> list[str]:
         return self.offsets.keys.tolist()

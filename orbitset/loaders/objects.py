@@ -26,9 +26,9 @@ import numpy as np
 from orbitset.errors import SchemaError, ShardError
 from orbitset.loaders.cache import ShardCache
 from orbitset.loaders.sources import ShardRef, cache_dir, localise, localise_index
-from orbitset.schema import is_view_field, load_json, read_npy
+from orbitset.schema import load_json, read_npy
 from orbitset.shard_index import ShardOffsets, index_name, read_index, write_atomic
-from orbitset.shards import MemberRef, ShardReader, scan_offsets
+from orbitset.shards import ShardReader, scan_offsets
 
 #: What the message for datasets without index files says to run.
 INDEX_HINT = "add them with 'orbitset index DIR' (DIR: the dataset folder) to open shards without scanning them"
@@ -223,12 +223,11 @@ class ObjectFields:
     def __init__(self, reader: ShardReader, ordinal: int):
         """Object `ordinal` (its position in the shard) of `reader`'s shard."""
         self.reader, self.key = reader, str(reader.offsets.keys[ordinal])
-        self.entry: dict[str, MemberRef] = reader.offsets.fields_of(ordinal)
-        self.views = sorted(filter(is_view_field, self.entry))
+        #: Field -> its member's position in the shard's offsets; the view image fields in view order.
+        self.members, self.views, self._view_members = reader.members(ordinal)
         self.shard = reader.path.name
         self.nbytes, self.cache, self.prepared = HANDLE_BYTES, None, None
         self._values: dict[str, Any] = {}
-        self._view_refs = [self.entry[name] for name in self.views]
 
     def where(self, what: str = "") -> str:
         return f"shard {self.shard} sample {self.key!r}" + (f" {what}" if what else "")
@@ -243,11 +242,11 @@ class ObjectFields:
         return self.prepared
 
     def raw(self, field: str) -> bytes:
-        ref = self.entry.get(field)
-        if ref is None:
+        member = self.members.get(field)
+        if member is None:
             raise ShardError(f"{self.where()} has no field {field!r}")
         try:
-            return self.reader.read_member(ref, self.key, field)
+            return self.reader.read_member(self.reader.offsets.ref(member), self.key, field)
         except OSError as exc:
             raise ShardError(f"{self.where(f'field {field!r}')}: cannot read the shard ({exc})") from exc
 
@@ -268,7 +267,7 @@ class ObjectFields:
         return array
 
     def has(self, field: str) -> bool:
-        return field in self.entry
+        return field in self.members
 
     @property
     def meta(self) -> dict:
@@ -283,9 +282,9 @@ class ObjectFields:
 
     def image(self, view: int) -> bytes:
         """The encoded bytes of view `view`."""
-        if not 0 <= view < len(self._view_refs):
+        if not 0 <= view < len(self._view_members):
             raise ShardError(f"{self.where()} has no view {view} (it has {len(self.views)})")
         try:
-            return self.reader.read_member(self._view_refs[view], self.key, self.views[view])
+            return self.reader.read_member(self.reader.offsets.ref(self._view_members[view]), self.key, self.views[view])
         except OSError as exc:
             raise ShardError(f"{self.where(f'view {view}')}: cannot read the shard ({exc})") from exc

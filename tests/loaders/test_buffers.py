@@ -107,7 +107,7 @@ def test_object_cache_keeps_recent_objects_within_its_bound(dataset):
     loader = PairLoader(dataset, 2)
     first = loader._first_object()
     reader, key = first.reader, first.key
-    latents = first.entry["latents.npy"].size
+    latents = len(first.raw("latents.npy"))
     cache = ObjectCache(max_bytes=2 * HANDLE_BYTES + latents - 1)  # two bare handles, or one with its latents
     handles = [cache.add(index, ObjectFields(reader, 0)) for index in range(3)]
     assert set(cache._objects) == {1, 2} and cache.bytes == 2 * HANDLE_BYTES and handles[0].cache is None
