@@ -1,0 +1,292 @@
+"""Loaders at scale: construction time, first batch, pairs/s and memory, against the number of shards and objects.
+
+Each figure comes from a fresh process, so that no measurement inherits another's memory or open shards:
+
+- `measure_loader`: PairLoader construction time, time to the first batch, pairs/s over the next batches, and RSS
+  and PSS (Linux /proc smaps_rollup) of the main process and of each worker, for a number of workers;
+- `measure_ranks`: the same with `ranks` processes under torch.distributed (gloo, on this machine), each with its
+  workers: the PSS of all of them together;
+- `measure_dali`: DALI's webdataset reader on a CPU pipeline, opened with and without orbitset's ``.idx`` files
+  (time to build and read the first sample, RSS), when DALI is installed (the optional ``dali`` extra);
+- `measure_http`: the dataset served over loopback HTTP, read by a PairLoader with ``cache_limit`` at a fraction of
+  the dataset: time to the first batch, the cache's peak size against the limit plus one shard;
+- `compare_code`: pairs/s and construction time of this checkout against another checkout of orbitset (e.g. the
+  code before index files) on the same shards, in alternating rounds: the ratio of each round and their median.
+
+`run_all` prints all of them for one dataset; benchmarks/scale.py (which writes the full-size dataset) can call it.
+
+Usage: python benchmarks/scale_loaders.py DATASET [--small DATASET] [--workers 0 2] [--ranks 4] [--batches 40]
+       [--http-fraction 0.25] [--before-repo PATH --before-dataset DIR] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def memory(pid: int) -> dict[str, float]:
+    """RSS and PSS of process `pid` in MB (Linux: /proc/PID/smaps_rollup)."""
+    values = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("Rss", "Pss"):
+            values[name.lower()] = int(rest.split()[0]) / 1024
+    return values
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (its loader workers)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _loader_figures(source: str, workers: int, batches: int, batch_size: int, **options: Any) -> dict[str, Any]:
+    """In this process: construct a PairLoader, time its first batch and `batches` more, and measure memory."""
+    import numpy as np
+
+    from orbitset.loaders import PairLoader
+    from orbitset.loaders.pairs import relative_rotation_as
+
+    before_imports = time.perf_counter()
+    relative_rotation_as("quat", np.eye(3)[None], np.eye(3)[None])  # the rotation maths' imports, once per process
+    start = time.perf_counter()
+    loader = PairLoader(source, batch_size, num_workers=workers, normalize=False, seed=0, **options)
+    constructed = time.perf_counter()
+    iterator = iter(loader)
+    next(iterator)
+    first = time.perf_counter()
+    pairs = 0
+    for _, batch in zip(range(batches), iterator):
+        pairs += len(batch["key"])
+    elapsed = time.perf_counter() - first
+    main = memory(os.getpid())
+    workers_memory = [memory(pid) for pid in children(os.getpid())]
+    return {"imports_s": start - before_imports, "construct_s": constructed - start, "first_batch_s": first - constructed,
+            "pairs_per_s": pairs / elapsed,
+            "main": main, "workers": workers_memory, "shards": len(loader.shards),
+            "objects": sum(e.objects for e in loader.manifest.shards) if loader.manifest else None}
+
+
+def _in_fresh_process(function: str, *args: Any, pythonpath: Path = ROOT, env: dict[str, str] | None = None) -> Any:
+    """Run ``function(*args)`` of this module in a new interpreter importing orbitset from `pythonpath`; its result."""
+    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import scale_loaders as m; "
+            f"print('RESULT' + json.dumps(m.{function}(*json.loads(sys.argv[1]))))")
+    environment = {**os.environ, "PYTHONPATH": str(pythonpath), "OMP_NUM_THREADS": "1", **(env or {})}
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
+                          env=environment, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{function} failed:\n{done.stderr[-3000:]}")
+    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT"))
+    return json.loads(line[len("RESULT"):])
+
+
+def measure_loader(dataset: str, workers: int = 0, batches: int = 40, batch_size: int = 64,
+                   pythonpath: Path = ROOT, **options: Any) -> dict[str, Any]:
+    """`_loader_figures` in a fresh process (see the module docstring); `options` go to PairLoader."""
+    return _in_fresh_process("_loader_figures_kw", dataset, workers, batches, batch_size, options, pythonpath=pythonpath)
+
+
+def _loader_figures_kw(source: str, workers: int, batches: int, batch_size: int, options: dict) -> dict[str, Any]:
+    return _loader_figures(source, workers, batches, batch_size, **options)
+
+
+def _rank(rank: int, world: int, port: int, dataset: str, workers: int, batches: int, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        figures = _loader_figures(dataset, workers, batches, 64, multiprocessing_context="fork")
+        dist.barrier()  # every rank and its workers alive: measure all of them at once
+        figures["main"] = memory(os.getpid())
+        figures["workers"] = [memory(pid) for pid in children(os.getpid())]
+        Path(out, f"rank{rank}.json").write_text(json.dumps(figures))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _ranks_figures(dataset: str, ranks: int, workers: int, batches: int) -> dict[str, Any]:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as out:
+        mp.start_processes(_rank, args=(ranks, port, dataset, workers, batches, out), nprocs=ranks, start_method="fork")
+        per_rank = [json.loads(Path(out, f"rank{r}.json").read_text()) for r in range(ranks)]
+    pss = sum(r["main"]["pss"] + sum(w["pss"] for w in r["workers"]) for r in per_rank)
+    return {"ranks": ranks, "workers": workers, "total_pss_mb": pss,
+            "construct_s": max(r["construct_s"] for r in per_rank), "first_batch_s": max(r["first_batch_s"] for r in per_rank)}
+
+
+def measure_ranks(dataset: str, ranks: int = 4, workers: int = 2, batches: int = 10) -> dict[str, Any]:
+    """`ranks` gloo processes x `workers` workers each on `dataset`: their PSS together, slowest construction and
+    first batch."""
+    return _in_fresh_process("_ranks_figures", dataset, ranks, workers, batches)
+
+
+def _dali_figures(dataset: str, with_index: bool) -> dict[str, Any]:
+    from nvidia.dali import fn, pipeline_def
+
+    from orbitset.manifests.model import load_manifest
+
+    shards = load_manifest(dataset).shards
+    paths = [str(Path(dataset) / e.name) for e in shards]
+    index = {"index_paths": [str(Path(dataset) / e.dali_index.name) for e in shards]} if with_index else {}
+
+    @pipeline_def(batch_size=64, num_threads=2, device_id=None)
+    def read():
+        return tuple(fn.readers.webdataset(paths=paths, ext=["000.jpg", "latents.npy"], random_shuffle=True,
+                                           name="reader", **index))
+
+    start = time.perf_counter()
+    pipeline = read()
+    pipeline.build()
+    pipeline.run()
+    return {"with_index": with_index, "open_and_first_batch_s": time.perf_counter() - start,
+            "rss_mb": memory(os.getpid())["rss"]}
+
+
+def measure_dali(dataset: str) -> list[dict[str, Any]] | None:
+    """DALI's reader with and without orbitset's ``.idx`` files (fresh processes); None without DALI."""
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return None
+    return [_in_fresh_process("_dali_figures", dataset, flag) for flag in (True, False)]
+
+
+def measure_http(dataset: str, fraction: float = 0.25, workers: int = 2, batches: int = 20) -> dict[str, Any]:
+    """The dataset over loopback HTTP with ``cache_limit`` = `fraction` of its bytes: first batch time, pairs/s and
+    the cache's peak size (polled) against the limit plus the largest shard."""
+    from orbitset.manifests.model import load_manifest
+
+    manifest = load_manifest(dataset)
+    total = sum(e.bytes + (e.index.bytes if e.index else 0) for e in manifest.shards)
+    limit, largest = int(total * fraction), max(e.bytes for e in manifest.shards)
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(dataset))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    peak, stop = [0], threading.Event()
+    with tempfile.TemporaryDirectory() as cache:
+        def watch():
+            while not stop.wait(0.01):
+                size = sum(p.stat().st_size for p in Path(cache).glob("[!.]*") if p.is_file())
+                peak[0] = max(peak[0], size)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            figures = _in_fresh_process("_loader_figures_kw", f"http://127.0.0.1:{server.server_address[1]}/", workers,
+                                        batches, 64, {"cache_limit": limit}, env={"ORBITSET_CACHE": cache})
+        finally:
+            stop.set()
+            watcher.join()
+            server.shutdown()
+    figures.update(limit_mb=limit / 1e6, largest_shard_mb=largest / 1e6, peak_cache_mb=peak[0] / 1e6,
+                   within_bound=peak[0] <= limit + largest)
+    return figures
+
+
+def compare_code(dataset: str, before_repo: Path, before_dataset: str, workers: int = 2, batches: int = 40,
+                 rounds: int = 3) -> dict[str, Any]:
+    """This checkout against `before_repo` (reading `before_dataset`: the same shards with the manifest that code
+    reads), in `rounds` alternating rounds: pairs/s and construction time of each, and the median ratios."""
+    results: dict[str, list[dict[str, Any]]] = {"after": [], "before": []}
+    for _ in range(rounds):
+        results["before"].append(measure_loader(before_dataset, workers, batches, pythonpath=before_repo))
+        results["after"].append(measure_loader(dataset, workers, batches))
+    ratio = statistics.median(a["pairs_per_s"] / b["pairs_per_s"] for a, b in zip(results["after"], results["before"]))
+    return {"pairs_per_s_after_over_before": ratio,
+            "after_pairs_per_s": [r["pairs_per_s"] for r in results["after"]],
+            "before_pairs_per_s": [r["pairs_per_s"] for r in results["before"]],
+            "after_construct_s": [r["construct_s"] for r in results["after"]],
+            "before_construct_s": [r["construct_s"] for r in results["before"]],
+            "after_pss_mb": [r["main"]["pss"] for r in results["after"]],
+            "before_pss_mb": [r["main"]["pss"] for r in results["before"]],
+            "after_worker_pss_mb": [[w["pss"] for w in r["workers"]] for r in results["after"]],
+            "before_worker_pss_mb": [[w["pss"] for w in r["workers"]] for r in results["before"]]}
+
+
+def _row(label: str, figures: dict[str, Any]) -> str:
+    workers = ", ".join(f"{w['pss']:.0f}" for w in figures["workers"]) or "-"
+    return (f"{label:<34} {figures['shards']:>6} {figures['objects']:>8} {figures['construct_s']:>9.3f} "
+            f"{figures['first_batch_s']:>9.3f} {figures['pairs_per_s']:>9.0f} {figures['main']['rss']:>8.0f} "
+            f"{figures['main']['pss']:>8.0f}   {workers}")
+
+
+def run_all(dataset: str, small: str | None = None, workers: tuple[int, ...] = (0, 2), ranks: int = 4,
+            batches: int = 40, http_fraction: float | None = 0.25, before: tuple[Path, str] | None = None,
+            rounds: int = 3) -> None:
+    """Print every measurement of the module docstring for `dataset` (and `small`, a dataset with fewer shards, to
+    show construction proportional to shards)."""
+    print(f"{'PairLoader (batch 64, uint8)':<34} {'shards':>6} {'objects':>8} {'construct':>9} {'1st batch':>9} "
+          f"{'pairs/s':>9} {'RSS MB':>8} {'PSS MB':>8}   worker PSS MB", flush=True)
+    for name, source in (("small", small), ("dataset", dataset)):
+        if source is None:
+            continue
+        for count in workers:
+            print(_row(f"{name}, {count} workers", measure_loader(source, count, batches)), flush=True)
+    if ranks:
+        figures = measure_ranks(dataset, ranks, 2)
+        print(f"{ranks} gloo ranks x 2 workers: PSS of all {figures['total_pss_mb']:.0f} MB, slowest construction "
+              f"{figures['construct_s']:.2f} s, slowest first batch {figures['first_batch_s']:.2f} s", flush=True)
+    dali = measure_dali(dataset)
+    for figures in dali or []:
+        print(f"DALI webdataset reader, {'with' if figures['with_index'] else 'without'} .idx: open + first batch "
+              f"{figures['open_and_first_batch_s']:.2f} s, RSS {figures['rss_mb']:.0f} MB", flush=True)
+    if dali is None:
+        print("DALI: not installed (pip install -e .[dali])")
+    if http_fraction:
+        figures = measure_http(dataset, http_fraction)
+        print(_row(f"HTTP, cache_limit {http_fraction:.0%}", figures))
+        print(f"  cache peak {figures['peak_cache_mb']:.1f} MB, limit {figures['limit_mb']:.1f} MB + largest shard "
+              f"{figures['largest_shard_mb']:.1f} MB: {'within' if figures['within_bound'] else 'ABOVE'} the bound",
+              flush=True)
+    if before is not None:
+        result = compare_code(dataset, before[0], before[1], rounds=rounds)
+        print(f"this checkout / {before[0]} (2 workers, {rounds} alternating rounds): pairs/s ratio "
+              f"{result['pairs_per_s_after_over_before']:.2f} (median); {json.dumps(result)}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset")
+    parser.add_argument("--small", default=None, help="a dataset with fewer shards, measured first")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--ranks", type=int, default=4, help="gloo ranks (0: skip)")
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--http-fraction", type=float, default=0.25, help="cache_limit as a fraction (0: skip)")
+    parser.add_argument("--before-repo", type=Path, default=None, help="another orbitset checkout to compare with")
+    parser.add_argument("--before-dataset", default=None, help="the same shards with a manifest that checkout reads")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    before = (args.before_repo, args.before_dataset) if args.before_repo else None
+    run_all(args.dataset, args.small, tuple(args.workers), args.ranks, args.batches, args.http_fraction, before,
+            args.rounds)
+
+
+if __name__ == "__main__":
+    main()
