@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -38,7 +37,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from orbitset.errors import ShardError
-from orbitset.manifests.model import IndexFile
+from orbitset.manifests.model import IndexFile, write_bytes_atomic
 
 MAGIC = b"ORBITIDX"
 VERSION = 1
@@ -222,27 +221,12 @@ class ShardOffsets:
             yield " ".join(parts) + "\n"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, sync it and rename it into place (never a partial `path`)."""
-    handle, temporary = tempfile.mkstemp(prefix="." + path.name, suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_index_files(offsets: ShardOffsets, directory: Path) -> tuple[IndexFile, IndexFile]:
     """Write the orbitset index and DALI's ``.idx`` of `offsets` into `directory`, atomically; their records."""
     records = []
     for name, data in ((index_name(offsets.shard), offsets.to_bytes()),
                        (dali_index_name(offsets.shard), "".join(offsets.dali_lines()).encode("utf-8"))):
-        write_atomic(directory / name, data)
+        write_bytes_atomic(directory / name, data)
         records.append(IndexFile(name, len(data), hashlib.sha256(data).hexdigest()))
     return records[0], records[1]
 

@@ -27,7 +27,8 @@ from orbitset.errors import SchemaError, ShardError
 from orbitset.loaders.cache import ShardCache
 from orbitset.loaders.sources import ShardRef, cache_dir, localise, localise_index
 from orbitset.schema import load_json, read_npy
-from orbitset.shard_index import ShardOffsets, index_name, read_index, write_atomic
+from orbitset.manifests.model import write_bytes_atomic
+from orbitset.shard_index import ShardOffsets, index_name, read_index
 from orbitset.shards import ShardReader, scan_offsets
 
 #: What the message for datasets without index files says to run.
@@ -141,7 +142,7 @@ def _cached_index(path: Path, sha256: str) -> ShardOffsets:
             pass  # ours, and stale or damaged: built again below
     offsets = scan_offsets(path, sha256)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(cached, offsets.to_bytes())
+    write_bytes_atomic(cached, offsets.to_bytes())
     return offsets
 
 

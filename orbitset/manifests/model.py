@@ -244,14 +244,14 @@ def manifest_path(path: str | os.PathLike) -> Path:
     return path if path.suffix == ".json" else path / MANIFEST_NAME
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write `data` as sorted, indented JSON to a temporary file in the same folder, fsync it, rename it into place."""
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to a temporary file in the same folder as `path`, fsync it and rename it into place, so that
+    `path` is never seen partial."""
     path = Path(path)
     handle, temporary = tempfile.mkstemp(prefix="." + path.name, suffix=".partial", dir=path.parent)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, sort_keys=True, indent=1, allow_nan=False)
-            out.write("\n")
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(temporary, 0o644)
@@ -259,6 +259,11 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write `data` as sorted, indented JSON atomically (`write_bytes_atomic`)."""
+    write_bytes_atomic(path, (json.dumps(data, sort_keys=True, indent=1, allow_nan=False) + "\n").encode("utf-8"))
 
 
 def write_manifest(manifest: Manifest, directory: str | os.PathLike) -> Path:
