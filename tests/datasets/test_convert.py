@@ -64,13 +64,14 @@ def _digests(out: Path) -> dict[str, str]:
 
 
 def _count_partials_at_each_rename(monkeypatch, out: Path) -> list[int]:
-    """Record, each time a partial file in `out` is renamed into place, how many partial files `out` holds then."""
+    """Record, each time a partial shard in `out` is renamed into place, how many partial shards `out` holds then
+    (a shard's index files are written, each through its own partial file, while the shard is still partial)."""
     counts: list[int] = []
     replace = os.replace
 
     def counting_replace(source, target, *args, **kwargs):
-        if Path(source).parent == out and str(source).endswith(".partial"):
-            counts.append(len([p for p in os.listdir(out) if p.endswith(".partial")]))
+        if Path(source).parent == out and str(source).endswith(".tar.partial"):
+            counts.append(len([p for p in os.listdir(out) if p.endswith(".tar.partial")]))
         return replace(source, target, *args, **kwargs)
 
     monkeypatch.setattr(os, "replace", counting_replace)
