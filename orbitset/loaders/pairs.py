@@ -61,7 +61,10 @@ class PairLoader(ImageLoader):
     "sha256" or "none": checks of the shards against the manifest), `fix_channels` (swap R and B for samples whose
     meta.json says channel_order "bgr", e.g. converted original 3DIEBench; on by default), `channels_last` (True,
     the default: image tensors are (N, 3, H, W) views in channels-last memory, the decoder's own layout, which costs
-    nothing and suits convolutions; False: contiguous (N, 3, H, W), at the cost of one transposing pass per batch).
+    nothing and suits convolutions; False: contiguous (N, 3, H, W), at the cost of one transposing pass per batch),
+    `cache_limit` (bytes or a size such as "20GB": the bound of the cache folder remote shards are fetched into; it
+    also sets the default `shuffle_window`), `shuffle_window` (shards per block of the block shuffle; None without a
+    cache limit: the rank's objects shuffled as a whole; see `orbitset.loaders.plan`).
     """
 
     image_slots = 2
