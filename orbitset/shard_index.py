@@ -26,6 +26,7 @@ Both are written atomically (temporary name, then rename) by `write_index_files`
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -70,7 +71,8 @@ class MemberRef(NamedTuple):
 
 @dataclass(frozen=True)
 class ShardOffsets:
-    """The members of one shard (see the module docstring); `shard_sha256` is "" when it was not computed."""
+    """The members of one shard (see the module docstring): keys as UTF-8 bytes; `shard_sha256` is "" when it was not
+    computed."""
 
     shard: str
     shard_bytes: int
@@ -100,7 +102,7 @@ class ShardOffsets:
             raise ShardError(f"shard {shard}: the members of an object are not consecutive; rewrite the shard with "
                              "orbitset's writer")
         numbers = np.array([m[2:] for m in members], dtype=np.int64).reshape(-1, 3)
-        return cls(shard, shard_bytes, shard_sha256, tuple(table), np.array(keys, dtype=str),
+        return cls(shard, shard_bytes, shard_sha256, tuple(table), np.array([k.encode("utf-8") for k in keys], dtype=bytes),
                    np.array(starts + [len(members)], dtype=np.int64),
                    np.array([table[m[1]] for m in members], dtype=np.int32),
                    numbers[:, 0].copy(), numbers[:, 1].copy(), numbers[:, 2].copy())
@@ -108,6 +110,21 @@ class ShardOffsets:
     @property
     def objects(self) -> int:
         return len(self.keys)
+
+    def key(self, ordinal: int) -> str:
+        """The key of object `ordinal`."""
+        return self.keys[ordinal].decode("utf-8")
+
+    def key_list(self) -> list[str]:
+        """Every object's key, in file order."""
+        return [key.decode("utf-8") for key in self.keys.tolist()]
+
+    def for_reading(self) -> ShardOffsets:
+        """The same offsets in less memory, once checked: without the header offsets (used only by the checks) and
+        with sizes and field ids in the narrowest integers that hold them."""
+        sizes = self.sizes.astype(np.uint32) if len(self.sizes) and self.sizes.max() < 2**32 else self.sizes
+        field_ids = self.field_ids.astype(np.uint16) if len(self.fields) < 2**16 else self.field_ids
+        return dataclasses.replace(self, headers=np.zeros(0, np.int64), sizes=sizes, field_ids=field_ids)
 
     @property
     def nbytes(self) -> int:
@@ -159,7 +176,7 @@ class ShardOffsets:
             if int(self.offsets[member]) != int(self.headers[member]) + _BLOCK:
                 continue  # a pax header precedes the member: its name is not in this block
             ordinal = int(np.searchsorted(self.starts, member, side="right")) - 1
-            name = f"{self.keys[ordinal]}.{self.fields[self.field_ids[member]]}".encode("utf-8")
+            name = self.keys[ordinal] + b"." + self.fields[self.field_ids[member]].encode("utf-8")
             size = int(header[_SIZE].rstrip(b"\0 ") or b"0", 8)
             if header[_NAME].rstrip(b"\0") != name or size != int(self.sizes[member]):
                 return f"the tar header at byte {int(self.headers[member])} is not member {name.decode()!r} of its size"
@@ -167,7 +184,7 @@ class ShardOffsets:
 
     # -- the index file -----------------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        keys = [key.encode("utf-8") for key in self.keys.tolist()]
+        keys = self.keys.tolist()
         key_starts = np.concatenate([[0], np.cumsum([len(k) for k in keys], dtype=np.int64)]).astype(np.int64)
         header = json.dumps({"shard": self.shard, "shard_bytes": self.shard_bytes, "shard_sha256": self.shard_sha256,
                              "objects": self.objects, "members": len(self.sizes), "fields": list(self.fields),
@@ -203,9 +220,10 @@ class ShardOffsets:
                 raise ValueError("the file is longer than its header says")
             starts, key_starts, headers, offsets, lengths, field_ids, blob = arrays
             raw = blob.tobytes()
-            keys = [raw[int(a) : int(b)].decode("utf-8") for a, b in zip(key_starts[:-1], key_starts[1:])]
+            raw.decode("utf-8")  # keys are UTF-8 text
+            keys = [raw[int(a) : int(b)] for a, b in zip(key_starts[:-1], key_starts[1:])]
             return cls(str(header["shard"]), int(header["shard_bytes"]), str(header["shard_sha256"]),
-                       tuple(str(f) for f in header["fields"]), np.array(keys, dtype=str), starts, field_ids, headers,
+                       tuple(str(f) for f in header["fields"]), np.array(keys, dtype=bytes), starts, field_ids, headers,
                        offsets, lengths)
         except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError) as exc:
             raise ShardError(f"it is unreadable as an index of {what} ({exc})") from exc
@@ -213,7 +231,7 @@ class ShardOffsets:
     def dali_lines(self) -> Iterator[str]:
         """The lines of DALI's index (format v1.2) of this shard, each ending with a newline."""
         yield f"{DALI_VERSION} {self.objects}\n"
-        for ordinal, key in enumerate(self.keys.tolist()):
+        for ordinal, key in enumerate(self.key_list()):
             parts = []
             for member in self.members(ordinal):
                 field = self.fields[self.field_ids[member]]
@@ -256,4 +274,4 @@ def read_index(path: Path, shard_path: Path, shard_sha256: str | None = None,
             problem = offsets.check_headers(shard.fileno())
     if problem is not None:
         raise ShardError(f"index {path} does not match shard {shard_path.name}: {problem}; {fix}")
-    return offsets
+    return offsets.for_reading()

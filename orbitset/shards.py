@@ -414,7 +414,7 @@ def index_shard(path: str | os.PathLike) -> dict[str, dict[str, MemberRef]]:
     """A shard's members as key -> field -> MemberRef, keys in file order (from its index file when it has one)."""
     with ShardReader(path) as reader:
         offsets = reader.offsets
-    return {key: offsets.fields_of(ordinal) for ordinal, key in enumerate(offsets.keys.tolist())}
+    return {key: offsets.fields_of(ordinal) for ordinal, key in enumerate(offsets.key_list())}
 
 
 class ShardReader:
@@ -451,14 +451,14 @@ class ShardReader:
         return dict(zip(names, range(start, stop))), views, [start + i for i in relative]
 
     def keys(self) -> list[str]:
-        return self.offsets.keys.tolist()
+        return self.offsets.key_list()
 
     def fields(self, key: str) -> list[str]:
         return list(self._entry(key))
 
     def _entry(self, key: str) -> dict[str, MemberRef]:
         if self._ordinals is None:
-            self._ordinals = {k: ordinal for ordinal, k in enumerate(self.offsets.keys.tolist())}
+            self._ordinals = {k: ordinal for ordinal, k in enumerate(self.offsets.key_list())}
         ordinal = self._ordinals.get(key)
         if ordinal is None:
             raise ShardError(f"shard {self.path.name} has no sample with key {key!r}")

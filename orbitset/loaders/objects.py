@@ -143,7 +143,7 @@ def _cached_index(path: Path, sha256: str) -> ShardOffsets:
     offsets = scan_offsets(path, sha256)
     cached.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(cached, offsets.to_bytes())
-    return offsets
+    return offsets.for_reading()
 
 
 class ReaderCache:
@@ -152,7 +152,7 @@ class ReaderCache:
     closes once no cached object handle holds it either (handles keep reading a shard evicted from a bounded cache
     through the file they hold open)."""
 
-    def __init__(self, max_shards: int = 64, max_bytes: int = 32 << 20):
+    def __init__(self, max_shards: int = 512, max_bytes: int = 48 << 20):
         self.max_shards, self.max_bytes, self.bytes = max_shards, max_bytes, 0
         self._readers: OrderedDict[int, ShardReader] = OrderedDict()
 
@@ -223,7 +223,7 @@ class ObjectFields:
 
     def __init__(self, reader: ShardReader, ordinal: int):
         """Object `ordinal` (its position in the shard) of `reader`'s shard."""
-        self.reader, self.key = reader, str(reader.offsets.keys[ordinal])
+        self.reader, self.key = reader, reader.offsets.key(ordinal)
         #: Field -> its member's position in the shard's offsets; the view image fields in view order.
         self.members, self.views, self._view_members = reader.members(ordinal)
         self.shard = reader.path.name
