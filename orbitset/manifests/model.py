@@ -61,7 +61,7 @@ class ShardEntry:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ShardEntry":
         """From its JSON form (a manifest's or a sidecar's entry)."""
-        files = {name: IndexFile(**data[name]) if data.get(name) is not None else None for name in ("index", "dali_index")}
+        files = {name: IndexFile(**data[name]) for name in ("index", "dali_index") if data.get(name) is not None}
         return cls(**{**data, **files})
 
     def to_json(self) -> dict[str, Any]:
@@ -194,13 +194,20 @@ class Manifest:
                 value = getattr(shard, name)
                 if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                     raise ManifestError(f"{source}: shard {shard.name!r} has an invalid {name} {value!r}")
-            if not _SHA256.match(shard.sha256):
+            if not isinstance(shard.sha256, str) or not _SHA256.match(shard.sha256):
                 raise ManifestError(f"{source}: shard {shard.name!r} has an invalid sha256 {shard.sha256!r}")
+            if not isinstance(shard.split, str) or not shard.split:
+                raise ManifestError(f"{source}: shard {shard.name!r} has an invalid split {shard.split!r}")
             for kind, suffix in (("index", ".oidx"), ("dali_index", ".idx")):
                 record = getattr(shard, kind)
-                if record is not None and record.name != shard.name[: -len(".tar")] + suffix:
+                if record is None:
+                    continue
+                if record.name != shard.name[: -len(".tar")] + suffix:
                     raise ManifestError(f"{source}: shard {shard.name!r} lists {kind} {record.name!r}; it must be named "
                                         f"like the shard, with {suffix}")
+                if not isinstance(record.bytes, int) or isinstance(record.bytes, bool) or record.bytes < 0 or \
+                        not isinstance(record.sha256, str) or not _SHA256.match(record.sha256):
+                    raise ManifestError(f"{source}: shard {shard.name!r} lists {kind} with an invalid size or sha256")
 
 
 @functools.lru_cache(maxsize=1)
@@ -211,11 +218,17 @@ def manifest_schema() -> dict[str, Any]:
 
 
 def _validate_against_schema(data: dict[str, Any], source: str) -> None:
-    """ManifestError naming the first offending entry if `data` breaks the JSON Schema; skipped without jsonschema."""
+    """ManifestError naming the first offending entry if `data` breaks the JSON Schema; skipped without jsonschema.
+
+    Of the shard entries only the first is validated here (the schema costs milliseconds per entry, seconds for a
+    dataset of thousands of shards, every time a loader starts); `ShardEntry.from_json` and `Manifest.check` check
+    every entry for the same (known keys only, types, names, sizes, hashes)."""
     try:
         import jsonschema
     except ImportError:
         return
+    if isinstance(data.get("shards"), list):
+        data = {**data, "shards": data["shards"][:1]}
     validator = jsonschema.Draft202012Validator(manifest_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is not None:

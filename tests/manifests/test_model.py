@@ -69,6 +69,10 @@ def test_shard_names_are_checked_by_the_model_itself(dataset: Path, tmp_path: Pa
         (lambda d: d["shards"][0].update(bytes=-1), "bytes"),
         (lambda d: d["shards"][0].update(sha256="xyz"), "sha256"),
         (lambda d: d["shards"][0].update(color="red"), "color"),
+        (lambda d: d["shards"][-1].update(color="red"), "color"),  # entries after the first: by the typed checks
+        (lambda d: d["shards"][-1].update(split=""), "split"),
+        (lambda d: d["shards"][-1]["index"].update(sha256="xyz"), "index with an invalid size or sha256"),
+        (lambda d: d["shards"][-1]["dali_index"].update(name="other.idx"), "must be named like the shard"),
         (lambda d: d.pop("classes"), "classes"),
         (lambda d: d["factors"][0].update(low="zero"), "low|zero"),
         (lambda d: d["totals"].update(objects=999), "totals"),
