@@ -89,7 +89,7 @@ def _in_fresh_process(function: str, *args: Any, pythonpath: Path = ROOT, env: d
             f"print('RESULT' + json.dumps(m.{function}(*json.loads(sys.argv[1]))))")
     environment = {**os.environ, "PYTHONPATH": str(pythonpath), "OMP_NUM_THREADS": "1", **(env or {})}
     done = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
-                          env=environment, timeout=3600)
+                          env=environment, timeout=3600, cwd=pythonpath)  # -c puts the working folder first
     if done.returncode != 0:
         raise RuntimeError(f"{function} failed:\n{done.stderr[-3000:]}")
     line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT"))
