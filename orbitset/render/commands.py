@@ -51,6 +51,7 @@ def render(**options) -> None:
     or interruptions; failed objects are listed in the manifest with their reason.
     """
     from orbitset.errors import RenderError
+    from orbitset.manifests.model import require_objects
     from orbitset.render.dataset import render_dataset
     from orbitset.render.executors import WorkerLimits
 
@@ -76,8 +77,7 @@ def render(**options) -> None:
         click.echo(f"  failed {failure.object}: {failure.reason}")
     for line in summary_warnings(manifest.extra):
         click.echo(f"warning: {line}")
-    if totals["objects"] == 0:
-        raise RenderError(f"every object failed ({len(manifest.failures)}), reasons listed above; nothing was rendered")
+    require_objects(manifest, "rendered", RenderError)
 
 
 def summary_warnings(extra: dict) -> list[str]:
