@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import yaml
 
@@ -11,10 +12,15 @@ from orbitset.cli import main
 from orbitset.manifests.model import load_manifest
 
 
-def test_demo_without_training(tmp_path, capsys):
-    status = main(["demo", "--out", str(tmp_path), "--objects", "4", "--views", "3", "--size", "32", "--workers", "1",
-                   "--no-train"])
+def test_demo_without_training(tmp_path, capsys, monkeypatch):
+    """Also the hint 'orbitset demo' as printed (into demo-out in the working directory), made smaller."""
+    from tests.test_hints import check_parses
+
+    monkeypatch.chdir(tmp_path)
+    check_parses(["demo"])
+    status = main(["demo", "--objects", "4", "--views", "3", "--size", "32", "--workers", "1", "--no-train"])
     assert status == 0
+    tmp_path = Path("demo-out")
     out = capsys.readouterr().out
     manifest = load_manifest(tmp_path / "data")
     rendered = re.search(r"rendered (\d+) objects x 3 views \((\d+) images, (\d+) classes\)", out)

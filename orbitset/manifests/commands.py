@@ -88,7 +88,7 @@ def download(source: str | None, out: str | None, list_names: bool, url: str | N
         settings = ConvertSettings(layout=entry.layout, views=views, objects_per_shard=objects_per_shard,
                                    fix_colors=fix_colors)
         report = download_converted(source, out, url=url, splits_from=splits_from, settings=settings, options=options)
-        echo_conversion(report, f"orbitset download {source}")
+        echo_conversion(report)
         return
     if url is not None:
         raise click.UsageError("--url replaces the source of a converted dataset; for shards, pass the manifest URL as SOURCE")

@@ -272,7 +272,7 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ManifestError(
-            f"no manifest at {file}: point at a dataset folder made by 'orbitset render', 'convert' or 'download'"
+            f"no manifest at {file}: point at a dataset folder written by orbitset's render, convert or download command"
         ) from None
     try:
         data = json.loads(text)

@@ -183,7 +183,8 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint without unpickling arbitrary objects."""
     if not path.is_file():
-        raise OrbitsetError(f"no checkpoint at {path}; train the run first (orbitset train ... --out {path.parent})")
+        raise OrbitsetError(f"no checkpoint at {path}; train the run first ('orbitset train METHOD --data DATASET "
+                            f"--out {path.parent}')")
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
@@ -197,7 +198,8 @@ def write_config(run: Path, cfg: TrainConfig) -> None:
 def read_config(run: str | os.PathLike) -> TrainConfig:
     path = Path(run) / CONFIG_FILE
     if not path.is_file():
-        raise OrbitsetError(f"{run} is not a training run (no {CONFIG_FILE}); create it with `orbitset train`")
+        raise OrbitsetError(f"{run} is not a training run (no {CONFIG_FILE}); create it with 'orbitset train METHOD "
+                            f"--data DATASET --out {run}'")
     return TrainConfig(**json.loads(path.read_text()))
 
 
