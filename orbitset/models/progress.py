@@ -1,8 +1,9 @@
 """Progress of the epoch loops of training and probing, in the style of render's and convert's tqdm bars.
 
-On a terminal, a tqdm bar (stderr) moves within the loop; everywhere, terminal or log file, `EpochLines` writes one
-line per epoch on stdout (through ``tqdm.write``, so that it does not break a bar): the label, the epoch, its numbers
-(loss first) and the time left, extrapolated from the epochs of this call (an upper bound when the loop may stop early).
+On a terminal, a tqdm bar (stderr) moves within the loop; everywhere, terminal or log file, `EpochLines` writes a
+line per epoch (or every few epochs) on stdout, through ``tqdm.write`` so that it does not break a bar: the label, the
+epoch, its numbers (loss first) and the time left, extrapolated from the epochs of this call (an upper bound for a
+loop that may stop early).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def format_numbers(numbers: Mapping[str, float]) -> str:
 
 
 class EpochLines:
-    """One line per finished epoch: ``LABEL epoch E/N: NUMBERS; M:SS left`` (`every`: only every that many epochs,
+    """One line per finished epoch: ``LABEL epoch E/N: NUMBERS; MM:SS left`` (`every`: only every that many epochs,
     and the last); nothing when not `enabled`."""
 
     def __init__(self, label: str, epochs: int, start: int = 0, enabled: bool = True, every: int = 1) -> None:
@@ -31,7 +32,7 @@ class EpochLines:
         self._began = time.perf_counter()
 
     def left(self, epoch: int) -> str:
-        """Time left after `epoch` (1-based) epochs, as tqdm writes it (``M:SS`` or ``H:MM:SS``)."""
+        """Time left after `epoch` (1-based) epochs, as tqdm writes it (``MM:SS`` or ``H:MM:SS``)."""
         from tqdm import tqdm
 
         done = epoch - self.start
