@@ -54,8 +54,8 @@ class SequenceLoader(ImageLoader):
         super().__init__(source, batch_size, **kwargs)
         first = self._first_object()
         if first.num_views < views:
-            raise UsageError(f"views={views} is more than the {first.num_views} views of {first.where()}; pass views "
-                             f"<= {first.num_views}")
+            fix = f"; pass views <= {first.num_views}" if first.num_views >= 2 else ""
+            raise UsageError(f"{first.where()} has {first.num_views} view(s) but {self.noun} need {views}{fix}")
         #: View count of the dataset's first object (named when another object has too few).
         self._first_views = first.num_views
         self.layout = ViewRows(first.meta["factor_names"], first.has("translations.npy"), rotation, transform,

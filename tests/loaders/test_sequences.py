@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import warnings
 from collections import Counter
 
@@ -25,6 +24,7 @@ from orbitset.manifests.model import load_manifest
 from orbitset.testing import synthetic_sample
 
 from .conftest import write_samples
+from .test_distributed import _free_port
 from .test_errors import corrupt_all_views
 from .test_pairs import samples_by_key
 
@@ -235,12 +235,6 @@ def test_ranks_split_the_objects_and_keep_each_objects_sequences(dataset):
     assert len(seen) == len(set(seen)) == 8
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _rank_main(rank: int, world_size: int, dataset: str, port: int, out: str) -> None:
     import torch.distributed as dist
 
@@ -284,10 +278,13 @@ def test_corrupt_views_raise_naming_the_object_or_are_skipped(dataset, tmp_path)
 def test_bad_view_counts_are_named(dataset, tmp_path):
     with pytest.raises(UsageError, match="views must be at least 2"):
         SequenceLoader(dataset, 2, views=1)
-    with pytest.raises(UsageError, match=r"views=7 is more than the 6 views of shard train-000000\.tar sample 'class\d__\d+'; pass views <= 6"):
+    with pytest.raises(UsageError, match=r"shard train-000000\.tar sample 'class\d__\d+' has 6 view\(s\) but sequences need 7; pass views <= 6$"):
         SequenceLoader(dataset, 2, views=7)
     with pytest.raises(UsageError, match="sequences_per_object"):
         SequenceLoader(dataset, 2, views=2, sequences_per_object=0)
+    single = write_samples(tmp_path / "single", [synthetic_sample("class0", 0, 0, views=1, size=16, seed=1)])
+    with pytest.raises(UsageError, match=r"sample 'class0__0000' has 1 view\(s\) but pairs need 2$"):
+        PairLoader(single, 2)
     samples = [synthetic_sample("class0", 0, index, views=6 if index != 1 else 3, size=16, seed=1) for index in range(3)]
     mixed = write_samples(tmp_path / "mixed", samples)
     with pytest.raises(ShardError, match=r"sample 'class0__0001' has 3 view\(s\) but sequences need 4 \(the first object has 6: view counts differ\)") as caught:
