@@ -42,8 +42,13 @@ def relative_rotation_as(rotation: str, rot_a: Array, rot_b: Array, euler_a: Arr
     return relative
 
 
-def check_options(rotation: str, transform: str | None) -> None:
-    """UsageError for a `rotation` or `transform` that is not one of the names above."""
+def check_options(rotation: str, transform: str | None, views: int, per_object: int, noun: str) -> None:
+    """UsageError for a `rotation` or `transform` that is not one of the names above, fewer than 2 `views` or fewer
+    than one item per object (``<noun>_per_object``)."""
+    if views < 2:
+        raise UsageError(f"views must be at least 2 (a sequence of distinct views of one object), got {views}")
+    if per_object < 1:
+        raise UsageError(f"{noun}_per_object must be at least 1, got {per_object}")
     if rotation not in ROTATION_FORMATS:
         raise UsageError(f"rotation must be one of {ROTATION_FORMATS}, got {rotation!r}")
     if transform is not None and transform not in TRANSFORMS:
@@ -56,11 +61,11 @@ class ViewRows:
     A row is (9 + F [+ 3]) float64: the rotation matrix (row-major), the F latents and, where read, the world
     translation p (``translations.npy``). Translations are read when the samples have them and either no factor is a
     translation already (their deltas then follow the other factors' in ``rel_latents``) or a 4x4 `transform` is
-    asked for. `where` names the dataset's first object in errors about options it cannot serve."""
+    asked for. `where` names the dataset's first object in errors about options it cannot serve (see
+    `check_options` for the others)."""
 
     def __init__(self, factor_names: Sequence[str], has_translations: bool, rotation: str, transform: str | None,
                  where: str):
-        check_options(rotation, transform)
         self.factor_names, self.rotation, self.transform = list(factor_names), rotation, transform
         self.other = np.array([i for i, n in enumerate(self.factor_names) if n not in ROTATION_FACTORS], dtype=np.int64)
         self.translation_deltas = has_translations and not any(n.startswith("trans") for n in self.factor_names)

@@ -10,7 +10,7 @@ from orbitset.errors import ShardError, UsageError
 from orbitset.loaders.images import IMAGE_FIELDS, ImageLoader
 from orbitset.loaders.objects import ObjectFields
 from orbitset.loaders.plan import sequence_views
-from orbitset.loaders.relative import ViewRows
+from orbitset.loaders.relative import ViewRows, check_options
 from orbitset.loaders.sources import Source
 
 
@@ -46,10 +46,7 @@ class SequenceLoader(ImageLoader):
 
     def __init__(self, source: Source, batch_size: int, *, views: int, sequences_per_object: int = 1,
                  rotation: str = "quat", transform: str | None = None, **kwargs):
-        if views < 2:
-            raise UsageError(f"views must be at least 2 (a sequence of distinct views of one object), got {views}")
-        if sequences_per_object < 1:
-            raise UsageError(f"{self.noun}_per_object must be at least 1, got {sequences_per_object}")
+        check_options(rotation, transform, views, sequences_per_object, self.noun)
         self.views, self.image_slots, self.per_object = views, views, sequences_per_object
         super().__init__(source, batch_size, **kwargs)
         first = self._first_object()

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 import torch
 
-from orbitset.errors import SchemaError, ShardError, UsageError
+from orbitset.errors import SchemaError, ShardError
 from orbitset.loaders.decode import decode_cpu, normalize_hwc
 from orbitset.loaders.plan import sequence_views
 from orbitset.loaders.relative import ViewRows, check_options
@@ -45,11 +45,7 @@ class SequenceStage:
     def __init__(self, *, views: int, sequences_per_object: int = 1, seed: int = 0, epoch: int = 0,
                  rotation: str = "quat", transform: str | None = None, size: int | None = None, normalize: bool = True,
                  dtype: torch.dtype = torch.float32, fix_channels: bool = True):
-        check_options(rotation, transform)
-        if views < 2:
-            raise UsageError(f"views must be at least 2 (a sequence of distinct views of one object), got {views}")
-        if sequences_per_object < 1:
-            raise UsageError(f"{self.noun}_per_object must be at least 1, got {sequences_per_object}")
+        check_options(rotation, transform, views, sequences_per_object, self.noun)
         self.views, self.per_object, self.seed, self.epoch = views, sequences_per_object, seed, epoch
         self.rotation, self.transform = rotation, transform
         self.size, self.normalize, self.dtype, self.fix_channels = size, normalize, dtype, fix_channels
