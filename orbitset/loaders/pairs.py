@@ -22,7 +22,7 @@ class PairLoader(SequenceLoader):
     3DIEBench's mean/std; ``rel_rotation`` of R_ab = R_a^T R_b as `rotation`: "quat" (x, y, z, w, canonical w >= 0),
     "quat_raw" (3DIEBench's quaternion of R_a^-1 R_b composed from the Euler latents, sign not canonicalised; only for
     datasets whose first latents are rot_x, rot_y, rot_z), "matrix" (N, 3, 3), "6d" (first two columns) or
-    "axis_angle" (rotation vector, radians); ``rot_a``, ``rot_b`` (N, 3, 3); ``rel_latents`` (N, K): b - a for every
+    "axis_angle" (rotation vector, radians); ``rot_a``, ``rot_b`` (N, 3, 3); ``rel_latents`` (N, F'): b - a for every
     non-rotation factor (hue deltas as 3DIEBench defines them: plain difference) and for translations where the
     samples have ``translations.npy`` but no translation factor, named by `rel_latent_names`; ``latents_a``,
     ``latents_b`` (N, F); ``label`` (N,); ``key`` (list of str); ``index_a``, ``index_b`` (N,) view indices. With
