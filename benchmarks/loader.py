@@ -1,4 +1,5 @@
-"""Throughput of orbitset's PairLoader against the bare JPEG decode bound and a 3DIEBench-style loose-file loader.
+"""Throughput of orbitset's PairLoader against the bare JPEG decode bound and a 3DIEBench-style loose-file loader,
+and of SequenceLoader against PairLoader per view read.
 
 Writes its own dataset (`orbitset.testing.write_synthetic_dataset`: 256 px, quality 90 JPEGs, 3DIEBench latents) and
 the same images in 3DIEBench's original layout (SYNSET/OBJECT/image_i.jpg + latent_i.npy), then prints, in one run:
@@ -12,9 +13,11 @@ the same images in 3DIEBench's original layout (SYNSET/OBJECT/image_i.jpg + late
    scipy Euler -> relative quaternion, resize, to-tensor, normalise; torch DataLoader), at the same worker counts;
 4. the GPU path (decode on the device) when CUDA is present;
 5. the 1-worker loader against the decode bound on one pinned CPU, in short alternating windows (`pinned_ratio`);
+6. SequenceLoader with K = --sequence-views views per item (uint8, 1 and all workers), batches of as many images as
+   PairLoader's;
 
-and the ratios orbitset(1 worker) / decode bound (target >= 0.8) and orbitset / loose files at equal workers
-(target >= 2). Each pairs/s figure is the best of --repeats interleaved rounds, each measuring whole epochs for at
+and the ratios orbitset(1 worker) / decode bound (target >= 0.8), orbitset / loose files at equal workers
+(target >= 2) and SequenceLoader / PairLoader views read per second at equal workers (target >= 0.9). Each pairs/s figure is the best of --repeats interleaved rounds, each measuring whole epochs for at
 least --seconds after a warm-up epoch (workers persist across epochs, for the baseline too); beside pairs/s it prints
 pairs per CPU-second of all the processes involved, which other load on the machine distorts less. The ratios are the
 median over the rounds of the ratio within each round, so that a moment of idle machine lucky for one configuration
@@ -24,7 +27,7 @@ the way the machine's noise disturbs least: the vCPUs of a shared VM differ in s
 bound and the loader's worker run on the same CPU, alternating every 0.25 s.
 
 Usage: python benchmarks/loader.py [--objects 200] [--views 50] [--size 256] [--workers 2] [--seconds 1]
-       [--pinned-seconds 60] [--work DIR]
+       [--pinned-seconds 60] [--sequence-views 4] [--only-sequences] [--work DIR]
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orbitset.loaders import MEAN_3DIEBENCH, STD_3DIEBENCH, PairLoader
+from orbitset.loaders import MEAN_3DIEBENCH, STD_3DIEBENCH, PairLoader, SequenceLoader
 from orbitset.loaders.decode import decode_cpu, decode_pillow
 from orbitset.schema import decode
 from orbitset.shards import ShardReader
@@ -215,6 +218,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="least time per measurement (whole epochs)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pinned-seconds", type=float, default=60.0, help="length of the pinned alternation (5)")
+    parser.add_argument("--sequence-views", type=int, default=4, help="views per SequenceLoader item (6)")
+    parser.add_argument("--only-sequences", action="store_true", help="measure only PairLoader against SequenceLoader")
     parser.add_argument("--work", type=Path, default=None, help="folder for the datasets (reused when present)")
     args = parser.parse_args()
 
@@ -254,17 +259,29 @@ def main() -> None:
                 print(f"(4) GPU path, decode={decode_mode}: not run ({exc})")
                 continue
             configs["cuda-" + decode_mode, True, args.workers] = lambda g=gpu: epochs_rate(g, args.seconds, "cuda")
-
+    length = args.sequence_views
+    for workers in worker_counts[1:]:  # the same images per batch as PairLoader's
+        sequences = SequenceLoader(shards, max(1, args.batch_size * 2 // length), views=length, num_workers=workers,
+                                   seed=0, normalize=False)
+        configs["sequence", False, workers] = lambda sl=sequences: epochs_rate(sl, args.seconds)
+    if args.only_sequences:
+        configs = {name: measure for name, measure in configs.items()
+                   if name[0] == "sequence" or (name[0] == "orbitset" and not name[1] and name[2] > 0)}
     bound = ("bound", False, 1)
     bracketed = [("orbitset", False, 1), ("orbitset", True, 1)]  # measured between two decode bounds
     rounds: list[dict[tuple, tuple[float, float]]] = []
-    for _ in range(args.repeats):  # interleaved rounds: the machine's load hits every configuration alike
+    if args.only_sequences:  # each PairLoader beside the SequenceLoader with as many workers
+        configs = dict(sorted(configs.items(), key=lambda item: (item[0][2], item[0][0] == "sequence")))
+    for number in range(args.repeats):  # interleaved rounds: the machine's load hits every configuration alike
         measured: dict[tuple, tuple[float, float]] = {}
-        for name, measure in configs.items():
-            if name in bracketed:
+        order = list(configs.items())
+        if args.only_sequences and number % 2:  # and which of the two runs first alternates
+            order.reverse()
+        for name, measure in order:
+            if name in bracketed and bound in configs:
                 measured["before", *name] = configs[bound]()
             measured[name] = measure()
-            if name in bracketed:
+            if name in bracketed and bound in configs:
                 measured["after", *name] = configs[bound]()
         rounds.append(measured)
     wall = {name: max(r[name][0] for r in rounds) for name in configs}
@@ -284,7 +301,8 @@ def main() -> None:
               "pillow": "(1) for reference: 2 Pillow decodes per pair", "orbitset": "(2) orbitset PairLoader",
               "orbitset-nchw": "(2) orbitset PairLoader, contiguous NCHW",
               "loose": "(3) 3DIEBench-style loose files", "cuda-gpu": "(4) orbitset on CUDA, GPU decode",
-              "cuda-cpu": "(4) orbitset on CUDA, CPU decode"}
+              "cuda-cpu": "(4) orbitset on CUDA, CPU decode",
+              "sequence": f"(6) orbitset SequenceLoader, K = {length} (sequences/s)"}
     print(f"{'configuration':64s} {'pairs/s':>9s} {'pairs/CPU-s':>12s}")
     for (name, normalize, workers) in configs:
         form = "" if name in ("bound", "pillow") else (", normalised float" if normalize else ", uint8 (normalise on device)")
@@ -292,25 +310,36 @@ def main() -> None:
         print(f"{label:64s} {wall[name, normalize, workers]:9.1f} {efficiency[name, normalize, workers]:12.1f}")
     if not torch.cuda.is_available():
         print("(4) GPU path: not run (no CUDA device)")
-    print("ratios: median over the rounds of the ratio within each round (wall pairs/s; in brackets pairs per CPU-second,\n"
-          "which the machine's load distorts less); 1 worker / decode bound against bounds measured just before and after:")
-    for normalize in (False, True):
-        form = "normalised float" if normalize else "uint8"
-        ours = ("orbitset", normalize, 1)
-        print(f"  orbitset 1 worker ({form}) / decode bound, unpinned: {ratio(ours, bound)}  (target >= 0.8, measured in (5))")
-        for workers in worker_counts[1:]:
-            ours, theirs = ("orbitset", normalize, workers), ("loose", True, workers)
-            print(f"  orbitset ({form}) / loose files, {workers} worker(s): {ratio(ours, theirs)}  (target >= 2)")
-    pinned = pinned_ratio(PairLoader(shards, args.batch_size, num_workers=1, seed=0, normalize=False), blobs,
-                          args.pinned_seconds)
-    if pinned is None:
-        print("(5) pinned alternation: not run (needs Linux and 2 CPUs)")
-    else:
-        total, windows = pinned[0], np.array(pinned[1:])
-        low, middle, high = np.percentile(windows, [25, 50, 75])
-        print(f"(5) orbitset 1 worker (uint8) / decode bound, on one pinned CPU, {len(windows)} alternating windows of "
-              f"0.25 s:\n  {total:5.2f}  (ratio of the totals; windows' median {middle:.2f}, quartiles {low:.2f}-{high:.2f}) "
-              f" (target >= 0.8)")
+    if not args.only_sequences:
+        print("ratios: median over the rounds of the ratio within each round (wall pairs/s; in brackets pairs per "
+              "CPU-second,\nwhich the machine's load distorts less); 1 worker / decode bound against bounds measured "
+              "just before and after:")
+        for normalize in (False, True):
+            form = "normalised float" if normalize else "uint8"
+            ours = ("orbitset", normalize, 1)
+            print(f"  orbitset 1 worker ({form}) / decode bound, unpinned: {ratio(ours, bound)}  (target >= 0.8, "
+                  f"measured in (5))")
+            for workers in worker_counts[1:]:
+                ours, theirs = ("orbitset", normalize, workers), ("loose", True, workers)
+                print(f"  orbitset ({form}) / loose files, {workers} worker(s): {ratio(ours, theirs)}  (target >= 2)")
+        pinned = pinned_ratio(PairLoader(shards, args.batch_size, num_workers=1, seed=0, normalize=False), blobs,
+                              args.pinned_seconds)
+        if pinned is None:
+            print("(5) pinned alternation: not run (needs Linux and 2 CPUs)")
+        else:
+            total, windows = pinned[0], np.array(pinned[1:])
+            low, middle, high = np.percentile(windows, [25, 50, 75])
+            print(f"(5) orbitset 1 worker (uint8) / decode bound, on one pinned CPU, {len(windows)} alternating windows "
+                  f"of 0.25 s:\n  {total:5.2f}  (ratio of the totals; windows' median {middle:.2f}, quartiles "
+                  f"{low:.2f}-{high:.2f})  (target >= 0.8)")
+    print(f"(6) views read per second, SequenceLoader (K = {length}) / PairLoader (K = 2), uint8, median over the rounds "
+          f"of the ratio within each round, wall [per CPU-second] (each round's wall ratio):")
+    for workers in worker_counts[1:]:
+        within = [[r["sequence", False, workers][k] * length / (r["orbitset", False, workers][k] * 2) for r in rounds]
+                  for k in (0, 1)]
+        print(f"  {workers} worker(s): {np.median(within[0]):5.2f} [{np.median(within[1]):5.2f}]  "
+              f"({', '.join(f'{x:.2f}' for x in within[0])}; best rounds: PairLoader {wall['orbitset', False, workers] * 2:.0f}, "
+              f"SequenceLoader {wall['sequence', False, workers] * length:.0f} views/s)  (target >= 0.9)")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def _train_and_evaluate(data: Path, runs: Path, smoke: SmokePlan) -> dict[str, d
 
     opts = EvalOptions(probe_epochs=smoke.probe_epochs, views=smoke.probe_views, pairs_per_object=smoke.probe_pairs,
                        probe_hidden=smoke.probe_hidden, holdout_fraction=smoke.val_fraction,
-                       patience=smoke.probe_patience, test_pairs=smoke.test_pairs)
+                       patience=smoke.probe_patience, test_pairs=smoke.test_pairs, progress=True)
     collected: dict[str, dict[str, dict[str, Any]]] = {}
     for name, method in DEMO_RUNS:
         run = runs / name
@@ -154,7 +154,7 @@ def _train_and_evaluate(data: Path, runs: Path, smoke: SmokePlan) -> dict[str, d
                           epochs=smoke.image_epochs, batch_size=smoke.image_batch,
                           pairs_per_object=smoke.pairs_per_object, params=dict(smoke.image_params), seed=0)
         started = time.perf_counter()
-        train(cfg, resume=True, progress=False)
+        train(cfg, resume=True, progress=True)
         click.echo(f"   {name}: trained ({smoke.image_epochs} epochs of {smoke.pairs_per_object} pairs per object) "
                    f"in {time.perf_counter() - started:.0f} s")
         collected[name] = {}

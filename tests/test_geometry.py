@@ -160,3 +160,31 @@ def test_look_at_rejects_degenerate_cameras():
         geometry.look_at([0, 0, 0], [0, 0, 0])
     with pytest.raises(ValueError, match="parallel"):
         geometry.look_at([0, 0, 3], [0, 0, 0])
+
+
+def test_relative_transforms_are_inverse_times_pose_in_both_frames():
+    rng = np.random.default_rng(4)
+    rotations = Rotation.random(6, random_state=5).as_matrix()
+    local = rng.uniform(-0.5, 0.5, (6, 3))  # 3DIEBench-T's translation in the object frame
+    offsets = np.einsum("vij,vj->vi", rotations, local)  # translations.npy: the world offset R t
+    rot_a, rot_b, off_a, off_b = rotations[:3], rotations[3:], offsets[:3], offsets[3:]
+    for frame, order in (("object", lambda r, t: (t, r)), ("base", lambda r, t: (r, t))):
+        got = geometry.relative_transform(frame, rot_a, off_a, rot_b, off_b)
+        assert got.shape == (3, 4, 4)
+        for i in range(3):
+            matrices = []
+            for rotation, translation in ((rot_a[i], local[i]), (rot_b[i], local[3 + i])):
+                rotate, move = np.eye(4), np.eye(4)
+                rotate[:3, :3], move[:3, 3] = rotation, translation
+                first, second = order(rotate, move)
+                matrices.append(first @ second)
+            np.testing.assert_allclose(got[i], np.linalg.inv(matrices[0]) @ matrices[1], atol=1e-12)
+        as_torch = geometry.relative_transform(frame, *(torch.as_tensor(x) for x in (rot_a, off_a, rot_b, off_b)))
+        assert isinstance(as_torch, torch.Tensor)
+        np.testing.assert_allclose(as_torch.numpy(), got, atol=1e-12)
+    # the base frame's matrix is the rendered pose: it maps view a's object points where view b's lie
+    pose = geometry.pose_matrix(rotations, offsets)
+    relative = geometry.relative_transform("base", rot_a, off_a, rot_b, off_b)
+    np.testing.assert_allclose(pose[:3] @ relative, pose[3:], atol=1e-12)
+    with pytest.raises(ValueError, match="frame"):
+        geometry.relative_transform("camera", rot_a, off_a, rot_b, off_b)

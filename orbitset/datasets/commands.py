@@ -7,7 +7,12 @@ one line and exits with status 2.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
+
+if TYPE_CHECKING:
+    from orbitset.datasets.convert import ConvertReport
 
 _LAYOUTS = click.Choice(["3diebench", "3diebench-t", "3diebench-ood"])
 
@@ -34,7 +39,22 @@ def convert(layout: str, src: str, out: str, splits_from: str | None, views: int
     files = read_split_dir(splits_from) if splits_from is not None else None
     settings = ConvertSettings(layout=layout, views=views, objects_per_shard=objects_per_shard, fix_colors=fix_colors)
     report = convert_source(src, out, settings, split_files=files, jobs=jobs)
+    echo_conversion(report)
+
+
+def echo_conversion(report: "ConvertReport") -> None:
+    """Print what a conversion did and its failures grouped by reason; AssetError (exit status 2) when it converted
+    no object, saying ``--views N`` when every object of the source has N views (another count than asked)."""
+    from orbitset.datasets.sie_layout import views_found
+    from orbitset.errors import AssetError
+    from orbitset.manifests.model import failure_lines, require_objects
+
     click.echo(report.summary())
+    for line in failure_lines(report.manifest.failures):
+        click.echo(f"  failed: {line}")
+    found = views_found([failure.reason for failure in report.manifest.failures])
+    hint = f"every object has {found} views: run the same command again with --views {found} and an empty --out" if found else ""
+    require_objects(report.manifest, "converted", AssetError, hint)
 
 
 @click.group()

@@ -40,6 +40,9 @@ FIX_QUALITY = 95
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 VIEW_FILE = re.compile(r"^(image|latent)_(\d+)\.(jpg|npy)$")
 _JPEG_MAGIC = b"\xff\xd8"
+#: Why an object whose folder holds a complete set of another number of views fails (see `views_found`).
+VIEW_COUNT = "the folder holds {found} views (image_i.jpg and latent_i.npy) where the conversion expects {views}"
+_VIEW_COUNT = re.compile(re.escape(VIEW_COUNT).replace(r"\{found\}", r"(?P<found>\d+)").replace(r"\{views\}", r"\d+"))
 
 
 @dataclass(frozen=True)
@@ -211,11 +214,30 @@ def _npy_v1_header(data: bytes, payload: int) -> bytes:
     return data[:end] if len(data) - end == payload else b""
 
 
+def _complete_views(files: Mapping[str, bytes]) -> int | None:
+    """N when `files` are exactly image_i.jpg and latent_i.npy for i = 0..N-1, else None."""
+    count = len(files) // 2
+    if len(files) % 2 or any(f"{kind}_{i}.{ext}" not in files for i in range(count)
+                             for kind, ext in (("image", "jpg"), ("latent", "npy"))):
+        return None
+    return count
+
+
+def views_found(reasons: Sequence[str]) -> int | None:
+    """N when every reason is `VIEW_COUNT`'s with the same N found (every object of the source has N views, another
+    count than the conversion's), else None."""
+    counts = {int(m["found"]) if (m := _VIEW_COUNT.fullmatch(reason)) else None for reason in reasons}
+    return counts.pop() if len(counts) == 1 and None not in counts else None
+
+
 def _read_views(layout: Layout, files: Mapping[str, bytes], views: int,
                 fix_colors: bool) -> tuple[list[bytes], np.ndarray, int, int]:
     """(images, latents (V, F) float64, width, height) of one folder's files, checked; AssetError if broken."""
     from PIL import Image
 
+    found = _complete_views(files)
+    if found is not None and found != views:
+        raise AssetError(VIEW_COUNT.format(found=found, views=views))
     needed = [f"{kind}_{i}.{ext}" for i in range(views) for kind, ext in (("image", "jpg"), ("latent", "npy"))]
     missing = [name for name in needed if name not in files]
     if missing:

@@ -82,12 +82,13 @@ def download(source: str | None, out: str | None, list_names: bool, url: str | N
     if entry is not None:
         click.echo(f"{source}: {entry.description}; licence: {entry.licence}")
     if entry is not None and entry.kind == "convert":
+        from orbitset.datasets.commands import echo_conversion
         from orbitset.datasets.convert import ConvertSettings, download_converted
 
         settings = ConvertSettings(layout=entry.layout, views=views, objects_per_shard=objects_per_shard,
                                    fix_colors=fix_colors)
         report = download_converted(source, out, url=url, splits_from=splits_from, settings=settings, options=options)
-        click.echo(report.summary())
+        echo_conversion(report)
         return
     if url is not None:
         raise click.UsageError("--url replaces the source of a converted dataset; for shards, pass the manifest URL as SOURCE")

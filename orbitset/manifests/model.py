@@ -94,6 +94,31 @@ class Failure:
     reason: str
 
 
+def failure_lines(failures: list[Failure], examples: int = 3, reasons: int = 10) -> list[str]:
+    """The failures grouped by reason, most frequent first, one line each: how many objects, the reason, the first
+    `examples` objects; at most `reasons` lines, then one line counting the rest."""
+    grouped: dict[str, list[str]] = {}
+    for failure in failures:
+        grouped.setdefault(failure.reason, []).append(failure.object)
+    ranked = sorted(grouped.items(), key=lambda item: -len(item[1]))
+    lines = [f"{len(objects)} object(s): {reason} (e.g. {', '.join(objects[:examples])}"
+             f"{', ...' if len(objects) > examples else ''})" for reason, objects in ranked[:reasons]]
+    if len(ranked) > reasons:
+        lines.append(f"... and {len(ranked) - reasons} other reasons ({sum(len(o) for _, o in ranked[reasons:])} "
+                     "objects; see the manifest's failures)")
+    return lines
+
+
+def require_objects(manifest: "Manifest", made: str, error: type[Exception], hint: str = "") -> None:
+    """Raise `error` (one line) when `manifest` lists no object: a run where nothing was `made` ("rendered",
+    "converted") must not pass for a dataset. The reasons are the caller's to print first; `hint` ends the message."""
+    if manifest.totals()["objects"]:
+        return
+    failed = len(manifest.failures)
+    what = f"every object failed ({failed}), reasons listed above" if failed else "the source holds no object"
+    raise error(f"{what}; nothing was {made}" + (f"; {hint}" if hint else ""))
+
+
 @dataclass
 class Manifest:
     """A dataset: what it is, how it was made, which shards hold which split, and what failed."""
@@ -296,7 +321,7 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ManifestError(
-            f"no manifest at {file}: point at a dataset folder made by 'orbitset render', 'convert' or 'download'"
+            f"no manifest at {file}: point at a dataset folder written by orbitset's render, convert or download command"
         ) from None
     try:
         data = json.loads(text)

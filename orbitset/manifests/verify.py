@@ -75,7 +75,8 @@ class VerifyReport:
         """ShardError naming every bad, missing or unlisted shard (and how to fix it); nothing if all are ok."""
         if not self.ok:
             raise ShardError(
-                f"{self.summary()}; re-download them with 'orbitset download' (complete shards are kept), or re-render "
+                f"{self.summary()}; re-download them with 'orbitset download SOURCE --out {self.directory}' (SOURCE: the "
+                "dataset's name or manifest URL; complete shards are kept), or re-render "
                 "or re-convert the dataset; remove unlisted shards or rebuild the manifest"
             )
 

@@ -120,7 +120,7 @@ def register(app: click.Group) -> None:
             holdout_fraction=holdout_fraction), _given(ctx))
         opts = EvalOptions(data=data, split=split, device=device, part=part, views=views,
                            pairs_per_object=pairs_per_object, test_pairs=test_pairs, patience=patience, seed=seed,
-                           num_workers=num_workers, **values)
+                           num_workers=num_workers, progress=True, **values)
         click.echo(format_table(evaluate(task, run, opts)))
 
     @app.command()

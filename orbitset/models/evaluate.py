@@ -65,6 +65,8 @@ TASKS = tuple(dict.fromkeys(IMAGE_TASKS + POINT_TASKS))
 #: Image tasks that read a representation part; the others work in the method's own embedding space.
 PART_TASKS = ("classify", "rotation", "color")
 PAIR_SAMPLING = ("fresh", "fixed")
+#: With progress, a probe writes a line every this many epochs (and at its last).
+PROBE_LINE_EVERY = 10
 
 
 @dataclass
@@ -93,6 +95,8 @@ class EvalOptions:
     patience: int = 10
     seed: int = 0
     num_workers: int = 0
+    #: a bar over each probe's epochs on a terminal, and a line every `PROBE_LINE_EVERY` epochs and at its end.
+    progress: bool = False
 
     def check(self) -> None:
         if self.part not in PARTS:
@@ -236,13 +240,21 @@ Sample = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
 
 
 def train_probe(probe: nn.Module, sample: Sample, loss_fn: Callable, opts: EvalOptions,
-                held: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[nn.Module, int]:
+                held: tuple[torch.Tensor, torch.Tensor] | None = None, label: str = "probe") -> tuple[nn.Module, int]:
     """Fit `probe` with Adam (`probe_lr`, weight decay `probe_weight_decay`) in mini-batches of `batch_size` for up
     to `probe_epochs` epochs, epoch e on the rows ``sample(e)`` (a fresh draw or the same rows every epoch).
 
     Features are standardised with epoch 0's statistics first (`Standardize`, part of the returned probe). With
     `held` (inputs, targets of held-out objects) the probe keeps the weights of its best held-out loss and stops
-    after `patience` epochs without improvement. Returns the probe (eval mode) and the epochs run."""
+    after `patience` epochs without improvement. Progress (`opts.progress`) is labelled `label`. Returns the probe
+    (eval mode) and the epochs run."""
+    from tqdm import tqdm
+
+    from orbitset.models.progress import EpochLines, format_numbers, on_terminal
+
+    lines = EpochLines(label, opts.probe_epochs, enabled=opts.progress, every=PROBE_LINE_EVERY)
+    bar = tqdm(total=opts.probe_epochs, desc=label, unit="epoch", leave=False,
+               disable=not (opts.progress and on_terminal()))
     x, y = sample(0)
     probe = nn.Sequential(Standardize(x), probe)
     generator = torch.Generator().manual_seed(opts.seed)
@@ -253,23 +265,33 @@ def train_probe(probe: nn.Module, sample: Sample, loss_fn: Callable, opts: EvalO
             x, y = sample(epoch)
         probe.train()
         order = torch.randperm(len(x), generator=generator)
+        summed, rows = 0.0, 0
         for start in range(0, len(x), opts.batch_size):
             index = order[start : start + opts.batch_size]
             if len(index) < 2:
                 continue
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(probe(x[index]), y[index]).backward()
+            loss = loss_fn(probe(x[index]), y[index])
+            loss.backward()
             optimizer.step()
+            summed, rows = summed + float(loss.detach()) * len(index), rows + len(index)
         epochs = epoch + 1
+        numbers, stopping = {"loss": summed / max(rows, 1)}, False
         if held is not None:
             with torch.no_grad():
                 held_loss = float(loss_fn(probe.eval()(held[0]), held[1]))
+            numbers["held_out_loss"] = held_loss
             if held_loss < best:
                 best, best_state, since_best = held_loss, {k: v.clone() for k, v in probe.state_dict().items()}, 0
             else:
                 since_best += 1
-                if since_best >= opts.patience:
-                    break
+                stopping = since_best >= opts.patience
+        bar.update(1)
+        bar.set_postfix_str(format_numbers(numbers), refresh=False)
+        lines.epoch_done(epochs, numbers, stopping)
+        if stopping:
+            break
+    bar.close()
     if best_state is not None:
         probe.load_state_dict(best_state)
     return probe.eval(), epochs
@@ -311,7 +333,7 @@ def classify(model: ImageModel, cfg: TrainConfig, opts: EvalOptions) -> dict[str
 
     torch.manual_seed(opts.seed)
     probe, epochs = train_probe(nn.Linear(reps.shape[-1], cfg.num_classes), sample, F.cross_entropy, opts,
-                                every_view(stop) if stop is not None else None)
+                                every_view(stop) if stop is not None else None, f"{cfg.method} classify probe")
     x_test, y_test = every_view(test)
     with torch.no_grad():
         top1 = float((probe(x_test).argmax(1) == y_test).float().mean())
@@ -353,7 +375,8 @@ def _regression(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, task: st
         held = (x_held, y_held - mean)
     torch.manual_seed(opts.seed)
     x0 = sample(0)[0]
-    fitted, epochs = train_probe(mlp_probe(x0.shape[1], opts.probe_hidden, len(mean)), offset, F.mse_loss, opts, held)
+    fitted, epochs = train_probe(mlp_probe(x0.shape[1], opts.probe_hidden, len(mean)), offset, F.mse_loss, opts, held,
+                                 f"{cfg.method} {task} probe")
     x_test, y_test = scored(test, opts.seed + 1000)
     with torch.no_grad():
         r2_test = r2_score(fitted(x_test) + mean, y_test)

@@ -183,7 +183,8 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint without unpickling arbitrary objects."""
     if not path.is_file():
-        raise OrbitsetError(f"no checkpoint at {path}; train the run first (orbitset train ... --out {path.parent})")
+        raise OrbitsetError(f"no checkpoint at {path}; train the run first ('orbitset train METHOD --data DATASET "
+                            f"--out {path.parent}')")
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
@@ -197,7 +198,8 @@ def write_config(run: Path, cfg: TrainConfig) -> None:
 def read_config(run: str | os.PathLike) -> TrainConfig:
     path = Path(run) / CONFIG_FILE
     if not path.is_file():
-        raise OrbitsetError(f"{run} is not a training run (no {CONFIG_FILE}); create it with `orbitset train`")
+        raise OrbitsetError(f"{run} is not a training run (no {CONFIG_FILE}); create it with 'orbitset train METHOD "
+                            f"--data DATASET --out {run}'")
     return TrainConfig(**json.loads(path.read_text()))
 
 
@@ -251,6 +253,7 @@ def fit(
     resume: bool = False,
     log_every: int = 20,
     progress: bool = True,
+    label: str = "",
 ) -> list[dict[str, float]]:
     """Train `model` (with a ``step(batch) -> (loss, terms)`` method) for `epochs` epochs in total.
 
@@ -258,9 +261,12 @@ def fit(
     same data). After every epoch the checkpoint is written; with `resume`, training restarts after the last
     finished epoch with the saved model, optimiser and RNG state. After the last epoch the batch norms' statistics
     are recomputed over the batches of one more epoch (`recompute_batch_norm`) and the checkpoint is written again.
-    Returns the per-epoch metrics.
+    With `progress`, a bar over each epoch's batches on a terminal and a line per epoch, starting with `label`
+    (`orbitset.models.progress`). Returns the per-epoch metrics.
     """
     from tqdm import tqdm
+
+    from orbitset.models.progress import EpochLines, on_terminal
 
     run, device = Path(run), torch.device(device)
     run.mkdir(parents=True, exist_ok=True)
@@ -278,6 +284,7 @@ def fit(
     if start == 0:
         save_checkpoint(checkpoint, model, optimizer, 0)  # the initial state: a "random-init" baseline when epochs=0
     history = []
+    lines = EpochLines(label, epochs, start, enabled=progress)
     autocast = mixed_precision(device)
     with open(run / METRICS_FILE, "a") as metrics:
         for epoch in range(start, epochs):
@@ -286,8 +293,8 @@ def fit(
             count, samples, began = 0, 0, time.perf_counter()
             batches = batches_for_epoch(epoch)
             total = len(batches) if hasattr(batches, "__len__") else None
-            bar = tqdm(batches, total=total, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, unit="batch",
-                       leave=False)
+            bar = tqdm(batches, total=total, desc=f"{label} epoch {epoch + 1}/{epochs}".lstrip(), unit="batch",
+                       disable=not (progress and on_terminal()), leave=False)
             for batch in bar:
                 if len(batch["label"]) < 2:
                     continue  # batch norm needs two samples: a last batch of one is skipped
@@ -315,9 +322,7 @@ def fit(
             metrics.flush()
             save_checkpoint(checkpoint, model, optimizer, epoch + 1)
             history.append(summary)
-            if progress:
-                shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k != "epoch")
-                tqdm.write(f"epoch {epoch + 1}/{epochs}: {shown}")
+            lines.epoch_done(epoch + 1, {k: v for k, v in summary.items() if k != "epoch"})
         if epochs > 0 and (start < epochs or not recomputed):  # also when an earlier run stopped right before it
             used = recompute_batch_norm(model, batches_for_epoch(epochs), device)
             save_checkpoint(checkpoint, model, optimizer, epochs, batch_norm_recomputed=True)
@@ -345,7 +350,8 @@ def _point_loader(cfg: TrainConfig, split: str, rotate: str | None, **overrides)
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list[dict[str, float]]:
-    """Train a run described by `cfg` (see `TrainConfig`), writing config, checkpoints and metrics to ``cfg.out``."""
+    """Train a run described by `cfg` (see `TrainConfig`), writing config, checkpoints and metrics to ``cfg.out``;
+    with `progress`, a bar on a terminal and a line per epoch (see `fit`)."""
     from orbitset.manifests.model import load_manifest
 
     run = Path(cfg.out)
@@ -368,4 +374,4 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
         loader.set_epoch(epoch)  # views, pairs and order depend on (seed, epoch) only: a resumed run sees the same data
         return loader
 
-    return fit(model, optimizer, batches, cfg.epochs, run, cfg.device, resume, cfg.log_every, progress)
+    return fit(model, optimizer, batches, cfg.epochs, run, cfg.device, resume, cfg.log_every, progress, cfg.method)

@@ -6,8 +6,11 @@ import click
 
 
 @click.command(name="render")
-@click.option("--recipe", required=True, help="Shipped recipe (3diebench, 3diebench-t, 3diebench-ood, so3) or a recipe YAML file.")
-@click.option("--assets", required=True, help="Mesh source: procedural[:N], shapenet:PATH, modelnet:PATH, objaverse:PATH or folder:PATH.")
+@click.option("--recipe", default="3diebench", show_default=True,
+              help="Shipped recipe (3diebench, 3diebench-t, 3diebench-ood, so3) or a recipe YAML file.")
+@click.option("--assets", default="procedural", show_default=True,
+              help="Mesh source: procedural[:N] (12 built-in classes, N objects each, 100 by default), shapenet:PATH, "
+                   "modelnet:PATH, objaverse:PATH or folder:PATH.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder for shards + manifest.json; rerun the same command to resume.")
 @click.option("--backend", default="raster", show_default=True, help="Renderer: raster (pyrender) or blender (bpy), or package.module:Class.")
 @click.option("--preset", default="fast", show_default=True,
@@ -47,10 +50,14 @@ import click
 def render(**options) -> None:
     """Render meshes under a recipe's transformations into sharded WebDataset tars + manifest.json.
 
+    'orbitset render --out DIR' alone renders orbitset's default dataset: the procedural objects under the 3DIEBench
+    recipe (see 'orbitset download --list').
+
     Each view's factors come from (seed, object, view), so the dataset is the same whatever the workers, executor
     or interruptions; failed objects are listed in the manifest with their reason.
     """
     from orbitset.errors import RenderError
+    from orbitset.manifests.model import require_objects
     from orbitset.render.dataset import render_dataset
     from orbitset.render.executors import WorkerLimits
 
@@ -76,8 +83,7 @@ def render(**options) -> None:
         click.echo(f"  failed {failure.object}: {failure.reason}")
     for line in summary_warnings(manifest.extra):
         click.echo(f"warning: {line}")
-    if totals["objects"] == 0:
-        raise RenderError(f"every object failed ({len(manifest.failures)}), reasons listed above; nothing was rendered")
+    require_objects(manifest, "rendered", RenderError)
 
 
 def summary_warnings(extra: dict) -> list[str]:

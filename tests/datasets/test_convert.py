@@ -24,6 +24,7 @@ from orbitset.datasets import registry
 from orbitset.datasets.convert import ConvertSettings, convert_source, download_converted, read_split_dir
 from orbitset.datasets.export import export_sie_layout
 from orbitset.datasets.remote import git_blob_id
+from orbitset.datasets.sie_layout import VIEW_COUNT
 from orbitset.datasets.sie_source import open_archive
 from orbitset.datasets.sie_synthetic import floor_jpeg, write_sie_archive, write_sie_tree
 from orbitset.datasets.tar_stream import tar_members
@@ -216,7 +217,7 @@ def test_broken_objects_are_recorded_and_skipped_in_trees_and_archives(source: P
     shutil.copytree(source / "tree", tree)
     objects = sorted((s.name, o.name) for s in tree.iterdir() for o in s.iterdir())
     broken = {objects[0]: "missing image_2.jpg", objects[1]: "object arrays are refused",
-              objects[2]: "not a JPEG", objects[3]: f"{VIEWS + 1} views where the dataset has {VIEWS}", objects[4]: "shape (5,)"}
+              objects[2]: "not a JPEG", objects[3]: VIEW_COUNT.format(found=VIEWS + 1, views=VIEWS), objects[4]: "shape (5,)"}
     folder = [tree / s / o for s, o in objects[:5]]
     (folder[0] / "image_2.jpg").unlink()
     np.save(folder[1] / "latent_1.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
