@@ -254,7 +254,7 @@ def read_index(path: Path, shard_path: Path, shard_sha256: str | None = None,
     """The offsets in index file `path`, checked against `record` (the index's manifest entry: size and sha256, when
     given) and the shard at `shard_path` (its size, `shard_sha256` when known, and three of its headers); ShardError
     naming the index, what does not match, and the command that rebuilds it."""
-    fix = f"rebuild it with 'orbitset index {path.parent}'"
+    fix = f"rebuild it with 'orbitset index {path.parent}' (a dataset folder), or delete it"
     try:
         data = path.read_bytes()
     except FileNotFoundError:

@@ -89,6 +89,9 @@ HINTS = {
     "orbitset train METHOD --data DATASET --out {run}": "test_model_hints",
     "orbitset train METHOD --data DATASET --out {path.parent}": "test_model_hints",
     "orbitset eval TASK --run {run}": "test_model_hints",
+    "orbitset index DIR": "tests/loaders/test_index.py::test_orbitset_index_adds_the_index_files_to_an_old_dataset",
+    "orbitset index {path.parent}":
+        "tests/loaders/test_index.py::test_an_index_that_does_not_match_its_shard_is_named_with_its_fix",
 }
 
 

@@ -45,7 +45,7 @@ def index_dataset(dataset: str | os.PathLike, progress: bool = False) -> Manifes
         bar.close()
     if problems:
         raise ShardError(f"{len(problems)} shard(s) of {directory} do not match the manifest, so it was left as it was "
-                         f"({'; '.join(problems)}); re-download or re-render them, then run 'orbitset index' again")
+                         f"({'; '.join(problems)}); re-download or re-render them, then index the dataset again")
     manifest = dataclasses.replace(manifest, shards=shards)
     write_manifest(manifest, directory)
     return manifest

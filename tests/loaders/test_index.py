@@ -4,6 +4,7 @@ datasets written before them still load (and `orbitset index` adds them); batche
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 
@@ -107,9 +108,13 @@ def test_batches_are_byte_identical_with_and_without_index_files(copy, dataset, 
     assert [p.stat().st_mtime_ns for p in built] == stamps  # read back, not rebuilt
 
 
-def test_orbitset_index_adds_the_index_files_to_an_old_dataset(copy, dataset):
+def test_orbitset_index_adds_the_index_files_to_an_old_dataset(copy, dataset, monkeypatch, tmp_path):
+    monkeypatch.setenv("ORBITSET_CACHE", str(tmp_path / "cache"))
     strip_index_files(copy)
-    assert main(["index", str(copy)]) == 0
+    with pytest.warns(UserWarning) as caught:
+        PairLoader(copy, 4)
+    (hint,) = re.findall(r"'(orbitset index DIR)'", str(caught[0].message))
+    assert main(hint.replace("DIR", str(copy)).split()[1:]) == 0
     assert json.loads((copy / MANIFEST_NAME).read_text())["format_version"] == 2
     for name in ("oidx", "idx"):
         assert sorted(p.read_bytes() for p in copy.glob(f"*.{name}")) == sorted(p.read_bytes() for p in dataset.glob(f"*.{name}"))
@@ -145,8 +150,12 @@ def test_an_index_that_does_not_match_its_shard_is_named_with_its_fix(copy, dama
     damage(copy)
     source = copy if "manifest" in problem else sorted(copy.glob("train-*.tar"))
     with pytest.raises(ShardError, match=rf"index .*train-000000\.oidx does not match shard train-000000\.tar: "
-                                         rf"{problem}.*rebuild it with 'orbitset index "):
+                                         rf"{problem}.*rebuild it with 'orbitset index ") as raised:
         list(PairLoader(source, 4))
+    (hint,) = re.findall(r"'(orbitset index [^']+)'", str(raised.value))
+    assert hint == f"orbitset index {copy}"
+    assert main(hint.split()[1:]) == 0
+    assert len([b for b in PairLoader(source, 4)]) == 3
 
 
 def test_offsets_onto_another_members_header_are_detected(copy):
