@@ -60,11 +60,11 @@ def _loader_figures(source: str, workers: int, batches: int, batch_size: int, **
     """In this process: construct a PairLoader, time its first batch and `batches` more, and measure memory."""
     import numpy as np
 
+    from orbitset.geometry import matrix_to_quat
     from orbitset.loaders import PairLoader
-    from orbitset.loaders.pairs import relative_rotation_as
 
     before_imports = time.perf_counter()
-    relative_rotation_as("quat", np.eye(3)[None], np.eye(3)[None])  # the rotation maths' imports, once per process
+    matrix_to_quat(np.eye(3)[None])  # the rotation maths' imports (seconds), once per process, as PairLoader does
     start = time.perf_counter()
     loader = PairLoader(source, batch_size, num_workers=workers, normalize=False, seed=0, **options)
     constructed = time.perf_counter()
