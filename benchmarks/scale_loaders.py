@@ -77,8 +77,11 @@ def _loader_figures(source: str, workers: int, batches: int, batch_size: int, **
     elapsed = time.perf_counter() - first
     main = memory(os.getpid())
     workers_memory = [memory(pid) for pid in children(os.getpid())]
+    inline = getattr(getattr(loader, "_stream", None), "data_loader", None)  # 0 workers: the stream's own state
+    state = getattr(getattr(inline, "dataset", None), "state", None)
+    offsets_mb = state.readers.bytes / 2**20 if workers == 0 and hasattr(state, "readers") else None
     return {"imports_s": start - before_imports, "construct_s": constructed - start, "first_batch_s": first - constructed,
-            "pairs_per_s": pairs / elapsed,
+            "pairs_per_s": pairs / elapsed, "offsets_mb": offsets_mb,
             "main": main, "workers": workers_memory, "shards": len(loader.shards),
             "objects": sum(e.objects for e in loader.manifest.shards) if loader.manifest else None}
 
@@ -231,7 +234,9 @@ def compare_code(dataset: str, before_repo: Path, before_dataset: str, workers: 
 
 
 def _row(label: str, figures: dict[str, Any]) -> str:
-    workers = ", ".join(f"{w['pss']:.0f}" for w in figures["workers"]) or "-"
+    workers = ", ".join(f"{w['pss']:.0f}" for w in figures["workers"])
+    if figures.get("offsets_mb") is not None:
+        workers = f"(offsets held: {figures['offsets_mb']:.1f} MB)"
     return (f"{label:<34} {figures['shards']:>6} {figures['objects']:>8} {figures['construct_s']:>9.3f} "
             f"{figures['first_batch_s']:>9.3f} {figures['pairs_per_s']:>9.0f} {figures['main']['rss']:>8.0f} "
             f"{figures['main']['pss']:>8.0f}   {workers}")

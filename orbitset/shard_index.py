@@ -120,11 +120,12 @@ class ShardOffsets:
         return [key.decode("utf-8") for key in self.keys.tolist()]
 
     def for_reading(self) -> ShardOffsets:
-        """The same offsets in less memory, once checked: without the header offsets (used only by the checks) and
-        with sizes and field ids in the narrowest integers that hold them."""
-        sizes = self.sizes.astype(np.uint32) if len(self.sizes) and self.sizes.max() < 2**32 else self.sizes
+        """The same offsets in less memory, once checked: without the header offsets (used only by the checks), data
+        offsets and sizes as uint32 in a shard under 4 GiB, field ids as uint16 (10 bytes per member in all)."""
+        small = self.shard_bytes < 2**32
+        offsets, sizes = (self.offsets.astype(np.uint32), self.sizes.astype(np.uint32)) if small else (self.offsets, self.sizes)
         field_ids = self.field_ids.astype(np.uint16) if len(self.fields) < 2**16 else self.field_ids
-        return dataclasses.replace(self, headers=np.zeros(0, np.int64), sizes=sizes, field_ids=field_ids)
+        return dataclasses.replace(self, headers=np.zeros(0, np.int64), offsets=offsets, sizes=sizes, field_ids=field_ids)
 
     @property
     def nbytes(self) -> int:

@@ -152,7 +152,7 @@ class ReaderCache:
     closes once no cached object handle holds it either (handles keep reading a shard evicted from a bounded cache
     through the file they hold open)."""
 
-    def __init__(self, max_shards: int = 512, max_bytes: int = 48 << 20):
+    def __init__(self, max_shards: int = 512, max_bytes: int = 32 << 20):
         self.max_shards, self.max_bytes, self.bytes = max_shards, max_bytes, 0
         self._readers: OrderedDict[int, ShardReader] = OrderedDict()
 
@@ -187,7 +187,7 @@ class ObjectCache:
     the least recently used are dropped beyond `max_bytes`, each counted as `HANDLE_BYTES` plus its parsed fields'
     encoded sizes (which numeric arrays share their memory with)."""
 
-    def __init__(self, max_bytes: int = 64 << 20):
+    def __init__(self, max_bytes: int = 16 << 20):
         self.max_bytes, self.bytes = max_bytes, 0
         self._objects: OrderedDict[Any, ObjectFields] = OrderedDict()
 
