@@ -25,11 +25,11 @@ class _Silent:
         pass
 
 
-def object_progress(total: int | None, label: str, enabled: bool = True, unit: str = "obj") -> Any:
-    """A progress bar over `total` `unit`s (None: unknown, no ETA) on stderr, used as a context manager with
+def object_progress(total: int | None, label: str, enabled: bool = True) -> Any:
+    """A progress bar over `total` objects (None: unknown, no ETA) on stderr, used as a context manager with
     ``update(n)``; a silent one when not `enabled`."""
     if not enabled:
         return _Silent()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=label, unit=unit, unit_scale=True, dynamic_ncols=True, mininterval=1.0, smoothing=0.05)
+    return tqdm(total=total, desc=label, unit="obj", dynamic_ncols=True, mininterval=1.0, smoothing=0.05)

@@ -10,7 +10,8 @@ Only plain ustar members are parsed here (what `orbitset.shards.ShardWriter` wri
 ASCII bytes). A shard holding anything else (a pax or GNU long-name header, a link, a directory) is read, from the
 sample where that member appears on, through `orbitset.shards.ShardReader`, which applies the same safety rules and
 names the shard in its errors. Member names are checked by `orbitset.shards.split_member_name` (no paths, no pickle
-payloads); header checksums are verified per sample; data past the end of the file is a truncated shard.
+payloads); header checksums are verified per sample; a member cut short or a missing end-of-archive marker is a
+truncated shard.
 """
 
 from __future__ import annotations
@@ -95,16 +96,18 @@ def _plain_samples(handle, size: int, shard: str, wanted: Collection[str] | None
     position = 0
     while True:
         header = handle.read(_BLOCK)
-        if not header or header == _ZERO_BLOCK:
+        if header == _ZERO_BLOCK:
             break
         if len(header) < _BLOCK:
-            raise ShardError(f"shard {shard} is truncated inside a member header; re-download or re-render it")
+            where = "before its end-of-archive marker" if not header else "inside a member header"
+            raise ShardError(f"shard {shard} is truncated {where}; re-download or re-render it")
         if header[156:157] not in _REGULAR or header[345:346] != b"\0":  # other type, or a name prefix (a path)
             raise _NotPlain
         name = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         length = _octal(header[124:136], shard, "size")
         position += _BLOCK
-        if position + length > size:
+        padded = length + (-length % _BLOCK)
+        if position + padded > size:
             raise ShardError(f"shard {shard} is truncated inside member {name!r}; re-download or re-render it")
         key, field = split_member_name(name, shard)
         if current is not None and current.key != key:
@@ -116,7 +119,6 @@ def _plain_samples(handle, size: int, shard: str, wanted: Collection[str] | None
         headers.append(header)
         checksums.append(_octal(header[148:156], shard, "checksum"))
         current.fields.append(field)
-        padded = length + (-length % _BLOCK)
         if wanted is None or field in wanted:
             current.data[field] = handle.read(length)
             handle.seek(padded - length, os.SEEK_CUR)
