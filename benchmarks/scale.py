@@ -13,7 +13,8 @@ then prints in one run, each figure from its own function:
   ``.idx`` files (when the ``dali`` extra is installed); loopback HTTP with ``cache_limit`` at a quarter of the
   dataset. Figures whose feature this checkout lacks print "n/a (needs ...)".
 
-Peak memory is the peak RSS (VmHWM) of the process that ran the command, read from the kernel when it exits.
+Peak memory is the peak RSS of the process that ran the command (ru_maxrss from wait4, when it exits); beside wall time
+each command's CPU time (user + system) is printed, the steadier figure on a shared machine.
 
 Usage: python benchmarks/scale.py [--data DIR] [--objects 52470] [--views 50] [--size 32]
        [--convert-objects 550 5280] [--only stats,card,...] [--device cpu|cuda]
@@ -38,9 +39,10 @@ VAL_FRACTION = 0.2
 
 @dataclass
 class Run:
-    """One measured child process: wall seconds, peak RSS in MB, exit status and its output."""
+    """One measured child process: wall seconds, CPU seconds (user + system), peak RSS in MB, exit status, output."""
 
     seconds: float
+    cpu: float
     peak_mb: float
     status: int
     stdout: str
@@ -48,7 +50,7 @@ class Run:
 
     def figure(self) -> str:
         failed = "" if self.status == 0 else f"  (exit {self.status}: {self.stderr.strip().splitlines()[-1:]})"
-        return f"{self.seconds:8.1f} s  peak {self.peak_mb:7.0f} MB{failed}"
+        return f"{self.seconds:8.1f} s wall {self.cpu:7.1f} s CPU  peak {self.peak_mb:7.0f} MB{failed}"
 
 
 def run_measured(command: list[str], env: dict[str, str] | None = None) -> Run:
@@ -64,7 +66,8 @@ def run_measured(command: list[str], env: dict[str, str] | None = None) -> Run:
         child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Run(seconds, usage.ru_maxrss / 1024, child.returncode, out.read(), err.read()[-4000:])
+        return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, child.returncode, out.read(),
+                   err.read()[-4000:])
 
 
 def python(code: str) -> list[str]:
@@ -94,7 +97,7 @@ def ensure_dataset(data: Path, objects: int, views: int, size: int) -> tuple[Pat
     run = run_measured(python(code), env={"OMP_NUM_THREADS": "1"})
     if run.status != 0:
         raise SystemExit(f"writing {folder} failed: {run.stderr.strip().splitlines()[-1:]}")
-    (folder / "generation.json").write_text(json.dumps({"seconds": run.seconds, "peak_mb": run.peak_mb}))
+    (folder / "generation.json").write_text(json.dumps({"seconds": run.seconds, "cpu": run.cpu, "peak_mb": run.peak_mb}))
     return folder, run
 
 
@@ -244,7 +247,7 @@ def measure_ranks(dataset: Path, ranks: int, workers: int, seconds: float, devic
     results = []
     for child in children:
         stdout, stderr = child.communicate()
-        results.append(_probe_result(Run(0.0, 0.0, child.returncode, stdout, stderr)))
+        results.append(_probe_result(Run(0.0, 0.0, 0.0, child.returncode, stdout, stderr)))
     return results
 
 
@@ -379,7 +382,8 @@ def main() -> None:
         recorded = json.loads((dataset / "generation.json").read_text()) if (dataset / "generation.json").exists() else None
         if recorded:
             cached = "" if written else " (when it was written)"
-            print(f"generate: {recorded['seconds']:8.1f} s  peak {recorded['peak_mb']:7.0f} MB{cached}")
+            cpu = f" {recorded['cpu']:7.1f} s CPU" if "cpu" in recorded else ""
+            print(f"generate: {recorded['seconds']:8.1f} s wall{cpu}  peak {recorded['peak_mb']:7.0f} MB{cached}")
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="orbitset-scale-", dir=args.data) as scratch:
