@@ -16,6 +16,9 @@ then prints in one run, each figure from its own function:
 Peak memory is the peak RSS of the process that ran the command (ru_maxrss from wait4, when it exits); beside wall time
 each command's CPU time (user + system) is printed, the steadier figure on a shared machine.
 
+One file, as the other benchmarks: every figure is one function over the same cached data and the same child-process
+measurement (`run_measured`), run by one command.
+
 Usage: python benchmarks/scale.py [--data DIR] [--objects 52470] [--views 50] [--size 32]
        [--convert-objects 550 5280] [--only stats,card,...] [--device cpu|cuda]
 """
