@@ -6,8 +6,8 @@ then prints in one run, each figure from its own function:
 
 - the dataset's generation time and peak memory (when this run wrote it);
 - ``orbitset stats``, ``card`` and ``verify`` time and peak memory, each run as its own process;
-- ``orbitset convert`` of a 3DIEBench-layout archive at two sizes (``--convert-objects``), with the ratio of the
-  peak memories (target: the larger within 1.2x of the smaller: memory flat in the number of objects);
+- the conversion of a 3DIEBench-layout archive (``orbitset download 3diebench --url ARCHIVE --splits-from DIR``)
+  at two sizes (``--convert-objects``), with the ratio of the peak memories (target: the larger within 1.2x of the smaller: memory flat in the number of objects);
 - the loaders: construction time, time to the first batch, pairs/s, RSS and PSS of the main process and of each
   worker for 0 and 2 workers; 4 ranks under torch.distributed (gloo); DALI's webdataset reader with and without
   ``.idx`` files (when the ``dali`` extra is installed); loopback HTTP with ``cache_limit`` at a quarter of the
