@@ -228,8 +228,7 @@ def sweep() -> None:
 
 def time_large() -> None:
     """Seconds of one detection on meshes of about 20k faces (asymmetric, continuous, dihedral)."""
-    blob = _blob(np.random.default_rng(5))
-    blob = trimesh.Trimesh(*trimesh.remesh.subdivide(blob.vertices, blob.faces), process=False)
+    blob = _blob(np.random.default_rng(5)).subdivide().subdivide()
     cylinder = trimesh.creation.cylinder(radius=0.4, height=1.0, sections=128).subdivide_to_size(0.1)
     prism = _prism(8, 0.5, 0.8).subdivide_to_size(0.035)
     print("== about 20k faces, one core")

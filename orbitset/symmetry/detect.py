@@ -147,8 +147,9 @@ def _canonical_axis(axis: np.ndarray) -> np.ndarray:
 # --- the sampled surface ------------------------------------------------------------------------------------------
 
 
-def _face_geometry(mesh: "trimesh.Trimesh", what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(triangles (F, 3, 3), areas (F,), unit normals (F, 3)); AssetError for no faces, NaN or zero extent."""
+def _face_geometry(mesh: "trimesh.Trimesh", what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(triangles (F, 3, 3), areas (F,), unit normals (F, 3), vertices used by faces (V, 3)); AssetError for no
+    faces, NaN or zero extent."""
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
     if len(faces) == 0 or len(vertices) == 0:
@@ -161,7 +162,7 @@ def _face_geometry(mesh: "trimesh.Trimesh", what: str) -> tuple[np.ndarray, np.n
     if np.ptp(triangles.reshape(-1, 3), axis=0).max() <= 0 or doubled.sum() <= 0:
         raise AssetError(f"{what}: the mesh has zero extent or zero area; symmetry needs a surface")
     normals = np.divide(cross, doubled[:, None], out=np.zeros_like(cross), where=doubled[:, None] > 0)
-    return triangles, doubled / 2.0, normals
+    return triangles, doubled / 2.0, normals, vertices[np.unique(faces)]
 
 
 def _sample(triangles: np.ndarray, areas: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -207,11 +208,10 @@ class _Surface:
                  colour_tolerance: float, what: str) -> None:
         from scipy.spatial import cKDTree
 
-        triangles, areas, normals = _face_geometry(mesh, what)
+        triangles, areas, normals, self.vertices = _face_geometry(mesh, what)
         self.triangles, self.areas = triangles, areas
         self.centre = (areas[:, None] * triangles.mean(axis=1)).sum(axis=0) / areas.sum()
-        used = triangles.reshape(-1, 3)
-        self.diameter = 2.0 * float(np.linalg.norm(used - self.centre, axis=1).max())
+        self.diameter = 2.0 * float(np.linalg.norm(self.vertices - self.centre, axis=1).max())
         rng = np.random.default_rng([seed, 0x5E77])
         ref_faces, ref_bary, self.reference = _sample(triangles, areas, REFERENCE_POINTS, rng)
         query_faces, query_bary, self.query = _sample(triangles, areas, QUERY_POINTS, rng)
@@ -247,14 +247,20 @@ class _Surface:
         onto another colour), with the tolerance times `slack`."""
         points = self.query[:count]
         moved = (points - self.centre) @ rotation.T + self.centre
-        distances, index = self.tree.query(moved, k=_NEIGHBOURS)
-        offsets = moved[:, None, :] - self.reference[index]
-        plane = np.abs(np.einsum("nkd,nkd->nk", offsets, self.normals[index])).min(axis=1)
-        deviation = np.maximum(plane, distances[:, 0] - self.gap)
-        bad = deviation > self.tolerance * slack
+        bound = self.gap + self.tolerance * slack
+        distances, index = self.tree.query(moved, k=_NEIGHBOURS, distance_upper_bound=bound)
+        near = np.isfinite(distances[:, 0])  # points farther than the bound from every sample are outliers
+        bad = ~near
+        index, moved = index[near], moved[near]
+        found = index < len(self.reference)  # neighbours within the bound (missing ones index past the end)
+        safe = np.where(found, index, 0)
+        offsets = moved[:, None, :] - self.reference[safe]
+        plane = np.abs(np.einsum("nkd,nkd->nk", offsets, self.normals[safe]))
+        plane = np.where(found, plane, np.inf).min(axis=1)
+        bad[near] = np.maximum(plane, distances[near, 0] - self.gap) > self.tolerance * slack
         if self.ref_colours is not None:
-            difference = np.abs(self.ref_colours[index] - self.query_colours[:count, None, :]).max(axis=2).min(axis=1)
-            bad |= difference > self.colour_tolerance
+            difference = np.abs(self.ref_colours[safe] - self.query_colours[:count][near][:, None, :]).max(axis=2)
+            bad[near] |= np.where(found, difference, np.inf).min(axis=1) > self.colour_tolerance
         return float(bad.mean())
 
     def holds(self, rotation: np.ndarray, count: int = QUERY_POINTS, slack: float = 1.0) -> bool:
@@ -308,7 +314,7 @@ def _axis_order(surface: _Surface, axis: np.ndarray, orders, refine: bool = True
     if _continuous(surface, axis):
         return CONTINUOUS, axis
     for order in orders:
-        if not all(surface.quick(r) for r in _powers(axis, order)):
+        if not all(surface.quick(r, slack=1.0) for r in _powers(axis, order)):
             continue
         refined = surface.refine(axis, order) if refine else axis
         for candidate in (refined, axis) if refine else (axis,):
@@ -345,15 +351,16 @@ def _plane_two_fold(surface: _Surface, normal: np.ndarray, first: np.ndarray, pe
     return None
 
 
-def _hull_directions(surface: _Surface, limit: int = 40) -> list[np.ndarray]:
-    """Directions from the centre to the convex hull's large facets (their normals) and far vertices, merged."""
+def _hull_directions(surface: _Surface, limit: int = 40) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Axes along the convex hull's large facets (their normals, largest first) and along its far vertices (from
+    the centre, farthest first), at most `limit` of each."""
     from scipy.spatial import ConvexHull, QhullError
 
-    vertices = np.unique(surface.triangles.reshape(-1, 3), axis=0)
+    vertices = surface.vertices
     try:
         hull = ConvexHull(vertices)
     except (QhullError, ValueError):
-        return []
+        return [], []
     corners = vertices[hull.simplices]
     areas = np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1) / 2.0
     facets: list[tuple[np.ndarray, float]] = []
@@ -365,14 +372,12 @@ def _hull_directions(surface: _Surface, limit: int = 40) -> list[np.ndarray]:
         else:
             facets.append((normal, area))
     facets.sort(key=lambda item: -item[1])
-    directions = [n for n, a in facets[:limit] if a >= 0.01 * areas.sum()]
+    facet_axes = _distinct_axes([n for n, a in facets[:limit] if a >= 0.01 * areas.sum()])
     radii = np.linalg.norm(vertices[hull.vertices] - surface.centre, axis=1)
-    far = vertices[hull.vertices][np.argsort(-radii, kind="stable")]
-    for point in far[: 20 * limit]:
-        direction = point - surface.centre
-        if np.linalg.norm(direction) > 0:
-            directions.append(direction / np.linalg.norm(direction))
-    return _distinct_axes(directions)[: 2 * limit]
+    far = vertices[hull.vertices][np.argsort(-radii, kind="stable")] - surface.centre
+    far = [p / np.linalg.norm(p) for p in far[: 20 * limit] if np.linalg.norm(p) > 0]
+    vertex_axes = [a for a in _distinct_axes(far) if all(abs(a @ f) < _SAME_AXIS for f in facet_axes)][:limit]
+    return facet_axes, vertex_axes
 
 
 def _distinct_axes(directions: list[np.ndarray]) -> list[np.ndarray]:
@@ -391,14 +396,16 @@ def _distinct_axes(directions: list[np.ndarray]) -> list[np.ndarray]:
 def _closure(generators: list[np.ndarray], limit: int = 120) -> list[np.ndarray] | None:
     """Every product of `generators` (identity first), or None when more than `limit` appear (inconsistent axes)."""
     elements = [np.eye(3)]
+    stack = np.eye(3)[None]
     frontier = [np.eye(3)]
     while frontier:
         found = []
         for element in frontier:
             for generator in generators:
                 product = element @ generator
-                if all(np.linalg.norm(product - known) > _SAME_ROTATION for known in elements):
+                if np.linalg.norm(stack - product, axis=(1, 2)).min() > _SAME_ROTATION:
                     elements.append(product)
+                    stack = np.concatenate([stack, product[None]])
                     found.append(product)
                     if len(elements) > limit:
                         return None
@@ -444,7 +451,7 @@ def _finite_group(surface: _Surface, axes: list[tuple[np.ndarray, int]]) -> tupl
     if elements is None:
         return None
     name = _name(elements)
-    if name is None or not all(surface.holds(element, count=1000) for element in elements[1:]):
+    if name is None or not all(surface.quick(element, slack=1.0) for element in elements[1:]):
         return None
     return name, elements
 
@@ -494,23 +501,25 @@ def detect_symmetry(mesh: "trimesh.Trimesh", appearance: str = "source", seed: i
         if all(surface.quick(r, slack=1.0) for r in probes) and all(surface.holds(r) for r in probes):
             return done("SO3", identity, np.eye(3))
         candidates = [(a, full_orders) for a in eigen_axes]
-        hull = _hull_directions(surface)
-        facet_count = len(hull) // 2
-        candidates += [(a, full_orders if i < facet_count else range(5, 1, -1)) for i, a in enumerate(hull)]
+        facet_axes, vertex_axes = _hull_directions(surface)
+        candidates += [(a, full_orders) for a in facet_axes] + [(a, range(5, 1, -1)) for a in vertex_axes]
         found: list[tuple[np.ndarray, int]] = []
+        group = None
         for axis, orders in candidates:
-            if any(abs(axis @ known) > _SAME_AXIS for known, _ in found):
-                continue
+            known_axes = [a for a, _ in found] + ([a for a, _ in _axes_of_group(group[1])] if group else [])
+            if any(abs(axis @ known) > _SAME_AXIS for known in known_axes):
+                continue  # a known axis (a polyhedral group found so far lists all of its own)
             order, refined = _axis_order(surface, axis, orders)
             if order == CONTINUOUS:
                 return _about_principal(surface, refined, CONTINUOUS, done)
             if order > 1:
                 found.append((refined, order))
-        high = [(a, n) for a, n in found if n >= 3]
-        if len(high) >= 2:
-            group = _finite_group(surface, found)
-            if group is not None:
-                return done(*group)
+                if len(found) >= 2 and any(n >= 3 for _, n in found):
+                    group = _finite_group(surface, found) or group
+                    if group is not None and group[0] == "I":
+                        break  # no finite rotation group contains I
+        if group is not None:
+            return done(*group)
         principal = max(found, key=lambda item: item[1], default=None)
         if principal is None:
             return done("C1", identity)

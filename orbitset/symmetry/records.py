@@ -86,6 +86,26 @@ def object_records(dataset: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return data["objects"]
 
 
+def symmetry_counts(dataset: str | os.PathLike, manifest=None) -> dict[str, int] | None:
+    """Objects per group of a dataset: the sidecar's (it also covers annotated datasets), else the manifest's
+    `symmetry_groups`; None when neither records symmetry."""
+    sidecar = read_sidecar(dataset)
+    if sidecar is not None:
+        return dict(sidecar.get("groups") or group_counts(sidecar["objects"]))
+    if manifest is None:
+        from orbitset.manifests.model import load_manifest
+
+        manifest = load_manifest(dataset)
+    return manifest.symmetry_groups
+
+
+def counts_text(counts: Mapping[str, int] | None) -> str:
+    """One line: ``C1 10, C4 2, Dinf 3`` (or that nothing is recorded and how to add it)."""
+    if not counts:
+        return "not recorded (add it with 'orbitset symmetry --annotate DATASET --assets SOURCE')"
+    return ", ".join(f"{group} {count}" for group, count in counts.items())
+
+
 def equivalents(record: Mapping[str, Any] | None, max_step_deg: float = 1.0) -> np.ndarray:
     """(M, 3, 3) rotations equivalent to the identity for an object (identity first): its discrete symmetries,
     composed with each continuous axis sampled every `max_step_deg` degrees or finer (bop_toolkit's
@@ -106,24 +126,29 @@ def equivalents(record: Mapping[str, Any] | None, max_step_deg: float = 1.0) -> 
     return np.stack([t @ d for t in turns for d in discrete])
 
 
-def dataset_keys(dataset: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
-    """(sample key, meta.json) of every object of a dataset, in shard order (reads the meta.json members only)."""
-    from orbitset.manifests.model import load_manifest, manifest_path
+def _metas(shards: Iterable[Path]) -> list[tuple[str, dict[str, Any]]]:
+    """(sample key, meta.json) of every sample of `shards`, in order (reads the meta.json members only)."""
     from orbitset.shards import ShardReader
 
-    file = manifest_path(dataset)
-    manifest = load_manifest(file)
     out = []
-    for entry in manifest.shards:
-        with ShardReader(file.parent / entry.name) as reader:
+    for shard in shards:
+        with ShardReader(shard) as reader:
             for key in reader.keys():
                 out.append((key, json.loads(reader.read_field(key, "meta.json"))))
     return out
 
 
-def collect_rendered(dataset: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """The `symmetry` records of a rendered dataset's meta.json files, by sample key (objects without one skipped)."""
-    return {key: meta["symmetry"] for key, meta in dataset_keys(dataset) if isinstance(meta.get("symmetry"), dict)}
+def dataset_keys(dataset: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
+    """(sample key, meta.json) of every object of a dataset, in shard order."""
+    from orbitset.manifests.model import load_manifest, manifest_path
+
+    file = manifest_path(dataset)
+    return _metas(file.parent / entry.name for entry in load_manifest(file).shards)
+
+
+def collect_from_shards(shards: Iterable[Path]) -> dict[str, dict[str, Any]]:
+    """The `symmetry` records in the meta.json of `shards`' samples, by sample key (samples without one skipped)."""
+    return {key: meta["symmetry"] for key, meta in _metas(shards) if isinstance(meta.get("symmetry"), dict)}
 
 
 def annotate(dataset: str | os.PathLike, assets: str, appearance: str = "source", up_axis: str | None = None,
