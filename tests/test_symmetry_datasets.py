@@ -108,3 +108,16 @@ def test_annotate_with_the_wrong_source_says_so(symmetric_dataset: Path, tmp_pat
     assert main(["symmetry", "--annotate", str(symmetric_dataset), "--assets", f"folder:{tmp_path / 'meshes'}",
                  "--no-progress"]) == 2
     assert "none of the 7 objects" in capsys.readouterr().err
+
+
+def test_pair_loader_delivers_each_items_symmetry(symmetric_dataset: Path):
+    from orbitset.loaders import PairLoader
+
+    seen = {}
+    for split in load_manifest(symmetric_dataset).splits:
+        for batch in PairLoader(symmetric_dataset, batch_size=4, split=split, symmetry=True, normalize=False):
+            assert len(batch["symmetry"]) == len(batch["key"])
+            seen.update({key: record["group"] for key, record in zip(batch["key"], batch["symmetry"])})
+    assert seen == {f"{name}__0000": expected_group(name, 0) for name in CLASSES}
+    plain = next(iter(PairLoader(symmetric_dataset, batch_size=4, split=None, normalize=False)))
+    assert "symmetry" not in plain

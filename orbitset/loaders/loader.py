@@ -27,6 +27,7 @@ from orbitset.loaders.objects import ObjectFields, ShardIndex
 from orbitset.loaders.plan import Item, distributed_rank_world, make_batches, object_rng, rank_objects
 from orbitset.loaders.sources import VERIFY_MODES, Source, resolve_source
 from orbitset.loaders.stream import BatchStream, WorkerState, on_device
+from orbitset.symmetry.records import records_for_loader
 
 ON_ERROR = ("raise", "skip")
 #: The data errors ``on_error="skip"`` skips an object for.
@@ -62,6 +63,7 @@ class ObjectLoader:
         world_size: int | None = None,
         prefetch_factor: int = 2,
         multiprocessing_context: str | None = None,
+        symmetry: bool = False,
     ):
         if on_error not in ON_ERROR:
             raise UsageError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -87,6 +89,8 @@ class ObjectLoader:
         self._batches_done = 0
         self._skip_messages: list[str] = []
         self._index = ShardIndex.open(self.shards, verify, skip_bad=on_error == "skip")
+        #: Object key -> symmetry record (`orbitset.symmetry.records`), added to batches as ``symmetry`` when asked.
+        self._symmetry = records_for_loader(source, [s.location for s in self.shards]) if symmetry else None
         #: This process's readers (for `_first_object`); workers and the inline stream have their own.
         self._main = WorkerState(self._index)
         #: Made at the first iteration, once the subclass has set everything the workers need.
@@ -200,6 +204,8 @@ class ObjectLoader:
             return None
         batch = {k: torch.from_numpy(v).to(self.device, non_blocking=True) if isinstance(v, np.ndarray) else v
                  for k, v in raw.items()}
+        if self._symmetry is not None:
+            batch["symmetry"] = [self._symmetry.get(key) for key in batch["key"]]
         if self.exact_fields:
             derived = self._derived(batch)
             for name in self.exact_fields:

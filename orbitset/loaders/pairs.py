@@ -61,7 +61,9 @@ class PairLoader(ImageLoader):
     "sha256" or "none": checks of the shards against the manifest), `fix_channels` (swap R and B for samples whose
     meta.json says channel_order "bgr", e.g. converted original 3DIEBench; on by default), `channels_last` (True,
     the default: image tensors are (N, 3, H, W) views in channels-last memory, the decoder's own layout, which costs
-    nothing and suits convolutions; False: contiguous (N, 3, H, W), at the cost of one transposing pass per batch).
+    nothing and suits convolutions; False: contiguous (N, 3, H, W), at the cost of one transposing pass per batch),
+    `symmetry` (True: add ``symmetry``, per item the object's rotation-group record, `orbitset.symmetry.records`:
+    group, order, BOP's symmetries_discrete and symmetries_continuous; from symmetry.json or meta.json).
     """
 
     image_slots = 2

@@ -86,6 +86,26 @@ def object_records(dataset: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return data["objects"]
 
 
+def records_for_loader(source: Any, shard_locations: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Object key -> symmetry record for a loader reading `source` (a local dataset folder or manifest, or local
+    shards): the sidecar beside the manifest, else the records in the shards' meta.json. UsageError for remote
+    sources and for datasets that record no symmetry."""
+    from orbitset.errors import UsageError
+
+    locations = list(shard_locations)
+    if any("://" in str(location) for location in locations):
+        raise UsageError("symmetry=True reads symmetry.json beside a local dataset; download the dataset first")
+    if isinstance(source, (str, os.PathLike)) and not str(source).endswith(".tar"):
+        sidecar = read_sidecar(source)
+        if sidecar is not None:
+            return sidecar["objects"]
+    records = collect_from_shards(Path(location) for location in locations)
+    if not records:
+        raise UsageError(f"{source}: no symmetry recorded (no {SIDECAR_NAME}, no meta.json 'symmetry'); add it with "
+                         "'orbitset symmetry --annotate DATASET --assets SOURCE'")
+    return records
+
+
 def symmetry_counts(dataset: str | os.PathLike, manifest=None) -> dict[str, int] | None:
     """Objects per group of a dataset: the sidecar's (it also covers annotated datasets), else the manifest's
     `symmetry_groups`; None when neither records symmetry."""
