@@ -506,9 +506,8 @@ def detect_symmetry(mesh: "trimesh.Trimesh", appearance: str = "source", seed: i
         found: list[tuple[np.ndarray, int]] = []
         group = None
         for axis, orders in candidates:
-            known_axes = [a for a, _ in found] + ([a for a, _ in _axes_of_group(group[1])] if group else [])
-            if any(abs(axis @ known) > _SAME_AXIS for known in known_axes):
-                continue  # a known axis (a polyhedral group found so far lists all of its own)
+            if any(abs(axis @ known) > _SAME_AXIS for known in [a for a, _ in found] + _settled_axes(group)):
+                continue  # tested already, or its order cannot grow in any group containing the one found
             order, refined = _axis_order(surface, axis, orders)
             if order == CONTINUOUS:
                 return _about_principal(surface, refined, CONTINUOUS, done)
@@ -533,6 +532,14 @@ def detect_symmetry(mesh: "trimesh.Trimesh", appearance: str = "source", seed: i
     found = [(a, 2) for a in eigen_axes if surface.quick(rotation_about(a, math.pi)) and surface.holds(rotation_about(a, math.pi))]
     group = _finite_group(surface, found) if found else None
     return done(*group) if group else done("C1", identity)
+
+
+def _settled_axes(group: tuple[str, list[np.ndarray]] | None) -> list[np.ndarray]:
+    """Axes of a group found so far whose order no larger group can raise: all of them, except T's two-fold axes
+    (four-fold in O)."""
+    if group is None:
+        return []
+    return [axis for axis, order in _axes_of_group(group[1]) if not (group[0] == "T" and order == 2)]
 
 
 def _about_principal(surface: _Surface, axis: np.ndarray, order: int, done, extra=()) -> Symmetry:
