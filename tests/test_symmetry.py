@@ -49,6 +49,7 @@ def painted_cylinder() -> trimesh.Trimesh:
     ("pentagonal pyramid", trimesh.creation.cone(radius=0.5, height=0.8, sections=5), "C5", 5, (0, 0, 1)),
     ("cube", trimesh.creation.box((1.0, 1.0, 1.0)), "O", 24, None),
     ("icosahedron", trimesh.creation.icosahedron(), "I", 60, None),
+    ("octahedron", trimesh.convex.convex_hull(np.vstack([np.eye(3), -np.eye(3)])), "O", 24, None),  # T's 2-fold -> C4
     ("cylinder", trimesh.creation.cylinder(radius=0.3, height=1.0, sections=64), "Dinf", None, (0, 0, 1)),
     ("cone", trimesh.creation.cone(radius=0.5, height=0.7, sections=64), "Cinf", None, (0, 0, 1)),
     ("sphere", trimesh.creation.icosphere(subdivisions=3), "SO3", None, None),

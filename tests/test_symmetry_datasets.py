@@ -121,3 +121,23 @@ def test_pair_loader_delivers_each_items_symmetry(symmetric_dataset: Path):
     assert seen == {f"{name}__0000": expected_group(name, 0) for name in CLASSES}
     plain = next(iter(PairLoader(symmetric_dataset, batch_size=4, split=None, normalize=False)))
     assert "symmetry" not in plain
+
+
+def test_records_are_cached_by_content(tmp_path, monkeypatch):
+    from orbitset.datasets.symmetric import SymmetricSource
+    from orbitset.symmetry import records
+
+    monkeypatch.setenv("ORBITSET_SYMMETRY_CACHE", str(tmp_path / "cache"))
+    source = SymmetricSource(1)
+    can = source.load(source.objects()[CLASSES.index("can")])
+    first = records.record_of_asset(can, "can/0")
+    assert first["group"] == "Dinf" and len(list((tmp_path / "cache").glob("*.json"))) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("detected again")
+
+    monkeypatch.setattr(records, "record_of", refuse)
+    assert records.record_of_asset(can, "can/0") == first  # same content: from the cache
+    repainted = source.load(source.objects()[CLASSES.index("can")], appearance="uniform")
+    with pytest.raises(AssertionError, match="detected again"):
+        records.record_of_asset(repainted, "can/0")  # other appearance: another key

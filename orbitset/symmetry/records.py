@@ -40,9 +40,56 @@ def record_of(mesh, appearance: str, what: str, textures_missing: Iterable[str] 
     return record
 
 
+def cache_dir() -> Path:
+    """Folder of cached records: ``$ORBITSET_SYMMETRY_CACHE`` or ``~/.cache/orbitset/symmetry``."""
+    root = os.environ.get("ORBITSET_SYMMETRY_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "orbitset" / "symmetry"
+
+
+def _content_digest(mesh, appearance: str, textures_missing: Iterable[str]) -> str:
+    """sha256 of everything a record depends on: the detector's source, the mesh's vertices and faces, with
+    appearance "source" its colours (UVs and texture pixels, material, vertex or face colours), and the arguments."""
+    import hashlib
+
+    from orbitset.symmetry import detect
+
+    digest = hashlib.sha256(Path(detect.__file__).read_bytes())
+    digest.update(json.dumps([appearance, sorted(textures_missing)]).encode())
+    for array in (mesh.vertices, mesh.faces):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    if appearance == "source":
+        visual = getattr(mesh, "visual", None)
+        for name in ("uv", "vertex_colors", "face_colors"):
+            value = getattr(visual, name, None) if getattr(visual, "kind", None) else None
+            if value is not None:
+                digest.update(name.encode() + np.ascontiguousarray(value).tobytes())
+        material = getattr(visual, "material", None)
+        image = getattr(material, "image", None) or getattr(material, "baseColorTexture", None)
+        if material is not None:
+            digest.update(np.asarray(getattr(material, "main_color", [])).tobytes())
+        if image is not None and hasattr(image, "tobytes"):
+            digest.update(f"{image.mode}{image.size}".encode() + image.tobytes())
+    return digest.hexdigest()
+
+
 def record_of_asset(asset, what: str) -> dict[str, Any]:
-    """The symmetry record of a `LoadedAsset` (its canonical mesh and the appearance it was loaded with)."""
-    return record_of(asset.mesh, asset.appearance, what, asset.info.get("textures_missing", ()))
+    """The symmetry record of a `LoadedAsset` (its canonical mesh and the appearance it was loaded with), cached on
+    disk by content (`cache_dir`; an unwritable cache is skipped), so re-rendering an object does not detect again."""
+    missing = asset.info.get("textures_missing", ())
+    path = cache_dir() / f"{_content_digest(asset.mesh, asset.appearance, missing)}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    record = record_of(asset.mesh, asset.appearance, what, missing)
+    try:
+        from orbitset.manifests.model import write_json_atomic
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, record)
+    except OSError:
+        pass
+    return record
 
 
 def group_counts(records: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
