@@ -81,10 +81,6 @@ class Symmetry:
     note: str | None = None
     axes: list = field(default_factory=list)  # [(unit axis, order or None for continuous)], principal first
 
-    @property
-    def is_symmetric(self) -> bool:
-        return self.group != "C1"
-
     def symmetries_discrete(self) -> list[list[float]]:
         """BOP's `symmetries_discrete`: flat row-major 4x4 [R | c - R c] per element, identity left out."""
         out = []
@@ -535,11 +531,11 @@ def detect_symmetry(mesh: "trimesh.Trimesh", appearance: str = "source", seed: i
 
 
 def _settled_axes(group: tuple[str, list[np.ndarray]] | None) -> list[np.ndarray]:
-    """Axes of a group found so far whose order no larger group can raise: all of them, except T's two-fold axes
-    (four-fold in O)."""
+    """Axes of a group found so far whose order no larger group can raise: every axis of O and I, and axes of
+    order >= 3 (two-fold axes of T, D2 or D4 are four-fold in O)."""
     if group is None:
         return []
-    return [axis for axis, order in _axes_of_group(group[1]) if not (group[0] == "T" and order == 2)]
+    return [axis for axis, order in _axes_of_group(group[1]) if order >= 3 or group[0] in ("O", "I")]
 
 
 def _about_principal(surface: _Surface, axis: np.ndarray, order: int, done, extra=()) -> Symmetry:

@@ -175,9 +175,9 @@ def counts_text(counts: Mapping[str, int] | None) -> str:
 
 def equivalents(record: Mapping[str, Any] | None, max_step_deg: float = 1.0) -> np.ndarray:
     """(M, 3, 3) rotations equivalent to the identity for an object (identity first): its discrete symmetries,
-    composed with each continuous axis sampled every `max_step_deg` degrees or finer (bop_toolkit's
-    ``ceil(2 pi / step)`` samples per turn). SO3 and failure/missing records: the identity only (SO3 is handled by
-    the caller: every rotation is equivalent)."""
+    composed with the continuous axis sampled every `max_step_deg` degrees or finer (``ceil(360 / max_step_deg)``
+    turns; bop_toolkit samples a turn likewise, at ``ceil(pi / step)`` points). SO3 and failure/missing records: the
+    identity only (the caller handles SO3: every rotation is equivalent)."""
     identity = np.eye(3)[None]
     if not record or not record.get("group") or record["group"] == "SO3":
         return identity
@@ -186,9 +186,10 @@ def equivalents(record: Mapping[str, Any] | None, max_step_deg: float = 1.0) -> 
     from orbitset.symmetry.detect import rotation_about
 
     turns = [identity[0]]
-    for axis in record.get("symmetries_continuous", []):
+    continuous = record.get("symmetries_continuous") or []
+    if continuous:  # Cinf and Dinf have one continuous axis
         steps = int(np.ceil(360.0 / max_step_deg))
-        unit = np.asarray(axis["axis"], dtype=np.float64)
+        unit = np.asarray(continuous[0]["axis"], dtype=np.float64)
         turns = [rotation_about(unit / np.linalg.norm(unit), 2 * np.pi * k / steps) for k in range(steps)]
     return np.stack([t @ d for t in turns for d in discrete])
 
