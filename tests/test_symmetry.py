@@ -172,4 +172,4 @@ def test_cli_json_lines_and_failures(tmp_path):
     assert lines[1]["group"] is None and "no triangles" in lines[1]["failure"]
     only_bad = subprocess.run([sys.executable, "-m", "orbitset", "symmetry", str(bad)], capture_output=True, text=True,
                               timeout=120)
-    assert only_bad.returncode == 1 and "failed" in only_bad.stdout
+    assert only_bad.returncode == 2 and "failed" in only_bad.stdout and "could be analysed" in only_bad.stderr

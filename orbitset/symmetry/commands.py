@@ -6,7 +6,7 @@ import json
 
 import click
 
-from orbitset.errors import OrbitsetError, UsageError
+from orbitset.errors import AssetError, OrbitsetError, UsageError
 
 
 def _describe(record: dict) -> str:
@@ -29,9 +29,9 @@ def _describe(record: dict) -> str:
 @click.option("--up-axis", type=click.Choice(["y", "z"]), default=None,
               help="Override each file's up axis (OBJ and glTF are Y-up, others Z-up), as render does.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file per line.")
-@click.option("--annotate", "dataset", type=click.Path(exists=True), default=None,
+@click.option("--annotate", "dataset", type=click.Path(exists=True), default=None, metavar="DATASET",
               help="Add every object's group to DATASET (folder or manifest) as symmetry.json beside the manifest.")
-@click.option("--assets", default=None, help="With --annotate: the --assets spec DATASET was made from "
+@click.option("--assets", default=None, metavar="SOURCE", help="With --annotate: the --assets spec DATASET was made from "
                                                "(e.g. shapenet:PATH for converted 3DIEBench).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar (with --annotate).")
 def symmetry(paths: tuple[str, ...], appearance: str, up_axis: str | None, as_json: bool, dataset: str | None,
@@ -39,7 +39,7 @@ def symmetry(paths: tuple[str, ...], appearance: str, up_axis: str | None, as_js
     """Print the rotation group of each mesh file in PATHS (C1, Cn, Dn, T, O, I, Cinf, Dinf or SO3) in the frame
     render uses (up axis turned to +Z, centred, unit bounding-box diagonal), with BOP's symmetries_discrete and
     symmetries_continuous; or, with --annotate DATASET --assets SOURCE, record every object's group beside the
-    dataset without rewriting its shards. Exits 1 when no file could be read."""
+    dataset without rewriting its shards. Exits 2 when no file (or no object) could be used."""
     from pathlib import Path
 
     if dataset is not None:
@@ -50,7 +50,7 @@ def symmetry(paths: tuple[str, ...], appearance: str, up_axis: str | None, as_js
         path, counts = annotate(dataset, assets, appearance=appearance, up_axis=up_axis, progress=progress)
         click.echo(f"wrote {path}: " + ", ".join(f"{group} {count}" for group, count in counts.items()))
         if set(counts) == {"failed"}:
-            raise SystemExit(1)
+            raise AssetError(f"no object of {dataset} could be analysed; the reasons are in {path}")
         return
     if not paths:
         raise UsageError("give mesh files (or --annotate DATASET --assets SOURCE)")
@@ -72,7 +72,7 @@ def symmetry(paths: tuple[str, ...], appearance: str, up_axis: str | None, as_js
         else:
             click.echo(f"{name}: {_describe(record)}")
     if not succeeded:
-        raise SystemExit(1)
+        raise AssetError(f"none of the {len(paths)} mesh file(s) could be analysed (reasons above)")
 
 
 def register(app: click.Group) -> None:

@@ -26,13 +26,16 @@ SIDECAR_VERSION = 1
 
 def record_of(mesh, appearance: str, what: str, textures_missing: Iterable[str] = ()) -> dict[str, Any]:
     """The symmetry record of a mesh in its canonical frame; a failure record (never an exception) for a mesh the
-    detector cannot use. Missing textures are named in the note (the colours compared are those rendered)."""
+    detector cannot use (no faces, NaN, zero extent, numerical failure on a degenerate surface), so that a render
+    never loses an object to its symmetry. Missing textures are named in the note (the colours compared are those rendered)."""
     from orbitset.symmetry.detect import detect_symmetry
 
     try:
         record = detect_symmetry(mesh, appearance=appearance, what=what).to_json()
     except AssetError as exc:
         return {"group": None, "order": None, "failure": str(exc)}
+    except (np.linalg.LinAlgError, ValueError, RuntimeError) as exc:  # numerics on a degenerate surface (qhull, lstsq)
+        return {"group": None, "order": None, "failure": f"{what}: detection failed ({type(exc).__name__}: {exc})"}
     missing = sorted(textures_missing)
     if missing and appearance == "source":
         note = f"textures missing ({', '.join(missing)}): colours compared as rendered, without them"
