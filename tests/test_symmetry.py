@@ -105,6 +105,18 @@ def test_real_asymmetric_meshes_have_no_symmetry(name, appearance):
     assert detect_symmetry(mesh, appearance=appearance).group == "C1"
 
 
+@pytest.mark.parametrize("name, group", [("bunny.obj", "C1"), ("prism_toy.obj", "C2"), ("tray.obj", "C4")])
+def test_real_meshes_of_known_group(name, group):
+    """pybullet_data meshes: the bunny is asymmetric; the trapezoidal prism toy turns onto itself only by a half turn
+    about the axis through its two parallel faces; the open square tray by quarter turns about its vertical axis."""
+    from orbitset.datasets.mesh_files import load_mesh_file
+    from orbitset.datasets.sources import canonical
+
+    raw = load_mesh_file(ASSETS / name, appearance="uniform")
+    mesh, _ = canonical(raw.mesh, raw.up_axis, True)
+    assert detect_symmetry(mesh, appearance="uniform").group == group
+
+
 def test_textured_square_sheet_is_asymmetric_but_its_surface_is_not():
     """cloth_z_up.obj is a flat square of 8 triangles: its surface alone is D4 (a square sheet turned over is the
     same sheet); its texture breaks every one of those rotations."""
