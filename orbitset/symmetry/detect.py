@@ -10,9 +10,9 @@ Contract:
   euclidean distance beyond the sampling gap), where the diameter is that of the smallest sphere about c holding the
   mesh. With appearance "source" a point also counts as an outlier when its colour differs from every nearby
   colour by more than `colour_tolerance` (RGB in [0, 1], largest channel).
-- Groups: C1, Cn (n = 2..`max_order`), Dn, T, O, I, Cinf, Dinf, SO3. Rotations about an axis that hold for every
-  angle within the tolerance are continuous (a 64-sided cylinder is Cinf), so orders above about `max_order` read
-  as continuous.
+- Groups: C1, Cn (n = 2..`MAX_ORDER`), Dn, T, O, I, Cinf, Dinf, SO3. An axis about which rotations by 15 and 97.3
+  degrees hold is continuous (no Cn with n <= 12 holds at those angles; a 64-sided cylinder is Cinf within the
+  tolerance); an n-gon with n well above `MAX_ORDER` reads as continuous too.
 - Result in BOP's form (`symmetries_discrete`: flat row-major 4x4 [R | t] with t = c - R c, identity left out;
   `symmetries_continuous`: axis and offset, a point on the axis), the group's name and its order (null where
   continuous). SO3 lists three orthogonal continuous axes.
@@ -20,9 +20,10 @@ Contract:
 
 Method: candidate axes from the surface's second-moment tensor (its eigenvectors; a degenerate pair of eigenvalues
 adds a search over directions in their plane), and, when all three are equal, from the convex hull's facets and
-vertices; the largest order of each axis is the largest n whose generator passes the test (after a point-to-plane
-refinement of the axis); the verified generators are closed into a group, named from its axes, and every element of
-the group is verified again.
+vertices; the order of an axis is the largest n for which every rotation by k 2 pi / n passes the test (after a
+point-to-plane refinement of the axis); the verified generators are closed into a group, named from its axes (C, D,
+T, O, I by the number and orders of axes and the group's size), and every element of the group is checked again on
+a subsample.
 
 One file: the sampler, the test, the candidate search and the naming share the sampled surface and its tolerances;
 apart, they would pass that state through an interface with no other user.
