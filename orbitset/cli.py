@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "orbitset.loaders.commands",
     "orbitset.models.commands",
     "orbitset.publish.commands",
+    "orbitset.symmetry.commands",
 )
 
 

@@ -157,6 +157,23 @@ def geodesic_angle(rot_a: Array, rot_b: Array) -> Array:
     return _roma().rotmat_geodesic_distance(rot_a, rot_b)
 
 
+def symmetric_geodesic_angle(predicted: Array, target: Array, equivalents: Array, chunk: int = 64) -> np.ndarray:
+    """(N,) angles in radians between each `predicted` (N, 3, 3) and the nearest rotation equivalent to its `target`
+    (N, 3, 3) under an object's symmetries: min over S_a, S_b in `equivalents` (M, 3, 3, the identity among them) of
+    the angle between predicted and S_a^T target S_b (for a relative rotation R_ab = R_a^T R_b, both views' poses are
+    defined up to a symmetry). Numpy (or CPU tensors) in, float64 numpy out; memory N_chunk * M^2."""
+    predicted, target, group = (np.asarray(x, dtype=np.float64) for x in (predicted, target, equivalents))
+    flat_group = group.transpose(0, 2, 1).reshape(len(group), 9)  # trace(X S) = <X, S^T>
+    out = np.empty(len(predicted))
+    for start in range(0, len(predicted), chunk):
+        p, t = predicted[start : start + chunk], target[start : start + chunk]
+        # angle(P, S_a^T R S_b) = angle of P^T S_a^T R S_b; X_a = P^T S_a^T R, then trace(X_a S_b) for every S_b
+        x = np.einsum("nji,mkj,nkl->nmil", p, group, t).reshape(len(p), len(group), 9)
+        traces = (x @ flat_group.T).reshape(len(p), -1).max(axis=1)
+        out[start : start + chunk] = np.arccos(np.clip((traces - 1.0) / 2.0, -1.0, 1.0))
+    return out
+
+
 def random_rotation(count: int, rng: np.random.Generator | torch.Generator | None = None, dtype=torch.float64) -> Array:
     """`count` rotation matrices drawn uniformly (Haar) from SO(3).
 

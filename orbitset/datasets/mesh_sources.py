@@ -21,6 +21,8 @@ Layouts (every class name and object id is made a valid sample-key part with `ke
 File sources list the files they found in mesh formats they do not read (`FileSource.unsupported`, paths relative to
 the root), and what the user should know about the listing (`FileSource.warnings`).
 - ``procedural`` / ``procedural:N`` -- the embedded procedural objects (N instances per class, default 100).
+- ``procedural-symmetric`` / ``procedural-symmetric:N`` -- objects of known rotation group (N per class, default 6;
+  `orbitset.datasets.symmetric`).
 
 Files are read by `orbitset.datasets.mesh_files.load_mesh_file` (appearance, up axis by format); any failure is an
 `AssetError` naming the file relative to the source root.
@@ -38,7 +40,7 @@ from orbitset.datasets.sources import AssetRef, AssetSource, RawAsset, key_part
 from orbitset.errors import AssetError
 
 GLTF_SUFFIXES = (".glb", ".gltf")
-SPEC_FORMS = ("procedural", "procedural:N", "shapenet:PATH", "modelnet:PATH", "objaverse:PATH", "folder:PATH")
+SPEC_FORMS = ("procedural", "procedural:N", "procedural-symmetric[:N]", "shapenet:PATH", "modelnet:PATH", "objaverse:PATH", "folder:PATH")
 SHAPENET_MODEL = Path("models") / "model_normalized.obj"
 SHAPENET_SPLIT_FILES = {"train": "train_images.npy", "val": "val_images.npy"}
 
@@ -58,6 +60,12 @@ def open_source(spec: str, categories: str | Path | None = None) -> AssetSource:
         raise AssetError(f"--categories is for objaverse: assets; {spec!r} takes its classes from its own layout")
     if kind == "objaverse" and argument:
         return ObjaverseSource(argument, categories=categories)
+    if kind == "procedural-symmetric":
+        from orbitset.datasets.symmetric import SymmetricSource
+
+        if argument and (not argument.isdigit() or int(argument) < 1):
+            raise AssetError(f"--assets {spec!r}: N in 'procedural-symmetric:N' must be a positive integer")
+        return SymmetricSource(int(argument)) if argument else SymmetricSource()
     if kind == "procedural":
         from orbitset.datasets.procedural import ProceduralSource
 

@@ -28,6 +28,7 @@ from orbitset.loaders.plan import Item, distributed_rank_world, make_batches, ob
 from orbitset.loaders.cache import ShardCache, parse_size
 from orbitset.loaders.sources import VERIFY_MODES, Source, cache_dir, resolve_source
 from orbitset.loaders.stream import BatchStream, WorkerState, on_device
+from orbitset.symmetry.records import records_for_loader
 
 ON_ERROR = ("raise", "skip")
 #: The data errors ``on_error="skip"`` skips an object for.
@@ -65,6 +66,7 @@ class ObjectLoader:
         multiprocessing_context: str | None = None,
         cache_limit: int | str | None = None,
         shuffle_window: int | None = None,
+        symmetry: bool = False,
     ):
         if on_error not in ON_ERROR:
             raise UsageError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -106,6 +108,8 @@ class ObjectLoader:
             warnings.warn(f"{self._shard_set.unindexed} of the {len(self.shards)} shards have no index files (written "
                           "before orbitset wrote them): each process scans a shard's headers when it first reads it; "
                           + INDEX_HINT, stacklevel=3)
+        #: Object key -> symmetry record (`orbitset.symmetry.records`), added to batches as ``symmetry`` when asked.
+        self._symmetry = records_for_loader(source, [s.location for s in self.shards]) if symmetry else None
         #: This process's readers (for `_first_object`); workers and the inline stream have their own.
         self._main = WorkerState(self._shard_set)
         #: Made at the first iteration, once the subclass has set everything the workers need.
@@ -230,6 +234,8 @@ class ObjectLoader:
             return None
         batch = {k: torch.from_numpy(v).to(self.device, non_blocking=True) if isinstance(v, np.ndarray) else v
                  for k, v in raw.items()}
+        if self._symmetry is not None:
+            batch["symmetry"] = [self._symmetry.get(key) for key in batch["key"]]
         if self.exact_fields:
             derived = self._derived(batch)
             for name in self.exact_fields:

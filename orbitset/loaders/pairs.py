@@ -39,7 +39,9 @@ class PairLoader(SequenceLoader):
     nothing and suits convolutions; False: contiguous (N, 3, H, W), at the cost of one transposing pass per batch),
     `cache_limit` (bytes or a size such as "20GB": the bound of the cache folder remote shards are fetched into; it
     also sets the default `shuffle_window`), `shuffle_window` (shards per block of the block shuffle; None without a
-    cache limit: the rank's objects shuffled as a whole; see `orbitset.loaders.plan`).
+    cache limit: the rank's objects shuffled as a whole; see `orbitset.loaders.plan`),
+    `symmetry` (True: add ``symmetry``, per item the object's rotation-group record, `orbitset.symmetry.records`:
+    group, order, BOP's symmetries_discrete and symmetries_continuous; from symmetry.json or meta.json).
     """
 
     images_by_record = False

@@ -134,6 +134,8 @@ class Manifest:
     failures: list[Failure] = field(default_factory=list)
     software: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Objects per symmetry group (orbitset.symmetry); None when the dataset does not record symmetry.
+    symmetry_groups: dict[str, int] | None = None
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property
@@ -193,6 +195,7 @@ class Manifest:
                 failures=[Failure(**f) for f in data.get("failures", [])],
                 software=dict(data.get("software", {})),
                 extra=dict(data.get("extra", {})),
+                symmetry_groups=data.get("symmetry_groups"),
                 created=str(data.get("created", "")),
             )
         except (KeyError, TypeError) as exc:

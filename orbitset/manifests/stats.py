@@ -25,6 +25,7 @@ from orbitset.manifests.model import Manifest, load_manifest, manifest_path
 from orbitset.progress import object_progress
 from orbitset.schema import load_json, read_npy
 from orbitset.shard_scan import ScannedSample, scan_shard
+from orbitset.symmetry.records import counts_text, symmetry_counts
 
 BINS = 20
 #: Objects whose factors and view pairs are binned together (one numpy call each): bounds what is held at once.
@@ -73,6 +74,7 @@ class DatasetStats:
     views: int = 0
     factors: list[Histogram] = field(default_factory=list)
     relative_angle: Histogram | None = None
+    symmetry: dict[str, int] | None = None  # objects per rotation group (orbitset.symmetry), None: not recorded
 
     def text(self) -> str:
         """Counts per class and split, then one histogram line per factor and one for pair relative angles."""
@@ -86,6 +88,7 @@ class DatasetStats:
             lines.append(name.ljust(width) + "".join(f"{n:>10}" for n in row) + f"{sum(row):>10}")
         totals = [sum(n for (s, _), n in self.counts.items() if s == split) for split in splits]
         lines.append("total".ljust(width) + "".join(f"{n:>10}" for n in totals) + f"{sum(totals):>10}")
+        lines += ["", f"symmetry groups (objects): {counts_text(self.symmetry)}"]
         lines += ["", "factor histograms (per view):"] + [h.line() for h in self.factors]
         if self.relative_angle is not None:
             lines += ["", "relative rotation angle of view pairs (all pairs of each object):", self.relative_angle.line()]
@@ -228,7 +231,7 @@ def dataset_stats(path: str | os.PathLike, split: str | None = None, progress: b
     file = manifest_path(path)
     manifest = load_manifest(file)
     check_not_empty(manifest, path, split)
-    stats = DatasetStats(manifest=manifest)
+    stats = DatasetStats(manifest=manifest, symmetry=symmetry_counts(file, manifest))
     entries = manifest.shards_for(split)
     batches = _Batches([(f.name, f.unit, f.low, f.high) for f in manifest.factors])
     with object_progress(sum(e.objects for e in entries), "stats", progress) as bar:

@@ -12,7 +12,8 @@ Tasks (`TASKS`); each returns a dict of metrics and is written to ``RUN/eval/TAS
 - ``classify``: linear probe on the representation; top-1 over every view of the evaluated objects;
 - ``rotation``: MLP probe (2D -> 1024 -> 1024 -> 4, ReLU) on [rep_a, rep_b] predicting the relative quaternion;
   R^2 with one global mean (`orbitset.models.losses.r2_score`) on `test_pairs` seeded pairs per evaluated object,
-  next to the R^2 of the constant training-mean predictor (``r2_mean_baseline``);
+  next to the R^2 of the constant training-mean predictor (``r2_mean_baseline``), and the angular errors of the
+  predicted rotation, plain and symmetry-aware (`orbitset.models.rotation_errors`);
 - ``color``: the same probe predicting the (floor, spot) hue deltas;
 - ``retrieval``: predict view j's embedding from view 0's for every j = 0..V-1 and rank the true view among the
   object's V views by cosine similarity (MRR, H@1, H@2, H@5, H@10); invariant methods predict with the identity;
@@ -56,6 +57,7 @@ from orbitset.errors import OrbitsetError
 from orbitset.models import equivariance
 from orbitset.models.conditions import EULER_LATENTS, hue_delta_columns, relative_quaternion
 from orbitset.models.losses import r2_score
+from orbitset.models.rotation_errors import rotation_errors
 from orbitset.models.methods import PARTS, mlp_head
 from orbitset.models.train import ImageModel, TrainConfig, load_run
 
@@ -379,10 +381,17 @@ def _regression(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, task: st
                                  f"{cfg.method} {task} probe")
     x_test, y_test = scored(test, opts.seed + 1000)
     with torch.no_grad():
-        r2_test = r2_score(fitted(x_test) + mean, y_test)
-    return {"part": opts.part, "r2": r2_test, "r2_mean_baseline": r2_score(mean.expand_as(y_test), y_test),
-            "pair_sampling": opts.pair_sampling, "epochs_run": epochs, "train_objects": n,
-            "test_pairs": len(x_test), "quaternion": cfg.quaternion if task == "rotation" else None}
+        predicted = fitted(x_test) + mean
+        r2_test = r2_score(predicted, y_test)
+    result = {"part": opts.part, "r2": r2_test, "r2_mean_baseline": r2_score(mean.expand_as(y_test), y_test),
+              "pair_sampling": opts.pair_sampling, "epochs_run": epochs, "train_objects": n,
+              "test_pairs": len(x_test), "quaternion": cfg.quaternion if task == "rotation" else None}
+    if task == "rotation":  # the same pairs as `scored` drew, for the angular errors
+        obj, a, b = draw_pairs(len(test["label"]), test["rep"].shape[1], opts.test_pairs,
+                               torch.Generator().manual_seed(opts.seed + 1000))
+        result.update(rotation_errors(predicted, test["rotations"][obj, a], test["rotations"][obj, b],
+                                      [test["keys"][i] for i in obj.tolist()], opts.data or cfg.data))
+    return result
 
 
 def rotation(model, cfg, opts):

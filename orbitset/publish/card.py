@@ -18,6 +18,7 @@ import yaml
 from orbitset.manifests.model import MANIFEST_NAME
 from orbitset.publish.croissant import CROISSANT_NAME
 from orbitset.publish.facts import CITATION_3DIEBENCH, LICENSE_3DIEBENCH, DatasetFacts, brace_pattern
+from orbitset.symmetry.records import SIDECAR_NAME, symmetry_counts
 
 CARD_NAME = "README.md"
 CONTACT_SHEET_NAME = "contact_sheet.png"
@@ -130,6 +131,16 @@ def _recipe_lines(facts: DatasetFacts) -> list[str]:
     return lines
 
 
+def _symmetry_lines(facts: DatasetFacts) -> list[str]:
+    """The "Symmetry" section: objects per rotation group (`orbitset.symmetry`), when recorded."""
+    counts = symmetry_counts(facts.root, facts.manifest)
+    if not counts:
+        return []
+    return ["## Symmetry", "", f"Objects per proper rotation group of their surface and colours (every object's group "
+            f"and its symmetries in BOP's form are in [`{SIDECAR_NAME}`]({SIDECAR_NAME}) and its meta.json):", "",
+            "| group | objects |", "|---|---|", *(f"| {group} | {count} |" for group, count in counts.items()), ""]
+
+
 def card_text(facts: DatasetFacts, license: str | None = None, contact_sheet: bool = True) -> str:
     """The card's full text (header and body); `contact_sheet` links ``contact_sheet.png`` beside the card."""
     manifest = facts.manifest
@@ -154,7 +165,7 @@ def card_text(facts: DatasetFacts, license: str | None = None, contact_sheet: bo
     body += ["## What a sample holds", "", "Members of each sample, named `<key>.<member>` with key `<class>__<object>`:", "",
              *_sample_table(facts), "", "## Recipe", "", *_recipe_lines(facts), "", "### Factors (columns of `latents.npy`)",
              "", *_factor_table(facts), "", "Each factor is drawn independently and uniformly per view from its range.", "",
-             "## Classes per split", "", *_class_table(facts), "", "## Failures", ""]
+             "## Classes per split", "", *_class_table(facts), "", *_symmetry_lines(facts), "## Failures", ""]
     if manifest.failures:
         body += [f"{len(manifest.failures)} object(s) could not be produced and are absent:", "",
                  *(f"- `{f.object}`: {f.reason}" for f in manifest.failures), ""]

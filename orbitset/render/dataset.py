@@ -11,7 +11,8 @@ Determinism and resumption:
   hash and seed: a shard is complete when its sidecar ``<split>-NNNNNN.json`` matches and its tar has the recorded
   size. A rerun keeps complete shards, removes stale ``.*.partial`` files (kill -9 leftovers), and renders the rest.
 - The manifest is written last, from the sidecars: shards, splits, failures (object + reason), recipe and hash,
-  factors, classes and software versions.
+  factors, classes, software versions and objects per symmetry group; ``symmetry.json`` (every object's rotation
+  group, `orbitset.symmetry.records`) is written just before it, from the shards' meta.json.
 """
 
 from __future__ import annotations
@@ -246,6 +247,7 @@ def render_dataset(
         if bar is not None:
             bar.close()
 
+    symmetry_groups = _record_symmetry(writer, out, assets if isinstance(assets, str) else source.name, recipe.appearance)
     failed_keys = {f.object for f in unmatched} | {f.object for r in writer.records.values() for f in r.failures}
     empty_classes = [c for c in job.classes if all(r.key in failed_keys for s in plan for r in s.refs if r.class_name == c)]
     return writer.write_manifest(
@@ -257,6 +259,7 @@ def render_dataset(
         recipe_hash=recipe.hash(),
         seed=seed,
         software=software_versions(renderer=renderer or backend),
+        symmetry_groups=symmetry_groups,
         extra={
             "assets": assets if isinstance(assets, str) else source.name,
             "backend": backend,
@@ -272,6 +275,17 @@ def render_dataset(
             "framing_warnings": {k: v for record in writer.records.values() for k, v in record.warnings.items()},
         },
     )
+
+
+def _record_symmetry(writer: ShardWriter, out: str | Path, assets: str, appearance: str) -> dict[str, int]:
+    """Write the symmetry sidecar from the meta.json of every shard kept or written (resumed ones too); returns the
+    objects per group for the manifest."""
+    from orbitset.symmetry.records import collect_from_shards, group_counts, write_sidecar
+
+    shards = [Path(out) / entry.name for entry in writer.entries()]
+    records = collect_from_shards(shards)
+    write_sidecar(out, records, assets=assets, appearance=appearance)
+    return group_counts(records)
 
 
 def _progress(total: int, done: int, enabled: bool):

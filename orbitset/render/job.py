@@ -3,7 +3,8 @@
 `render_object` loads and checks the mesh (AssetError for a missing, unreadable, empty, non-finite or too large one),
 draws (or takes) the per-view latents, renders every view with the given backend, encodes images and layers, samples
 the point cloud, counts badly framed views (`framing_counts`, a warning recorded in meta.json, not a failure), and
-returns a validated `ObjectSample`. `run_task` wraps it for executors: any orbitset error (or an
+returns a validated `ObjectSample` whose meta.json records the object's rotation group (`orbitset.symmetry`).
+`run_task` wraps it for executors: any orbitset error (or an
 unexpected exception of the renderer) becomes a recorded failure instead of stopping the dataset.
 """
 
@@ -24,6 +25,7 @@ from orbitset.render.points import surface_points
 from orbitset.render.recipes import Recipe
 from orbitset.render.scene import Backend
 from orbitset.schema import SCHEMA_VERSION, ObjectSample
+from orbitset.symmetry.records import record_of_asset
 
 #: Default limit on mesh faces; larger meshes are recorded as failures.
 MAX_FACES = 2_000_000
@@ -168,6 +170,7 @@ def render_object(job: JobSpec, backend: Backend, ref: AssetRef, latents: np.nda
         "source": job.source.name,
         "source_id": ref.source_id,
         "asset": asset.to_json(),
+        "symmetry": record_of_asset(asset, ref.source_id),
         "framing": framing_counts(object_masks) if check_framing else None,
         "recipe": recipe.name,
         "recipe_hash": recipe.hash(),
