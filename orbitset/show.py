@@ -3,7 +3,8 @@
 Contact sheet: one row per object, its views left to right, each labelled with its factor values (Euler angles in
 degrees, the other factors abbreviated, hues with a swatch of their colour), and the object's point cloud as a small
 scatter at the end of the row. Pair sheet: one row per pair as `PairLoader` yields it, with the relative rotation as
-axis and angle and the factor deltas. Drawn with Pillow from shards read by seeking (only the shown views are read).
+axis and angle and the factor deltas. Drawn with Pillow from the first samples of the shards, read front to back (`orbitset.shard_scan`) only as far as
+the rows shown.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from orbitset.errors import ManifestError, ShardError, UsageError
 from orbitset.manifests.model import load_manifest, manifest_path
 from orbitset.manifests.stats import check_not_empty
 from orbitset.schema import is_view_field, load_json, load_npy, view_field
-from orbitset.shards import ShardReader
+from orbitset.shard_scan import ScannedSample, scan_shard
 
 FONT_SIZE = 10
 LINE = FONT_SIZE + 2
@@ -160,30 +161,38 @@ def read_rows(source: str | os.PathLike, objects: int, views: int, split: str | 
     views each, decoded at `tile` pixels."""
     rows: list[ObjectRow] = []
     for path in _shard_paths(source, split):
-        with ShardReader(path) as reader:
-            for key in reader.keys():
-                if len(rows) == objects:
-                    return rows
-                fields = reader.fields(key)
-                head = reader.read(key, ["meta.json", "latents.npy"] + (["points.npy"] if "points.npy" in fields else []))
-                meta = load_json(head["meta.json"], f"{path.name} sample {key!r} meta.json")
-                latents = load_npy(head["latents.npy"], f"{path.name} sample {key!r} latents.npy")
-                image_format = next((f.split(".")[1] for f in fields if f.startswith("000.") and is_view_field(f)), None)
-                if image_format is None:
-                    raise ShardError(f"shard {path.name} sample {key!r} has no view image 000; re-render or re-download it")
-                chosen = np.linspace(0, len(latents) - 1, min(views, len(latents))).round().astype(int)
-                blobs = reader.read(key, [view_field(int(i), image_format) for i in chosen])
-                bgr = meta.get("channel_order") == "bgr"
-                rows.append(ObjectRow(
-                    title=f"{key} ({meta['class_name']}, {len(latents)} views)",
-                    images=[_decode(blobs[view_field(int(i), image_format)], tile, bgr) for i in chosen],
-                    labels=[_numbered(i, factor_tokens(meta["factor_names"], meta["factor_units"], latents[i]))
-                            for i in chosen],
-                    points=load_npy(head["points.npy"], f"{path.name} sample {key!r} points.npy") if "points.npy" in head else None,
-                ))
+        for sample in scan_shard(path):  # front to back, one sample at a time, only as far as the rows shown
+            if len(rows) == objects:
+                return rows
+            rows.append(_object_row(path.name, sample, views, tile))
     if not rows:
         raise ManifestError(f"{source} has no objects{'' if split is None else f' in split {split!r}'}; nothing to show")
     return rows
+
+
+def _object_row(shard: str, sample: ScannedSample, views: int, tile: int) -> ObjectRow:
+    """The contact sheet's row of one sample: `views` evenly spaced views decoded at `tile` pixels, their labels."""
+    key, fields = sample.key, sample.data
+    for name in ("meta.json", "latents.npy"):
+        if name not in fields:
+            raise ShardError(f"shard {shard} sample {key!r} has no {name}; re-render or re-download it")
+    meta = load_json(fields["meta.json"], f"{shard} sample {key!r} meta.json")
+    latents = load_npy(fields["latents.npy"], f"{shard} sample {key!r} latents.npy")
+    image_format = next((f.split(".")[1] for f in sample.fields if f.startswith("000.") and is_view_field(f)), None)
+    if image_format is None:
+        raise ShardError(f"shard {shard} sample {key!r} has no view image 000; re-render or re-download it")
+    chosen = [int(i) for i in np.linspace(0, len(latents) - 1, min(views, len(latents))).round().astype(int)]
+    missing = [view_field(i, image_format) for i in chosen if view_field(i, image_format) not in fields]
+    if missing:
+        raise ShardError(f"shard {shard} sample {key!r} has no field {missing[0]!r}")
+    bgr = meta.get("channel_order") == "bgr"
+    points = fields.get("points.npy")
+    return ObjectRow(
+        title=f"{key} ({meta['class_name']}, {len(latents)} views)",
+        images=[_decode(fields[view_field(i, image_format)], tile, bgr) for i in chosen],
+        labels=[_numbered(i, factor_tokens(meta["factor_names"], meta["factor_units"], latents[i])) for i in chosen],
+        points=None if points is None else load_npy(points, f"{shard} sample {key!r} points.npy"),
+    )
 
 
 def _check_sizes(what: str, **values: int) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 from orbitset import geometry
 from orbitset.errors import UsageError
 from orbitset.manifests.model import Factor, Manifest, software_versions
+from orbitset.progress import object_progress
 from orbitset.threediebench import FACTORS as FACTORS_3DIEBENCH
 from orbitset.schema import ObjectSample
 from orbitset.shards import ShardWriter
@@ -99,10 +100,13 @@ def write_synthetic_dataset(
     seed: int = 0,
     name: str = "synthetic",
     points: int = 0,
+    progress: bool = False,
 ) -> Manifest:
-    """Write a small dataset (shards per split, their sidecars and manifest.json) to `out` and return its manifest.
+    """Write a dataset (shards per split, their sidecars and manifest.json) to `out` and return its manifest.
 
-    Every `round(1 / val_fraction)`-th object of a class goes to ``val``; the rest to ``train``.
+    Every `round(1 / val_fraction)`-th object of a class goes to ``val``; the rest to ``train``. Samples are written
+    as they are made (``train`` first, class by class), so memory does not grow with the dataset; `progress` shows
+    objects written, objects/s and ETA on stderr.
     """
     for argument, value in (("classes", classes), ("objects_per_class", objects_per_class), ("views", views), ("size", size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -111,16 +115,18 @@ def write_synthetic_dataset(
         raise UsageError(f"write_synthetic_dataset: val_fraction must be in [0, 1), got {val_fraction!r}")
     class_names = [f"class{c}" for c in range(classes)]
     every = max(2, round(1 / val_fraction)) if val_fraction > 0 else 0
-    by_split: dict[str, list[ObjectSample]] = {"train": [], "val": []}
-    for class_index, class_name in enumerate(class_names):
-        for object_index in range(objects_per_class):
-            split = "val" if every and object_index % every == every - 1 else "train"
-            by_split[split].append(synthetic_sample(class_name, class_index, object_index, views, size, seed, points))
+
+    def split_of(object_index: int) -> str:
+        return "val" if every and object_index % every == every - 1 else "train"
+
     writer = ShardWriter(out, objects_per_shard=objects_per_shard, identity={"seed": seed})
-    with writer:
-        for split, samples in by_split.items():
-            for sample in samples:
-                writer.add(split, sample.key, sample.encode())
+    with writer, object_progress(classes * objects_per_class, "write synthetic", progress) as bar:
+        for split in ("train", "val"):  # each sample is rendered, written and dropped: memory is one sample
+            for class_index, class_name in enumerate(class_names):
+                for object_index in (i for i in range(objects_per_class) if split_of(i) == split):
+                    sample = synthetic_sample(class_name, class_index, object_index, views, size, seed, points)
+                    writer.add(split, sample.key, sample.encode())
+                    bar.update(1)
     return writer.write_manifest(
         name=name,
         classes=class_names,

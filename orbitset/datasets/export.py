@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from orbitset.datasets.sie_layout import IMAGES_SUFFIX, LABELS_SUFFIX, LAYOUTS, SAFE_NAME
+from orbitset.progress import object_progress
 from orbitset.schema import ObjectSample
 
 
@@ -42,7 +43,8 @@ def export_sie_layout(dataset: str | os.PathLike, out: str | os.PathLike, progre
     """Write the dataset as ``out/SYNSET/OBJ/image_{i}.<fmt>`` + ``latent_{i}.npy`` (float64, (F,)) and, per split,
     ``out/<split>_images.npy`` (entries ``/SYNSET/OBJ/``) and ``out/<split>_labels.npy`` (int64 class indices).
 
-    The dataset is verified (size + sha256) first; images are written byte for byte as stored.
+    The dataset is verified (size + sha256) first; images are written byte for byte as stored. Shards are read one
+    sample at a time: memory holds one sample and the split files' entries (one short string per object).
     """
     from orbitset.manifests.model import manifest_path
     from orbitset.manifests.verify import decoded_samples, verify_dataset
@@ -56,12 +58,7 @@ def export_sie_layout(dataset: str | os.PathLike, out: str | os.PathLike, progre
     entries: dict[str, list[str]] = {}
     labels: dict[str, list[int]] = {}
     images = objects = 0
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=manifest.totals()["objects"], unit="obj", desc="export sie-layout")
-    try:
+    with object_progress(manifest.totals()["objects"], "export sie-layout", progress) as bar:
         for shard in manifest.shards:
             for sample in decoded_samples(root / shard.name):
                 synset, object_id = _sie_folders(sample)
@@ -74,11 +71,7 @@ def export_sie_layout(dataset: str | os.PathLike, out: str | os.PathLike, progre
                 labels.setdefault(shard.split, []).append(sample.label)
                 images += sample.num_views
                 objects += 1
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+                bar.update(1)
     for split in entries:
         np.save(out / f"{split}{IMAGES_SUFFIX}", np.array(entries[split], dtype=str), allow_pickle=False)
         np.save(out / f"{split}{LABELS_SUFFIX}", np.array(labels[split], dtype=np.int64), allow_pickle=False)

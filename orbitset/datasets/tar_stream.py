@@ -38,8 +38,9 @@ class _GzipCut(Exception):
 class _Inflated:
     """The decompressed bytes of a gzip (possibly multi-member) or plain stream, read forward in exact amounts.
 
-    A helper thread reads and inflates ahead (at most 16 MiB of compressed input), so that network reads and zlib,
-    which release the GIL, overlap with the caller's work; its errors are raised to the caller."""
+    A helper thread reads and inflates ahead (at most 16 chunks of at most 1 MiB of inflated output, however well the
+    archive compresses: memory does not grow with the archive), so that network reads and zlib, which release the
+    GIL, overlap with the caller's work; its errors are raised to the caller."""
 
     _END = object()
 
@@ -67,7 +68,9 @@ class _Inflated:
                     self._put(data)
                     continue
                 fed = True
-                self._put(inflater.decompress(data))
+                while data:  # at most _READ bytes of output per chunk: the queue holds at most 16 MiB inflated
+                    self._put(inflater.decompress(data, _READ))
+                    data = b"" if inflater.eof else inflater.unconsumed_tail
                 if inflater.eof:  # a member ended; another may follow (trailing zero padding is none)
                     rest = inflater.unused_data
                     inflater, fed = zlib.decompressobj(31), False

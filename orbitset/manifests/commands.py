@@ -33,7 +33,7 @@ def stats(dataset: str, split: str | None, png: str | None) -> None:
     from orbitset.manifests.model import manifest_path
     from orbitset.manifests.stats import dataset_stats
 
-    result = dataset_stats(dataset, split=split)
+    result = dataset_stats(dataset, split=split, progress=True)
     click.echo(result.text())
     figure = result.plot(png or manifest_path(dataset).parent / "stats.png")
     click.echo(f"\nfigure: {figure}")

@@ -2,7 +2,7 @@
 
 `verify_dataset` never raises on a bad shard: it returns a `VerifyReport` with one `ShardCheck` per shard (and one
 per unlisted ``*.tar`` in the folder), which the CLI prints as a table and loaders turn into an error with
-`VerifyReport.raise_for_problems`. A deep check reads every sample through `orbitset.shards.ShardReader` (which
+`VerifyReport.raise_for_problems`. A deep check reads every sample through `orbitset.shard_scan.scan_shard` (which
 refuses links, paths, devices and pickle payloads) and `orbitset.schema.decode` (which never unpickles), and compares
 the object and view counts with the manifest.
 """
@@ -19,7 +19,7 @@ from orbitset.errors import OrbitsetError, SchemaError, ShardError
 from orbitset.manifests.model import Manifest, ShardEntry, load_manifest, manifest_path
 from orbitset.schema import ObjectSample, decode
 from orbitset.integrity import integrity_problem
-from orbitset.shards import ShardReader
+from orbitset.shard_scan import scan_shard
 
 OK, MISSING, SIZE, CHECKSUM, CONTENT, EXTRA = "ok", "missing", "size", "sha256", "content", "extra"
 
@@ -82,16 +82,16 @@ class VerifyReport:
 
 
 def decoded_samples(path: str | os.PathLike) -> Iterator[ObjectSample]:
-    """Every sample of a local shard, read through ShardReader (unsafe members refused) and decoded and validated by
-    `orbitset.schema.decode` (nothing unpickled); any problem is a ShardError naming the shard."""
+    """Every sample of a local shard, read front to back by `orbitset.shard_scan.scan_shard` (unsafe members refused;
+    one sample in memory at a time) and decoded and validated by `orbitset.schema.decode` (nothing unpickled); any
+    problem is a ShardError naming the shard."""
     path = Path(path)
-    with ShardReader(path) as reader:
-        for key in reader.keys():
-            try:
-                sample = decode(reader.read(key))
-            except SchemaError as exc:
-                raise ShardError(f"shard {path.name}: {exc}") from exc
-            yield sample
+    for scanned in scan_shard(path):
+        try:
+            sample = decode({"__key__": scanned.key, "__shard__": path.name, **scanned.data})
+        except SchemaError as exc:
+            raise ShardError(f"shard {path.name}: {exc}") from exc
+        yield sample
 
 
 def _deep_check(path: Path, entry: ShardEntry, manifest: Manifest) -> str:

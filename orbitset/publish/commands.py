@@ -19,7 +19,7 @@ def register(app: click.Group) -> None:
         from orbitset.publish.croissant import write_croissant
         from orbitset.publish.facts import read_facts
 
-        facts = read_facts(dataset)
+        facts = read_facts(dataset, progress=True)
         license_ = license_ or default_license(facts)
         click.echo(f"wrote {write_croissant(facts, license=license_, url=url)}")
         click.echo(f"wrote {write_card(facts, license=license_, contact_sheet=not no_sheet)}")

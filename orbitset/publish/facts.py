@@ -1,6 +1,6 @@
 """What a dataset card and Croissant metadata state about a dataset: read once from its manifest and shards.
 
-Counts come from the shards themselves (one small read per sample); the member layout (view count, image format,
+Counts come from the shards themselves (each read once, front to back); the member layout (view count, image format,
 optional layers) from the first sample, which every other sample must match so that generic readers (Hugging Face
 `datasets`, `webdataset`) see one set of fields.
 """
@@ -15,7 +15,8 @@ from pathlib import Path
 
 from orbitset.errors import ShardError
 from orbitset.manifests.model import Manifest, load_manifest, manifest_path
-from orbitset.shards import ShardReader
+from orbitset.progress import object_progress
+from orbitset.shard_scan import ScannedSample, scan_shard
 
 #: Licence of the original 3DIEBench images (SIE repository, data/README.md).
 LICENSE_3DIEBENCH = "cc-by-nc-4.0"
@@ -68,38 +69,49 @@ class DatasetFacts:
         return present
 
 
-def read_facts(dataset: str | os.PathLike) -> DatasetFacts:
+def read_facts(dataset: str | os.PathLike, progress: bool = False) -> DatasetFacts:
     """Read `dataset` (folder or manifest path): class counts per split and the member fields of its samples.
 
-    Raises ShardError naming the shard and key when a sample's fields differ from the first sample's (generic
-    webdataset readers need one set of fields per dataset)."""
+    Each shard is read once, front to back, keeping only each sample's field names and ``cls``; memory does not grow
+    with the dataset; `progress` shows objects read, objects/s and ETA on stderr. Raises ShardError naming the shard
+    and key when a sample's fields differ from the first sample's (generic webdataset readers need one set of fields
+    per dataset)."""
     file = manifest_path(dataset)
     manifest = load_manifest(file)
     root = file.parent
     counts: Counter = Counter()
     fields: list[str] | None = None
-    for entry in manifest.shards:
-        with ShardReader(root / entry.name) as reader:
-            for key in reader.keys():
-                names = sorted(reader.fields(key))
+    with object_progress(manifest.totals()["objects"], "card", progress) as bar:
+        for entry in manifest.shards:
+            for sample in scan_shard(root / entry.name, ("cls",)):
+                names = sorted(sample.fields)
                 if fields is None:
                     fields = names
                 elif names != fields:
                     difference = sorted(set(names) ^ set(fields))
                     raise ShardError(
-                        f"shard {entry.name} sample {key!r} has fields that differ from the first sample's "
+                        f"shard {entry.name} sample {sample.key!r} has fields that differ from the first sample's "
                         f"({difference}); every sample of a dataset needs the same fields for Hugging Face datasets "
                         "and webdataset readers: re-render it with the same recipe"
                     )
-                label = int(reader.read_field(key, "cls").decode("ascii"))
-                name = manifest.classes[label] if 0 <= label < len(manifest.classes) else str(label)
-                counts[(entry.split, name)] += 1
+                counts[(entry.split, _class_name(manifest, entry.name, sample))] += 1
+                bar.update(1)
     if fields is None:
         raise ShardError(f"dataset {root} has no samples; render or download it first")
     views = [name for name in fields if name[:3].isdigit() and name.count(".") == 1]
     image_format = views[0].split(".")[1] if views else "jpg"
     return DatasetFacts(root=root, manifest=manifest, fields=fields, views=len(views), image_format=image_format,
                         counts=counts)
+
+
+def _class_name(manifest: Manifest, shard: str, sample: ScannedSample) -> str:
+    """The manifest's name of the sample's class (its ``cls`` index as text when the manifest has no such class)."""
+    try:
+        label = int(sample.data["cls"].decode("ascii"))
+    except (KeyError, UnicodeDecodeError, ValueError):
+        raise ShardError(f"shard {shard} sample {sample.key!r} has no readable cls (class index as decimal text); "
+                         "re-render or re-download it") from None
+    return manifest.classes[label] if 0 <= label < len(manifest.classes) else str(label)
 
 
 def brace_pattern(names: list[str]) -> str | None:
