@@ -367,6 +367,19 @@ class ShardWriter:
             self.close()
 
 
+def record_index_files(directory: str | os.PathLike, entry: ShardEntry) -> None:
+    """Write `entry` (with its index files) into the sidecar of its shard in `directory`, when it has one, so that a
+    writer resuming there keeps listing them (`orbitset index` adds index files to datasets written before them)."""
+    path = Path(directory) / sidecar_name(entry.name)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
+        return
+    if isinstance(data, dict) and isinstance(data.get("info"), dict):
+        data["info"] = {k: v for k, v in entry.to_json().items() if k != "split"}
+        write_json_atomic(path, data)
+
+
 def split_member_name(name: str, shard: str) -> tuple[str, str]:
     """``key.field`` -> (key, field), cut at the first dot as webdataset does; refuse unsafe names and payloads.
 

@@ -2,8 +2,8 @@
 or to rebuild one that does not match its shard) and list them in the manifest.
 
 Each shard is checked against the manifest first (size and sha256: an index binds itself to that sha256), then its
-headers are scanned once and its two index files (`orbitset.shard_index`) are written beside it atomically. The
-manifest is rewritten last, atomically, listing every shard's index files: an interrupted run leaves the old
+headers are scanned once and its two index files (`orbitset.shard_index`) are written beside it atomically (and
+listed in its sidecar, when it has one). The manifest is rewritten last, atomically, listing every shard's index files: an interrupted run leaves the old
 manifest, which still loads.
 """
 
@@ -16,7 +16,7 @@ from orbitset.errors import ShardError
 from orbitset.integrity import integrity_problem
 from orbitset.manifests.model import Manifest, load_manifest, manifest_path, write_manifest
 from orbitset.shard_index import write_index_files
-from orbitset.shards import scan_offsets
+from orbitset.shards import record_index_files, scan_offsets
 
 
 def index_dataset(dataset: str | os.PathLike, progress: bool = False) -> Manifest:
@@ -39,6 +39,7 @@ def index_dataset(dataset: str | os.PathLike, progress: bool = False) -> Manifes
         else:
             index, dali = write_index_files(scan_offsets(directory / entry.name, entry.sha256), directory)
             shards.append(dataclasses.replace(entry, index=index, dali_index=dali))
+            record_index_files(directory, shards[-1])
         if bar is not None:
             bar.update(entry.bytes)
     if bar is not None:
