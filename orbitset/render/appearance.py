@@ -14,7 +14,9 @@ importer does):
 - specular (MTL ``Ks`` with ``Ns`` >= 200, i.e. Blender roughness <= 0.55; glTF metallic >= 0.5 or roughness <= 0.4):
   Blender renders highlights and reflections; raster renders diffuse light only. Weaker speculars are recorded by
   neither: their highlights are broad and dim.
-- missing textures: both backends show the material's own colour (Blender's magenta placeholder is removed); no note.
+- missing textures: both backends show the material's own colour (Blender's magenta placeholder is removed); a
+  missing material library (MTL) leaves the object without materials, which both draw in Cycles' default grey
+  (`lacks_materials`); no note.
 
 `material_features(asset)` reads these from the asset's file; `appearance_notes(asset)` turns the ones a backend
 cannot render into sentences (empty for procedural objects, the uniform appearance and files without materials).
@@ -143,6 +145,12 @@ def material_features(asset: "LoadedAsset") -> MaterialFeatures:
     except (OSError, ValueError, struct.error):  # an unreadable material description: the loader reports the file
         return MaterialFeatures()
     return MaterialFeatures()
+
+
+def lacks_materials(asset: "LoadedAsset") -> bool:
+    """Whether every material library the file names is missing (Blender then imports no material at all)."""
+    missing = [name for name in asset.info.get("files_missing", []) if name.lower().endswith(".mtl")]
+    return bool(missing) and not asset.info.get("textures") and asset.appearance == "source"
 
 
 def diffuse_weight(features: MaterialFeatures) -> float:

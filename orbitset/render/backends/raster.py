@@ -1,11 +1,14 @@
-"""The `raster` backend: pyrender (OpenGL rasterisation), headless on OSMesa (CPU) or EGL (GPU).
+"""The `raster` backend: pyrender (OpenGL rasterisation), headless on OSMesa (CPU) or EGL (GPU), lit in NumPy.
 
-It approximates the 3DIEBench scene of `orbitset.render.scene`: the object (its own appearance, see
-`object_primitive`, or one grey diffuse material), a large floor plane of the view's
-colour, a sun (directional light) and a coloured spot light with its cone, seen by the camera of the view. Light
-energies are mapped to pyrender intensities by fixed factors chosen so that images are exposed like Blender's; shadows
-and bounces are not modelled. Depth is the camera-frame z (OpenCV, scene units), 0 where nothing is hit; the mask
-is a flat render of the object alone with the floor as occluder (True where the object is the first surface hit).
+It renders the 3DIEBench scene of `orbitset.render.scene` as Cycles lights it, deferred: pyrender rasterises flat
+passes (the surface colour, sRGB-encoded; the normal of the side facing the camera; depth) and the object's depth
+seen from the spot light, and `raster_shading` computes each pixel's light from them: the spot's soft-edged cone and
+its soft shadows, the wide sun, the world and the floor's bounce onto the object, each term scaled by
+`LIGHT_SCALES`, then Blender's Filmic curve and a slight blur for Cycles' pixel filter. The object shows its own
+appearance (see `object_primitives`) or one grey diffuse material; material features Blender renders and this
+backend cannot are recorded by `orbitset.render.appearance`. Depth is the camera-frame z (OpenCV, scene units), 0
+where nothing is hit; the mask is a flat render of the object alone with the floor as occluder (True where the
+object is the first surface hit).
 
 pyrender 0.1.45 quirks handled here, not by pinning: it uses ``np.infty`` (removed in NumPy 2), and it needs
 PyOpenGL >= 3.1.4 for OSMesa, while its metadata pins PyOpenGL 3.1.0; so the ``render`` extra cannot carry it and
@@ -27,7 +30,7 @@ import numpy as np
 from orbitset import geometry
 from orbitset._optional import require
 from orbitset.errors import DependencyError, RenderError
-from orbitset.render.appearance import diffuse_weight, material_features
+from orbitset.render.appearance import diffuse_weight, lacks_materials, material_features
 from orbitset.render.backends import raster_shading as shading
 from orbitset.render.scene import Backend, RenderedView, SceneSpec, ViewState
 
@@ -186,7 +189,8 @@ def object_primitives(pyrender, asset: "LoadedAsset", uniform_material) -> tuple
     wound meshes render fully, as Blender renders both sides).
 
     The albedo primitive draws the surface colour, sRGB-encoded: from the mesh's visuals when `asset.appearance`
-    is "source" (texture, material colour, vertex or face colours), `uniform_material` otherwise. The normal
+    is "source" (texture, material colour, vertex or face colours), `uniform_material` otherwise (and for files whose
+    material library is missing, as Blender draws them). The normal
     primitive draws ``0.5 + 0.5 * n`` of the side facing the camera, n in the object frame: smooth where Blender's
     importer shades the file smoothly (`smooth_in_blender`, `corner_normals`), flat otherwise.
     """
@@ -197,7 +201,7 @@ def object_primitives(pyrender, asset: "LoadedAsset", uniform_material) -> tuple
     positions = np.asarray(mesh.vertices, dtype=np.float32)[both].reshape(-1, 3)
     corner = corner_normals(mesh, asset.appearance == "source" and smooth_in_blender(asset.path))
     normals = np.concatenate([corner, -corner[:, ::-1]]).reshape(-1, 3)
-    kind = getattr(mesh.visual, "kind", None) if asset.appearance == "source" else None
+    kind = getattr(mesh.visual, "kind", None) if asset.appearance == "source" and not lacks_materials(asset) else None
     texcoords = colours = None
     material = uniform_material
     if kind == "texture":
