@@ -93,9 +93,9 @@ def _mtl_features(text: str, features: MaterialFeatures) -> None:
 def _obj_features(path: Path) -> MaterialFeatures:
     features = MaterialFeatures()
     with path.open("rb") as handle:
-        libraries = re.findall(rb"^mtllib\s+(.+?)\s*$", handle.read(), re.MULTILINE)
+        libraries = re.findall(rb"(?m)^mtllib[ \t]+([^\r\n]+)", handle.read())
     for library in libraries:
-        written = library.decode("utf-8", "replace").replace("\\", "/")
+        written = library.decode("utf-8", "replace").strip().replace("\\", "/")
         for candidate in (path.parent / written, path.parent / Path(written).name):
             if candidate.is_file():
                 _mtl_features(candidate.read_text("utf-8", "replace"), features)

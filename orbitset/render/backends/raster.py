@@ -45,6 +45,7 @@ PYRENDER_INSTALL = "pip install --no-deps pyrender==0.1.45"
 #: Filmic) of procedural objects, never the reference images that `benchmarks/fidelity.py` judges raster on.
 LIGHT_SCALES = {"spot": 0.937, "sun": 1.16, "world": 1.03, "bounce": 0.805, "blur": 0.55}
 CREASE_ANGLE = math.radians(60)  # smooth shading keeps edges sharper than this (files rarely say which are)
+MAX_TEXTURE_SIZE = 1024  # texels per side at most (larger images are reduced by an integer factor, box filter)
 OBJECT_COLOUR = (0.8, 0.8, 0.8)  # Blender's default material base colour (linear)
 #: uint8 -> linear value of an sRGB-encoded component, and -> normal component of the normal pass's encoding
 _DECODE_SRGB = shading.srgb_to_linear(np.arange(256) / 255.0).astype(np.float32)
@@ -126,6 +127,7 @@ def _source_material(pyrender, material) -> "pyrender.MetallicRoughnessMaterial"
     colour sRGB-encoded (as its texture is), so the pass reads back as sRGB.
 
     OBJ: an image replaces ``Kd`` (as Blender's importer connects it); glTF: base colour factor times texture.
+    Images over `MAX_TEXTURE_SIZE` texels per side are reduced to it (mipmapping would not show more).
     Colour factors are linear (Blender's importers give them to the shader as they are).
     """
     from trimesh.visual.material import PBRMaterial
@@ -139,6 +141,8 @@ def _source_material(pyrender, material) -> "pyrender.MetallicRoughnessMaterial"
         factor = np.ones(4) if image is not None else np.asarray(material.diffuse, dtype=np.float64) / 255.0
     texture = None
     if image is not None:
+        if max(image.size) > MAX_TEXTURE_SIZE:  # finer texels than any view shows: uploading them is the cost
+            image = image.reduce(math.ceil(max(image.size) / MAX_TEXTURE_SIZE))
         texture = pyrender.Texture(source=np.asarray(image.convert("RGBA")), source_channels="RGBA")
     colour = np.concatenate([_display(factor[:3]), [1.0]])
     return pyrender.MetallicRoughnessMaterial(baseColorFactor=colour, baseColorTexture=texture)
