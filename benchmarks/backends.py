@@ -73,13 +73,13 @@ def corpus(stride: int) -> list[Entry]:
     try:
         import pybullet_data
     except ImportError:
-        print("pybullet is not installed (pip install pybullet): the corpus has tests/data/assets only")
+        print("pybullet is not installed (pip install -e .[corpus]): the corpus has tests/data/assets only")
     else:
         root = Path(pybullet_data.getDataPath())
         files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in MESH_SUFFIXES)
         kept = [f for f in files if not any(part in f.lower() for part in LEFT_OUT)]
-        chosen = set(kept[::stride]) | {f for f in ALWAYS if f in files}
-        folders.append(("pybullet_data", root, [f for f in kept + list(ALWAYS) if f in chosen and chosen.discard(f) is None]))
+        chosen = kept[::stride] + [f for f in ALWAYS if f in files and f not in kept[::stride]]
+        folders.append(("pybullet_data", root, chosen))
     assets = REPO / "tests" / "data" / "assets"
     folders.append(("tests/data/assets", assets, sorted(p.name for p in assets.iterdir() if p.suffix.lower() in MESH_SUFFIXES)))
     entries = []
