@@ -45,7 +45,7 @@ PYRENDER_INSTALL = "pip install --no-deps pyrender==0.1.45"
 #: Filmic) of procedural objects, never the reference images that `benchmarks/fidelity.py` judges raster on.
 LIGHT_SCALES = {"spot": 0.937, "sun": 1.16, "world": 1.03, "bounce": 0.805, "blur": 0.55}
 CREASE_ANGLE = math.radians(60)  # smooth shading keeps edges sharper than this (files rarely say which are)
-MAX_TEXTURE_SIZE = 1024  # texels per side at most (larger images are reduced by an integer factor, box filter)
+MAX_TEXTURE_SIZE = 2048  # texels per side at most (larger images are reduced by an integer factor, box filter)
 OBJECT_COLOUR = (0.8, 0.8, 0.8)  # Blender's default material base colour (linear)
 #: uint8 -> linear value of an sRGB-encoded component, and -> normal component of the normal pass's encoding
 _DECODE_SRGB = shading.srgb_to_linear(np.arange(256) / 255.0).astype(np.float32)
