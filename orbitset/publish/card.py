@@ -128,6 +128,11 @@ def _recipe_lines(facts: DatasetFacts) -> list[str]:
         f"- renderer: {manifest.software.get('renderer', 'not recorded')}; meshes: `{manifest.extra.get('assets', 'not recorded')}`",
         f"- {facts.views} views per object, {recipe.get('size', '?')} px {recipe.get('image_format', facts.image_format)} images",
     ]
+    noted = manifest.extra.get("appearance_notes") or {}
+    if noted.get("objects"):
+        features = ", ".join(f"{feature} {count}" for feature, count in noted.get("features", {}).items())
+        lines.append(f"- {noted['objects']} objects have material features that the other render backend draws "
+                     f"differently ({features}); each one's meta.json says how in `appearance_notes`")
     return lines
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from orbitset.datasets.sources import AssetRef, AssetSource, check_up_axis
 from orbitset.errors import RenderError, ShardError
 from orbitset.hashing import stable_hash
 from orbitset.manifests.model import Factor, Failure, Manifest, software_versions
+from orbitset.render.appearance import note_features
 from orbitset.render.executors import WorkerLimits, make_executor
 from orbitset.render.job import MAX_FACES, JobSpec, ObjectResult, ObjectTask
 from orbitset.render.recipes import Recipe, get_recipe
@@ -134,7 +136,11 @@ def plan_shards(refs: Sequence[AssetRef], splits: dict[str, str], objects_per_sh
 def _finish_shard(writer: ShardWriter, shard: PlannedShard, results: dict[str, ObjectResult]) -> ShardRecord:
     samples = [results[key].fields for key in shard.keys if results[key].fields is not None]
     failures = [Failure(key, results[key].reason) for key in shard.keys if results[key].fields is None]
-    warnings = {key: results[key].framing for key in shard.keys if results[key].framing}
+    warnings = {}
+    for key in shard.keys:
+        notes = {"appearance_notes": results[key].appearance_notes} if results[key].appearance_notes else {}
+        if results[key].framing or notes:
+            warnings[key] = {**results[key].framing, **notes}
     return writer.write_shard(shard.name, shard.split, shard.keys, samples, failures, warnings)
 
 
@@ -248,6 +254,10 @@ def render_dataset(
             bar.close()
 
     symmetry_groups = _record_symmetry(writer, out, assets if isinstance(assets, str) else source.name, recipe.appearance)
+    framing_warnings = {k: {kind: n for kind, n in v.items() if kind != "appearance_notes"}
+                        for record in writer.records.values() for k, v in record.warnings.items()}
+    notes = {k: v["appearance_notes"] for record in writer.records.values() for k, v in record.warnings.items()
+             if "appearance_notes" in v}
     failed_keys = {f.object for f in unmatched} | {f.object for r in writer.records.values() for f in r.failures}
     empty_classes = [c for c in job.classes if all(r.key in failed_keys for s in plan for r in s.refs if r.class_name == c)]
     return writer.write_manifest(
@@ -272,7 +282,8 @@ def render_dataset(
             "unsupported_files": list(getattr(source, "unsupported", [])),
             "source_warnings": list(getattr(source, "warnings", [])),
             "classes_without_objects": empty_classes,
-            "framing_warnings": {k: v for record in writer.records.values() for k, v in record.warnings.items()},
+            "framing_warnings": {k: framing for k, framing in framing_warnings.items() if framing},
+            "appearance_notes": appearance_counts(notes),
         },
     )
 
@@ -286,6 +297,12 @@ def _record_symmetry(writer: ShardWriter, out: str | Path, assets: str, appearan
     records = collect_from_shards(shards)
     write_sidecar(out, records, assets=assets, appearance=appearance)
     return group_counts(records)
+
+
+def appearance_counts(notes: dict[str, list[str]]) -> dict[str, Any]:
+    """The manifest's count of objects with appearance notes (`orbitset.render.appearance`), in all and per feature."""
+    features = Counter(feature for sentences in notes.values() for feature in note_features(sentences))
+    return {"objects": len(notes), "features": dict(sorted(features.items()))}
 
 
 def _progress(total: int, done: int, enabled: bool):

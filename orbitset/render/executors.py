@@ -1,8 +1,9 @@
 """Executors run object tasks and yield their results (in completion order); the driver writes the shards.
 
 - `LocalExecutor`: `workers` long-lived worker processes, each building its backend once. Workers are forked (no
-  re-import of ``__main__``) unless this process already holds Blender state (``bpy`` imported), which a forked child
-  would inherit mid-flight and deadlock on: then they are spawned. A worker that does not start its backend within
+  re-import of ``__main__``) unless this process already holds Blender or OpenGL state (``bpy`` or ``pyrender``
+  imported: a raster backend was built here), which a forked child would inherit mid-flight and deadlock on: then
+  they are spawned. A worker that does not start its backend within
   `startup_timeout` seconds stops the run with an error instead of waiting forever. An object
   that runs past `timeout` seconds has its worker killed and is recorded as a failure; a worker retires after
   `recycle_after` objects or when its resident memory exceeds `memory_limit_mb` (Blender leaks in long loops), and
@@ -100,8 +101,8 @@ def _worker_main(connection, job: JobSpec, limits: WorkerLimits, drop_paths: tup
 
 
 def worker_start_method() -> str:
-    """"fork" (fast, no re-import of ``__main__``) unless Blender is loaded in this process, then "spawn"."""
-    return "spawn" if "bpy" in sys.modules else "fork"
+    """"fork" (fast, no re-import of ``__main__``) unless Blender or pyrender is loaded in this process, then "spawn"."""
+    return "spawn" if "bpy" in sys.modules or "pyrender" in sys.modules else "fork"
 
 
 def blender_script_paths() -> tuple[str, ...]:

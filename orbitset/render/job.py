@@ -21,6 +21,7 @@ import numpy as np
 from orbitset.datasets.sources import AssetRef, AssetSource, LoadedAsset
 from orbitset.errors import AssetError, OrbitsetError
 from orbitset.render import factors
+from orbitset.render.appearance import appearance_notes
 from orbitset.render.points import surface_points
 from orbitset.render.recipes import Recipe
 from orbitset.render.scene import Backend
@@ -64,6 +65,7 @@ class ObjectResult:
     views: int = 0
     seconds: float = 0.0
     framing: dict[str, int] = field(default_factory=dict)
+    appearance_notes: list[str] = field(default_factory=list)
 
 
 def encode_image(rgb: np.ndarray, image_format: str, quality: int = 90) -> bytes:
@@ -171,6 +173,7 @@ def render_object(job: JobSpec, backend: Backend, ref: AssetRef, latents: np.nda
         "source_id": ref.source_id,
         "asset": asset.to_json(),
         "symmetry": record_of_asset(asset, ref.source_id),
+        "appearance_notes": appearance_notes(asset),
         "framing": framing_counts(object_masks) if check_framing else None,
         "recipe": recipe.name,
         "recipe_hash": recipe.hash(),
@@ -210,7 +213,7 @@ def run_task(job: JobSpec, backend: Backend, task: ObjectTask) -> ObjectResult:
         sample = render_object(job, backend, task.ref, task.latents)
         return ObjectResult(
             task.ref.key, sample.encode(), views=sample.num_views, seconds=time.perf_counter() - start,
-            framing=sample.meta["framing"] or {},
+            framing=sample.meta["framing"] or {}, appearance_notes=sample.meta["appearance_notes"],
         )
     except OrbitsetError as exc:
         reason = f"{type(exc).__name__}: {exc}"

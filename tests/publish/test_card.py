@@ -84,3 +84,14 @@ def test_brace_pattern_and_size_category():
     assert brace_pattern(["train-000000.tar", "train-000002.tar"]) is None
     assert brace_pattern(["a-01.tar", "b-02.tar"]) is None
     assert [size_category(n) for n in (0, 999, 1000, 52_472)] == ["n<1K", "n<1K", "1K<n<10K", "10K<n<100K"]
+
+
+def test_card_counts_objects_with_appearance_notes(tmp_path):
+    manifest = write_synthetic_dataset(tmp_path, classes=2, objects_per_class=2, views=3, size=16)
+    from orbitset.manifests.model import write_manifest
+
+    assert "appearance_notes" not in card_text(read_facts(tmp_path), license="cc-by-4.0", contact_sheet=False)
+    manifest.extra["appearance_notes"] = {"objects": 2, "features": {"alpha": 1, "transmission": 2}}
+    write_manifest(manifest, tmp_path)
+    _, body = header_and_body(card_text(read_facts(tmp_path), license="cc-by-4.0", contact_sheet=False))
+    assert "- 2 objects have material features that the other render backend draws differently (alpha 1, transmission 2)" in body

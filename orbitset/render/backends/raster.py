@@ -1,11 +1,14 @@
-"""The `raster` backend: pyrender (OpenGL rasterisation), headless on OSMesa (CPU) or EGL (GPU).
+"""The `raster` backend: pyrender (OpenGL rasterisation), headless on OSMesa (CPU) or EGL (GPU), lit in NumPy.
 
-It approximates the 3DIEBench scene of `orbitset.render.scene`: the object (its own appearance, see
-`object_primitive`, or one grey diffuse material), a large floor plane of the view's
-colour, a sun (directional light) and a coloured spot light with its cone, seen by the camera of the view. Light
-energies are mapped to pyrender intensities by fixed factors chosen so that images are exposed like Blender's; shadows
-and bounces are not modelled. Depth is the camera-frame z (OpenCV, scene units), 0 where nothing is hit; the mask
-is a flat render of the object alone with the floor as occluder (True where the object is the first surface hit).
+It renders the 3DIEBench scene of `orbitset.render.scene` as Cycles lights it, deferred: pyrender rasterises flat
+passes (the surface colour, sRGB-encoded; the normal of the side facing the camera; depth) and the object's depth
+seen from the spot light, and `raster_shading` computes each pixel's light from them: the spot's soft-edged cone and
+its soft shadows, the wide sun, the world and the floor's bounce onto the object, each term scaled by
+`LIGHT_SCALES`, then Blender's Filmic curve and a slight blur for Cycles' pixel filter. The object shows its own
+appearance (see `object_primitives`) or one grey diffuse material; material features Blender renders and this
+backend cannot are recorded by `orbitset.render.appearance`. Depth is the camera-frame z (OpenCV, scene units), 0
+where nothing is hit; the mask is a flat render of the object alone with the floor as occluder (True where the
+object is the first surface hit).
 
 pyrender 0.1.45 quirks handled here, not by pinning: it uses ``np.infty`` (removed in NumPy 2), and it needs
 PyOpenGL >= 3.1.4 for OSMesa, while its metadata pins PyOpenGL 3.1.0; so the ``render`` extra cannot carry it and
@@ -18,6 +21,8 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,6 +30,8 @@ import numpy as np
 from orbitset import geometry
 from orbitset._optional import require
 from orbitset.errors import DependencyError, RenderError
+from orbitset.render.appearance import diffuse_weight, lacks_materials, material_features
+from orbitset.render.backends import raster_shading as shading
 from orbitset.render.scene import Backend, RenderedView, SceneSpec, ViewState
 
 if TYPE_CHECKING:
@@ -32,14 +39,17 @@ if TYPE_CHECKING:
 
 #: pyrender's own pins conflict with OSMesa's PyOpenGL, so it is installed without its dependencies (the extra has them).
 PYRENDER_INSTALL = "pip install --no-deps pyrender==0.1.45"
-#: Blender spot watts -> pyrender candela-like intensity, sun W/m^2 -> pyrender lux-like intensity, and ambient light
-#: (pyrender linear units per channel). Fitted by `benchmarks/raster_exposure.py`: least squares on per-pixel
-#: luminance against Blender's own renders (Cycles, Filmic) of procedural objects, never the reference images that
-#: `benchmarks/fidelity.py` judges raster on.
-SPOT_INTENSITY_PER_WATT = 0.0453
-SUN_INTENSITY_PER_UNIT = 0.649
-AMBIENT = 0.303
-OBJECT_COLOUR = (0.8, 0.8, 0.8, 1.0)  # Blender's default material base colour
+#: Scale of each light term of `raster_shading` (spot, sun, world, floor bounce), and the gaussian blur (pixels) that
+#: stands in for Cycles' pixel filter and denoiser. Fitted by
+#: `benchmarks/raster_exposure.py`: least squares on per-pixel luminance against Blender's own renders (Cycles,
+#: Filmic) of procedural objects, never the reference images that `benchmarks/fidelity.py` judges raster on.
+LIGHT_SCALES = {"spot": 0.937, "sun": 1.16, "world": 1.03, "bounce": 0.805, "blur": 0.55}
+CREASE_ANGLE = math.radians(60)  # smooth shading keeps edges sharper than this (files rarely say which are)
+MAX_TEXTURE_SIZE = 2048  # texels per side at most (larger images are reduced by an integer factor, box filter)
+OBJECT_COLOUR = (0.8, 0.8, 0.8)  # Blender's default material base colour (linear)
+#: uint8 -> linear value of an sRGB-encoded component, and -> normal component of the normal pass's encoding
+_DECODE_SRGB = shading.srgb_to_linear(np.arange(256) / 255.0).astype(np.float32)
+_DECODE_NORMAL = (np.arange(256) / 127.5 - 1.0).astype(np.float32)
 _GL_FROM_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
@@ -100,17 +110,25 @@ def _direction_pose(direction: np.ndarray) -> np.ndarray:
     return _gl_pose(geometry.look_at(np.zeros(3), forward, up))
 
 
-def _linear(srgb: np.ndarray) -> np.ndarray:
-    """sRGB-encoded values in [0, 1] -> linear (IEC 61966-2-1)."""
-    return np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+def _light_extrinsics(position: np.ndarray) -> np.ndarray:
+    """OpenCV world-to-camera extrinsics of a camera at the spot light, looking along its axis (at the origin)."""
+    forward = -position / np.linalg.norm(position)
+    up = np.array([0.0, 0.0, 1.0]) if abs(forward[2]) < 0.999 else np.array([0.0, 1.0, 0.0])
+    return geometry.look_at(position, position + forward, up)
+
+
+def _display(linear) -> np.ndarray:
+    """Linear colour components -> the sRGB encoding the albedo pass draws (decoded after reading back)."""
+    return shading.linear_to_srgb(np.asarray(linear, dtype=np.float64))
 
 
 def _source_material(pyrender, material) -> "pyrender.MetallicRoughnessMaterial":
-    """A trimesh material (OBJ `SimpleMaterial` or glTF `PBRMaterial`) as a pyrender material.
+    """A trimesh material (OBJ `SimpleMaterial` or glTF `PBRMaterial`) as the albedo pass's flat material: its base
+    colour sRGB-encoded (as its texture is), so the pass reads back as sRGB.
 
-    OBJ: an image replaces ``Kd`` (as Blender's importer connects it), roughness ``1 - sqrt(Ns / 1000)`` (idem).
-    glTF: base colour factor times texture, its metallic and roughness factors. Alpha: a texture with transparent
-    texels is cut at 0.5 (glTF's MASK mode); partial transparency is rendered opaque.
+    OBJ: an image replaces ``Kd`` (as Blender's importer connects it); glTF: base colour factor times texture.
+    Images over `MAX_TEXTURE_SIZE` texels per side are reduced to it (mipmapping would not show more).
+    Colour factors are linear (Blender's importers give them to the shader as they are).
     """
     from trimesh.visual.material import PBRMaterial
 
@@ -118,37 +136,76 @@ def _source_material(pyrender, material) -> "pyrender.MetallicRoughnessMaterial"
         image = material.baseColorTexture
         factor = material.baseColorFactor
         factor = np.ones(4) if factor is None else np.asarray(factor, dtype=np.float64) / 255.0
-        metallic = 0.0 if material.metallicFactor is None else float(material.metallicFactor)
-        roughness = 1.0 if material.roughnessFactor is None else float(material.roughnessFactor)
     else:
         image = getattr(material, "image", None)
         factor = np.ones(4) if image is not None else np.asarray(material.diffuse, dtype=np.float64) / 255.0
-        metallic = 0.0
-        roughness = 1.0 - math.sqrt(min(max(float(getattr(material, "glossiness", 0.0) or 0.0), 0.0), 1000.0) / 1000.0)
-    texture, mode = None, "OPAQUE"
+    texture = None
     if image is not None:
-        texels = np.asarray(image.convert("RGBA"))
-        texture = pyrender.Texture(source=texels, source_channels="RGBA")
-        mode = "MASK" if texels[..., 3].min() < 128 else "OPAQUE"
-    return pyrender.MetallicRoughnessMaterial(
-        baseColorFactor=np.clip(factor, 0.0, 1.0), baseColorTexture=texture, metallicFactor=metallic,
-        roughnessFactor=roughness, alphaMode=mode, alphaCutoff=0.5,
-    )
+        if max(image.size) > MAX_TEXTURE_SIZE:  # finer texels than any view shows: uploading them is the cost
+            image = image.reduce(math.ceil(max(image.size) / MAX_TEXTURE_SIZE))
+        texture = pyrender.Texture(source=np.asarray(image.convert("RGBA")), source_channels="RGBA")
+    colour = np.concatenate([_display(factor[:3]), [1.0]])
+    return pyrender.MetallicRoughnessMaterial(baseColorFactor=colour, baseColorTexture=texture)
 
 
-def object_primitive(pyrender, asset: "LoadedAsset", uniform_material) -> "pyrender.Primitive":
-    """`asset.mesh` as one flat-shaded pyrender primitive holding every triangle twice, once per winding, so that
-    with back-face culling each triangle shows the side facing the camera, lit with its normal turned towards it
-    (open sheets and inconsistently wound meshes render fully). Appearance from the mesh's visuals when
-    `asset.appearance` is "source" (texture, material colour, vertex or face colours), `uniform_material` otherwise.
+def smooth_in_blender(path) -> bool:
+    """Whether Blender's importer shades the file smoothly: OBJ with vertex normals or a smoothing group, glTF
+    (normals are part of its meshes), PLY with normals; STL, OFF and built meshes are flat."""
+    if path is None:
+        return False
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".glb", ".gltf"):
+        return True
+    if not path.is_file():
+        return False
+    if suffix == ".obj":
+        return re.search(rb"^(vn\s|s\s+(?!off\b|0\b))", path.read_bytes(), re.MULTILINE) is not None
+    if suffix == ".ply":
+        with path.open("rb") as handle:
+            header = handle.read(4096).split(b"end_header")[0]
+        return b" nx" in header
+    return False
+
+
+def corner_normals(mesh, smooth: bool) -> np.ndarray:
+    """(M, 3, 3) normal of each triangle corner: the face normal, or when `smooth` the area-weighted mean normal of
+    the faces meeting at the corner's position unless it leans more than `CREASE_ANGLE` from the face's own."""
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    face_normals = np.asarray(mesh.face_normals, dtype=np.float64)
+    flat = np.repeat(face_normals[:, None], 3, axis=1)
+    if not smooth:
+        return flat
+    _, position = np.unique(np.round(np.asarray(mesh.vertices), 6), axis=0, return_inverse=True)
+    corner_position = position.reshape(-1)[faces]
+    weighted = face_normals * np.asarray(mesh.area_faces)[:, None]
+    summed = np.zeros((int(position.max()) + 1, 3))
+    np.add.at(summed, corner_position.ravel(), np.repeat(weighted, 3, axis=0))
+    normals = summed[corner_position]
+    normals /= np.maximum(np.linalg.norm(normals, axis=2, keepdims=True), 1e-12)
+    sharp = (normals * face_normals[:, None]).sum(axis=2) < math.cos(CREASE_ANGLE)
+    return np.where(sharp[..., None], flat, normals)
+
+
+def object_primitives(pyrender, asset: "LoadedAsset", uniform_material) -> tuple:
+    """(albedo, normals): `asset.mesh` as two pyrender primitives holding every triangle twice, once per winding,
+    so that with back-face culling each triangle shows the side facing the camera (open sheets and inconsistently
+    wound meshes render fully, as Blender renders both sides).
+
+    The albedo primitive draws the surface colour, sRGB-encoded: from the mesh's visuals when `asset.appearance`
+    is "source" (texture, material colour, vertex or face colours), `uniform_material` otherwise (and for files whose
+    material library is missing, as Blender draws them). The normal
+    primitive draws ``0.5 + 0.5 * n`` of the side facing the camera, n in the object frame: smooth where Blender's
+    importer shades the file smoothly (`smooth_in_blender`, `corner_normals`), flat otherwise.
     """
     mesh = asset.mesh
     faces = np.asarray(mesh.faces, dtype=np.int64)
     both = np.concatenate([faces, faces[:, ::-1]])
     face_normals = np.asarray(mesh.face_normals, dtype=np.float64)
     positions = np.asarray(mesh.vertices, dtype=np.float32)[both].reshape(-1, 3)
-    normals = np.repeat(np.concatenate([face_normals, -face_normals]), 3, axis=0).astype(np.float32)
-    kind = getattr(mesh.visual, "kind", None) if asset.appearance == "source" else None
+    corner = corner_normals(mesh, asset.appearance == "source" and smooth_in_blender(asset.path))
+    normals = np.concatenate([corner, -corner[:, ::-1]]).reshape(-1, 3)
+    kind = getattr(mesh.visual, "kind", None) if asset.appearance == "source" and not lacks_materials(asset) else None
     texcoords = colours = None
     material = uniform_material
     if kind == "texture":
@@ -159,16 +216,17 @@ def object_primitive(pyrender, asset: "LoadedAsset", uniform_material) -> "pyren
         if texcoords is None:
             material.baseColorTexture = None
     elif kind == "vertex":
-        rgba = np.asarray(mesh.visual.vertex_colors, dtype=np.float64)[both].reshape(-1, 4) / 255.0
-        colours = np.concatenate([_linear(rgba[:, :3]), np.ones((len(rgba), 1))], axis=1).astype(np.float32)
+        colours = np.asarray(mesh.visual.vertex_colors, dtype=np.float32)[both].reshape(-1, 4) / 255.0
     elif kind == "face":
-        rgba = np.asarray(mesh.visual.face_colors, dtype=np.float64) / 255.0
-        colours = np.repeat(np.concatenate([_linear(rgba[:, :3])] * 2), 3, axis=0)
-        colours = np.concatenate([colours, np.ones((len(colours), 1))], axis=1).astype(np.float32)
+        colours = np.repeat(np.concatenate([np.asarray(mesh.visual.face_colors, dtype=np.float32)] * 2), 3, axis=0) / 255.0
     if colours is not None:
-        material = pyrender.MetallicRoughnessMaterial(baseColorFactor=(1.0, 1.0, 1.0, 1.0), metallicFactor=0.0, roughnessFactor=1.0)
-    return pyrender.Primitive(
-        positions=positions, normals=normals, texcoord_0=texcoords, color_0=colours, material=material, mode=4,  # GL_TRIANGLES
+        colours[:, 3] = 1.0
+        material = pyrender.MetallicRoughnessMaterial(baseColorFactor=(1.0, 1.0, 1.0, 1.0))
+    white = pyrender.MetallicRoughnessMaterial(baseColorFactor=(1.0, 1.0, 1.0, 1.0))
+    encoded = np.concatenate([0.5 + 0.5 * normals, np.ones((len(normals), 1))], axis=1).astype(np.float32)
+    return (
+        pyrender.Primitive(positions=positions, texcoord_0=texcoords, color_0=colours, material=material, mode=4),
+        pyrender.Primitive(positions=positions, color_0=encoded, material=white, mode=4),  # GL_TRIANGLES
     )
 
 
@@ -182,78 +240,133 @@ class RasterBackend(Backend):
         self.preset = preset
         self._pyrender = import_pyrender()
         pyrender = self._pyrender
-        self._scene = pyrender.Scene(bg_color=(*scene.background, 1.0), ambient_light=(AMBIENT,) * 3)
+        self._lights = shading.SceneLights.of(scene)
+        self._scene = pyrender.Scene(bg_color=(0.0, 0.0, 0.0, 1.0))
         K = scene.intrinsics()
         far = 4.0 * (scene.camera.distance + scene.floor.size)
         # pyrender puts pixel centres at +0.5: shift the principal point so that K keeps OpenCV's integer centres.
         self._camera = pyrender.IntrinsicsCamera(K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5, znear=0.01, zfar=far)
         self._camera_node = self._scene.add(self._camera, pose=np.eye(4))
+        # the spot's depth map: the cone and the widest disk of the light seen from near the object, at image size
+        spot = scene.spot
+        half = spot.spot_size / 2 + math.asin(min(spot.soft_size / max(spot.radius - 1.5, 0.5), 1.0)) + 0.02
+        self._light_K = geometry.intrinsics_from_fov(2 * half, scene.width, scene.height)
+        Kl = self._light_K
+        light_camera = pyrender.IntrinsicsCamera(Kl[0, 0], Kl[1, 1], Kl[0, 2] + 0.5, Kl[1, 2] + 0.5, znear=0.05,
+                                                 zfar=2.0 * (spot.radius + scene.camera.distance))
+        self._light_camera_node = self._scene.add(light_camera, pose=np.eye(4))
+        self._scene.main_camera_node = self._camera_node
         self._floor_material = None  # pyrender deep-copies materials: keep the floor primitive's own one
         self._floor_node = None
         if scene.floor.enabled:
             import trimesh
 
-            half = scene.floor.size / 2
+            half_size = scene.floor.size / 2
+            z = scene.floor.z
             plane = trimesh.Trimesh(
-                vertices=[[-half, -half, scene.floor.z], [half, -half, scene.floor.z], [half, half, scene.floor.z], [-half, half, scene.floor.z]],
+                vertices=[[-half_size, -half_size, z], [half_size, -half_size, z], [half_size, half_size, z], [-half_size, half_size, z]],
                 faces=[[0, 1, 2], [0, 2, 3]],
                 process=False,
             )
-            material = pyrender.MetallicRoughnessMaterial(baseColorFactor=(0.5, 0.5, 0.5, 1.0), metallicFactor=0.0, roughnessFactor=1.0)
+            material = pyrender.MetallicRoughnessMaterial(baseColorFactor=(0.0, 0.0, 0.0, 1.0))
             floor_mesh = pyrender.Mesh.from_trimesh(plane, material=material, smooth=False)
             self._floor_material = floor_mesh.primitives[0].material
             self._floor_node = self._scene.add(floor_mesh)
-        sun = scene.sun
-        self._scene.add(
-            pyrender.DirectionalLight(color=np.ones(3), intensity=sun.energy * SUN_INTENSITY_PER_UNIT),
-            pose=_direction_pose(np.asarray(sun.direction)),
-        )
-        spot = scene.spot
-        outer = spot.spot_size / 2
-        self._spot = pyrender.SpotLight(
-            color=np.ones(3), intensity=spot.energy * SPOT_INTENSITY_PER_WATT,
-            innerConeAngle=outer * (1.0 - spot.blend), outerConeAngle=outer,
-        )
-        self._spot_node = self._scene.add(self._spot, pose=np.eye(4))
-        self._object_material = pyrender.MetallicRoughnessMaterial(baseColorFactor=OBJECT_COLOUR, metallicFactor=0.0, roughnessFactor=1.0)
-        self._object_node = None
+        self._object_material = pyrender.MetallicRoughnessMaterial(baseColorFactor=(*_display(OBJECT_COLOUR[:3]), 1.0))
+        self._object_node = self._normal_node = None
+        rows, cols = np.indices((scene.height, scene.width), dtype=np.float64)
+        #: camera-frame point per pixel at planar depth 1 (OpenCV), for positions from the depth buffer
+        self._rays = np.stack([(cols - K[0, 2]) / K[0, 0], (rows - K[1, 2]) / K[1, 1], np.ones_like(rows)], axis=2).astype(np.float32)
         self._renderer = pyrender.OffscreenRenderer(scene.width, scene.height)
         programs = self._renderer._renderer._program_cache
         programs._program_cache = _ProgramsByContextAddress(programs._program_cache)
 
     def set_asset(self, asset: "LoadedAsset") -> None:
-        if self._object_node is not None:
-            self._scene.remove_node(self._object_node)
-            self._object_node = None
-        primitive = object_primitive(self._pyrender, asset, self._object_material)
-        self._object_node = self._scene.add(self._pyrender.Mesh([primitive]), pose=np.eye(4))
+        for node in (self._object_node, self._normal_node):
+            if node is not None:
+                self._scene.remove_node(node)
+        self._object_node = self._normal_node = None
+        self._diffuse_weight = diffuse_weight(material_features(asset))
+        albedo, normals = object_primitives(self._pyrender, asset, self._object_material)
+        self._object_node = self._scene.add(self._pyrender.Mesh([albedo]), pose=np.eye(4))
+        self._normal_node = self._scene.add(self._pyrender.Mesh([normals]), pose=np.eye(4))
 
-    def render(self, view: ViewState, depth: bool = False, mask: bool = False) -> RenderedView:
+    def _passes(self, view: ViewState, seen: bool = True) -> tuple[shading.Passes, np.ndarray]:
+        """Rasterise the albedo, normal and spot-depth passes of `view` (see `raster_shading.Passes`), and the depth;
+        with `seen` False the object is left out of what the camera sees but still casts its shadow."""
+        flat = self._pyrender.RenderFlags.FLAT
+        pose = view.object_to_world()
+        for node in (self._object_node, self._normal_node):
+            self._scene.set_pose(node, pose)
+        self._scene.set_pose(self._camera_node, _gl_pose(view.camera_extrinsics))
+        self._object_node.mesh.is_visible, self._normal_node.mesh.is_visible = seen, False
+        albedo, z = self._renderer.render(self._scene, flags=flat)
+        self._object_node.mesh.is_visible, self._normal_node.mesh.is_visible = False, seen
+        encoded, _ = self._renderer.render(self._scene, flags=flat)
+        self._normal_node.mesh.is_visible = False
+        world_to_light = _light_extrinsics(np.asarray(view.spot_position, dtype=np.float64))
+        self._object_node.mesh.is_visible = True
+        if self._floor_node is not None:
+            self._floor_node.mesh.is_visible = False
+        self._scene.main_camera_node = self._light_camera_node
+        self._scene.set_pose(self._light_camera_node, _gl_pose(world_to_light))
+        try:
+            light_depth = self._renderer.render(self._scene, flags=self._pyrender.RenderFlags.DEPTH_ONLY)
+        finally:
+            self._scene.main_camera_node = self._camera_node
+            if self._floor_node is not None:
+                self._floor_node.mesh.is_visible = True
+        hit = z > 0
+        rotation = np.asarray(view.rotation, dtype=np.float32)
+        on_object = hit & (encoded.astype(np.int32).sum(axis=2) > 24)
+        normal = _DECODE_NORMAL[encoded] @ rotation.T
+        normal /= np.maximum(np.linalg.norm(normal, axis=2, keepdims=True), 1e-6)
+        to_world = np.linalg.inv(np.asarray(view.camera_extrinsics, dtype=np.float64)).astype(np.float32)
+        position = (self._rays * z[..., None].astype(np.float32)) @ to_world[:3, :3].T + to_world[:3, 3]
+        albedo = np.where(on_object[..., None], _DECODE_SRGB[albedo] * np.float32(self._diffuse_weight),
+                          np.asarray(view.floor_rgb, dtype=np.float32))
+        return shading.Passes(
+            position=position, normal=normal, albedo=albedo, hit=hit, on_object=on_object,
+            light_depth=np.asarray(light_depth, dtype=np.float32), light_K=self._light_K, world_to_light=world_to_light,
+        ), z
+
+    def light_terms(self, view: ViewState, seen: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Each light term's linear radiance (unscaled, see `raster_shading.light_terms`) and the planar depth; with
+        `seen` False the object only casts its shadow."""
         if self._object_node is None:
             raise RenderError("raster backend: set_asset must be called before render")
-        pyrender = self._pyrender
-        self._scene.set_pose(self._object_node, view.object_to_world())
-        self._scene.set_pose(self._camera_node, _gl_pose(view.camera_extrinsics))
-        if self._floor_material is not None:
-            self._floor_material.baseColorFactor = np.array([*view.floor_rgb, 1.0])
-        self._spot.color = np.asarray(view.spot_rgb, dtype=np.float64)
-        spot_position = np.asarray(view.spot_position, dtype=np.float64)
-        spot_pose = _direction_pose(-spot_position)
-        spot_pose[:3, 3] = spot_position
-        self._scene.set_pose(self._spot_node, spot_pose)
-        rgb, z = self._renderer.render(self._scene)
+        passes, z = self._passes(view, seen)
+        terms = shading.light_terms(passes, np.asarray(view.spot_position, dtype=np.float64),
+                                    np.asarray(view.spot_rgb, dtype=np.float64),
+                                    np.asarray(view.floor_rgb, dtype=np.float64), self.scene.floor.z, self._lights)
+        return terms, z
+
+    def compose(self, terms: dict[str, np.ndarray], z: np.ndarray, scales: dict[str, float]) -> np.ndarray:
+        """uint8 RGB from light terms scaled by `scales` (and blurred by its "blur"); the world where nothing is hit."""
+        linear = sum(scales[name] * term for name, term in terms.items())
+        linear = np.where((z > 0)[..., None], linear, self._lights.world * scales["world"])
+        linear = shading.blur(linear, scales["blur"])
+        return np.clip(np.rint(shading.filmic(linear)), 0, 255).astype(np.uint8)
+
+    def render(self, view: ViewState, depth: bool = False, mask: bool = False) -> RenderedView:
+        terms, z = self.light_terms(view)
         object_mask = None
         if mask:
             nodes = {self._object_node: (255, 255, 255)}
             if self._floor_node is not None:
                 nodes[self._floor_node] = (0, 0, 0)
-            segmentation, _ = self._renderer.render(self._scene, flags=pyrender.RenderFlags.SEG, seg_node_map=nodes)
+            segmentation, _ = self._renderer.render(self._scene, flags=self._pyrender.RenderFlags.SEG, seg_node_map=nodes)
             object_mask = segmentation[..., 0] > 127
         return RenderedView(
-            rgb=np.ascontiguousarray(rgb[..., :3], dtype=np.uint8),
+            rgb=self.compose(terms, z, LIGHT_SCALES),
             depth=np.asarray(z, dtype=np.float32) if depth else None,
             mask=object_mask,
         )
+
+    def render_background(self, view: ViewState) -> np.ndarray:
+        """uint8 (H, W, 3) RGB of `view` with the object hidden from the camera only: its shadow stays (a background
+        plate, to find the object in another renderer's image of the same view)."""
+        return self.compose(*self.light_terms(view, seen=False), LIGHT_SCALES)
 
     def version(self) -> str:
         return f"pyrender {self._pyrender.__version__} ({os.environ.get('PYOPENGL_PLATFORM', 'default')})"
@@ -262,4 +375,3 @@ class RasterBackend(Backend):
         if self._renderer is not None:
             self._renderer.delete()
             self._renderer = None
-
