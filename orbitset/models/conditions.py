@@ -64,10 +64,11 @@ def hue_delta_columns(latent_names: Sequence[str]) -> list[int]:
 
 def pair_condition(rel_rotation: torch.Tensor, rel_latents: torch.Tensor | None, rel_latent_names: Sequence[str],
                    condition: str) -> torch.Tensor:
-    """The condition vector of a batch of pairs: the quaternion as given, then the hue deltas for "rotation+color"."""
+    """The condition vectors (..., C) of pairs (..., 4) (a batch, or a batch of sequences' consecutive pairs): the
+    quaternion as given, then the hue deltas for "rotation+color"."""
     if condition == "rotation":
         return rel_rotation.float()
     if rel_latents is None:
         raise OrbitsetError("the rotation+color condition needs the latent deltas of the pairs (rel_latents)")
-    hues = rel_latents[:, hue_delta_columns(rel_latent_names)]
-    return torch.cat([rel_rotation, hues], dim=1).float()
+    hues = rel_latents[..., hue_delta_columns(rel_latent_names)]
+    return torch.cat([rel_rotation, hues], dim=-1).float()

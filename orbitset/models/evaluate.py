@@ -11,8 +11,10 @@ mode), and the probes draw their pairs or views from those features. Image evalu
 Tasks (`TASKS`); each returns a dict of metrics and is written to ``RUN/eval/TASK.json`` by `evaluate`:
 - ``classify``: linear probe on the representation; top-1 over every view of the evaluated objects;
 - ``rotation``: MLP probe (2D -> 1024 -> 1024 -> 4, ReLU) on [rep_a, rep_b] predicting the relative quaternion;
-  R^2 with one global mean (`orbitset.models.losses.r2_score`) on `test_pairs` seeded pairs per evaluated object,
-  next to the R^2 of the constant training-mean predictor (``r2_mean_baseline``);
+  R^2 in both conventions (`orbitset.models.losses`): ``r2_global_mean`` (one global mean over every component:
+  SIE's, ContextSSL's, EquiCaps'; also written as ``r2``) and ``r2_per_component`` (the average of per-component
+  R^2: seq-JEPA's, scikit-learn's default), on `test_pairs` seeded pairs per evaluated object, next to the R^2 of the
+  constant training-mean predictor (``r2_mean_baseline``, global mean);
 - ``color``: the same probe predicting the (floor, spot) hue deltas;
 - ``retrieval``: predict view j's embedding from view 0's for every j = 0..V-1 and rank the true view among the
   object's V views by cosine similarity (MRR, H@1, H@2, H@5, H@10); invariant methods predict with the identity;
@@ -55,7 +57,7 @@ from orbitset import geometry
 from orbitset.errors import OrbitsetError
 from orbitset.models import equivariance
 from orbitset.models.conditions import EULER_LATENTS, hue_delta_columns, relative_quaternion
-from orbitset.models.losses import r2_score
+from orbitset.models.losses import r2_both, r2_global_mean
 from orbitset.models.methods import PARTS, mlp_head
 from orbitset.models.train import ImageModel, TrainConfig, load_run
 
@@ -356,8 +358,9 @@ def _regression(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, task: st
     fitted, epochs = train_probe(mlp_probe(x0.shape[1], opts.probe_hidden, len(mean)), offset, F.mse_loss, opts, held)
     x_test, y_test = scored(test, opts.seed + 1000)
     with torch.no_grad():
-        r2_test = r2_score(fitted(x_test) + mean, y_test)
-    return {"part": opts.part, "r2": r2_test, "r2_mean_baseline": r2_score(mean.expand_as(y_test), y_test),
+        r2 = r2_both(fitted(x_test) + mean, y_test)
+    return {"part": opts.part, "r2": r2["r2_global_mean"], **r2,
+            "r2_mean_baseline": r2_global_mean(mean.expand_as(y_test), y_test),
             "pair_sampling": opts.pair_sampling, "epochs_run": epochs, "train_objects": n,
             "test_pairs": len(x_test), "quaternion": cfg.quaternion if task == "rotation" else None}
 
