@@ -8,6 +8,11 @@ Conventions (docs/design.md, "Conventions"):
 - Quaternions are (x, y, z, w), scipy and roma order. "Canonical" means w >= 0.
 - Relative rotation of a pair (a, b): R_ab = R_a^T R_b, so that R_b = R_a R_ab.
 - 6D representation: the first two columns of R, concatenated (column 0 then column 1).
+- Rigid transforms are 4x4 homogeneous matrices [[R, x], [0, 1]] acting on column vectors. An object drawn at
+  x_world = R x_object + p has world offset p (``translations.npy``); for 3DIEBench-T, p = R t with t the translation
+  in the object frame (its latents trans_x, trans_y, trans_z), i.e. the pose R @ T(t). The relative 4x4 transform
+  of a pair is M_a^-1 M_b (so that M_b = M_a M_ab, as for rotations), with per-view M as EquiCaps builds it:
+  "object" frame M = T(t) @ R = [[R, t]], "base" frame M = R @ T(t) = [[R, p]] (`relative_transform`).
 - Cameras: intrinsics K in pixels with pixel centres at integer coordinates (OpenCV); extrinsics are 4x4
   world-to-camera matrices in the OpenCV camera frame (x right, y down, z forward). Blender's camera frame
   (x right, y up, looking down -z) is converted only by `blender_to_opencv_extrinsics`.
@@ -164,6 +169,41 @@ def random_rotation(count: int, rng: np.random.Generator | torch.Generator | Non
         return quat_to_matrix(quat)
     quat = torch.randn(count, 4, generator=rng, dtype=dtype)
     return _roma().unitquat_to_rotmat(_roma().quat_normalize(quat))
+
+
+# --- rigid transforms (4x4) -----------------------------------------------------------------------------------
+
+#: The frames of `relative_transform`.
+TRANSFORM_FRAMES = ("object", "base")
+
+
+@_array_api
+def pose_matrix(rotation: Array, translation: Array) -> Array:
+    """(..., 3, 3) rotations and (..., 3) translations -> (..., 4, 4) homogeneous matrices [[R, x], [0, 0, 0, 1]]."""
+    top = torch.cat([rotation, translation.unsqueeze(-1)], dim=-1)
+    bottom = torch.zeros((*top.shape[:-2], 1, 4), dtype=top.dtype, device=top.device)
+    bottom[..., 3] = 1
+    return torch.cat([top, bottom], dim=-2)
+
+
+@_array_api
+def relative_pose(rot_a: Array, trans_a: Array, rot_b: Array, trans_b: Array) -> Array:
+    """M_a^-1 M_b of M = `pose_matrix` (R, x), in closed form: [[R_a^T R_b, R_a^T (x_b - x_a)], [0, 1]], (..., 4, 4)."""
+    inverse = rot_a.transpose(-1, -2)
+    return pose_matrix(inverse @ rot_b, (inverse @ (trans_b - trans_a).unsqueeze(-1)).squeeze(-1))
+
+
+@_array_api
+def relative_transform(frame: str, rot_a: Array, offset_a: Array, rot_b: Array, offset_b: Array) -> Array:
+    """Relative 4x4 transforms M_a^-1 M_b, (..., 4, 4), from (..., 3, 3) rotations and (..., 3) world offsets
+    p = R t (``translations.npy``), with the per-view M of `frame` (see the module docstring): "object":
+    M = T(t) @ R, "base": M = R @ T(t), t = R^T p the translation in the object frame (3DIEBench-T's latents)."""
+    if frame == "base":
+        return relative_pose(rot_a, offset_a, rot_b, offset_b)
+    if frame == "object":
+        in_object = lambda rot, offset: (rot.transpose(-1, -2) @ offset.unsqueeze(-1)).squeeze(-1)  # noqa: E731
+        return relative_pose(rot_a, in_object(rot_a, offset_a), rot_b, in_object(rot_b, offset_b))
+    raise ValueError(f"frame must be one of {TRANSFORM_FRAMES}, got {frame!r}")
 
 
 # --- frames and cameras ----------------------------------------------------------------------------------------

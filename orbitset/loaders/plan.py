@@ -52,15 +52,28 @@ def object_draws(seed: int, epoch: int, key: str, count: int) -> list[int]:
     return draws[:count]
 
 
+def sequence_views(seed: int, epoch: int, key: str, count: int, views: int, length: int) -> list[tuple[int, ...]]:
+    """The `count` sequences of `length` distinct view indices (of `views`) drawn for object `key` in `epoch`, in
+    drawn order: uniform over the ordered selections without replacement, from `object_draws` (`length` integers per
+    sequence; the j-th picks uniformly among the views not yet in the sequence). SequenceLoader's and its webdataset
+    stage's choice; with `length` 2, `pair_views`."""
+    draws = object_draws(seed, epoch, key, length * count)
+    chosen = []
+    for sub in range(count):
+        sequence: list[int] = []
+        for j, draw in enumerate(draws[length * sub : length * (sub + 1)]):
+            view = draw % (views - j)
+            for taken in sorted(sequence):  # the view-th of the views not taken yet
+                view += view >= taken
+            sequence.append(view)
+        chosen.append(tuple(sequence))
+    return chosen
+
+
 def pair_views(seed: int, epoch: int, key: str, pairs: int, views: int) -> list[tuple[int, int]]:
     """The (a, b) view indices, a != b, of the `pairs` pairs drawn for object `key` in `epoch`: uniform over the
-    ordered pairs of distinct views, from `object_draws` (PairLoader's and the webdataset stage's choice)."""
-    draws = object_draws(seed, epoch, key, 2 * pairs)
-    chosen = []
-    for sub in range(pairs):
-        a, b = draws[2 * sub] % views, draws[2 * sub + 1] % (views - 1)
-        chosen.append((a, b + (b >= a)))
-    return chosen
+    ordered pairs of distinct views (`sequence_views` of length 2: PairLoader's and the webdataset stage's choice)."""
+    return sequence_views(seed, epoch, key, pairs, views, 2)  # type: ignore[return-value]
 
 
 def object_rng(seed: int, epoch: int, key: str) -> np.random.Generator:

@@ -40,7 +40,7 @@ def relative_quaternion(quaternion: str, rot_a: torch.Tensor, rot_b: torch.Tenso
                         latents_b: torch.Tensor) -> torch.Tensor:
     """(..., 4) quaternions of R_a^T R_b in convention `quaternion`, from (..., 3, 3) rotations and (..., F) latents
     whose first three columns are the Euler angles (used by the raw convention only)."""
-    from orbitset.loaders.pairs import relative_rotation_as
+    from orbitset.loaders.relative import relative_rotation_as
 
     fmt = check_quaternion(quaternion)
     shape = rot_a.shape[:-2]
