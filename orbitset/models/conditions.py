@@ -48,6 +48,18 @@ def relative_quaternion(quaternion: str, rot_a: torch.Tensor, rot_b: torch.Tenso
     return torch.as_tensor(relative_rotation_as(fmt, *flat)).reshape(*shape, 4).float()
 
 
+def view_quaternion(quaternion: str, rotations: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """(..., 4) pose quaternions of single views in convention `quaternion`: "raw" composed from the Euler latents
+    (the first three columns; scipy's ``from_euler("xyz", angles).as_quat()``, as seq-JEPA's single-view target),
+    "canonical" from the (..., 3, 3) rotations with w >= 0."""
+    from orbitset import geometry
+
+    check_quaternion(quaternion)
+    if quaternion == "raw":
+        return torch.as_tensor(geometry.euler_to_quat(latents[..., :3].double())).float()
+    return torch.as_tensor(geometry.matrix_to_quat(rotations.double())).float()
+
+
 def hue_delta_columns(latent_names: Sequence[str]) -> list[int]:
     """Indices of the floor and spot hue factors in a list of latent (or latent-delta) names."""
     columns = []

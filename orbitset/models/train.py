@@ -72,6 +72,7 @@ class TrainConfig:
     params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     num_workers: int = 0
+    #: Pairs (sequences, for sequence methods) drawn per training object and epoch.
     pairs_per_object: int = 1
     rotation: str = "z"
     num_points: int | None = None
@@ -380,8 +381,8 @@ def _sequence_loader(cfg: TrainConfig, split: str, **overrides):
     from orbitset.loaders import SequenceLoader
 
     options = dict(batch_size=cfg.batch_size, split=split, num_workers=cfg.num_workers, seed=cfg.seed,
-                   shuffle=True, size=cfg.size, views=cfg.views, device=cfg.device,
-                   rotation=check_quaternion(cfg.quaternion))
+                   shuffle=True, size=cfg.size, views=cfg.views, sequences_per_object=cfg.pairs_per_object,
+                   device=cfg.device, rotation=check_quaternion(cfg.quaternion))
     options.update(overrides)
     return SequenceLoader(cfg.data, **options)
 
