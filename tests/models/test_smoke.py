@@ -6,8 +6,8 @@ from orbitset.manifests.model import load_manifest
 import pytest
 
 from orbitset.errors import OrbitsetError
-from orbitset.models.smoke import (SmokePlan, check_claims, ensure_dataset, exceeds, mean_spread, smoke_recipe,
-                                   split_objects)
+from orbitset.models.smoke import SmokePlan, ensure_dataset, smoke_recipe, split_objects
+from orbitset.models.smoke_claims import check_claims, exceeds, mean_spread
 from orbitset.render.recipes import SHIPPED
 from orbitset.testing import write_synthetic_dataset
 
