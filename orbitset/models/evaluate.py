@@ -21,8 +21,8 @@ Tasks (`TASKS`); each returns a dict of metrics and is written to ``RUN/eval/TAS
   `test_pairs` seeded views per evaluated object;
 - ``aggregate`` (sequence methods): linear probe on the aggregate representation of K - 1 distinct views of an
   object with the actions between them (the training's sequence length, `TrainConfig.views`); top-1 over
-  `test_pairs` seeded sequences per evaluated object (seq-JEPA's aggregate top-1); ``views`` fresh sequences per
-  training object and epoch;
+  `test_pairs` seeded sequences per evaluated object (seq-JEPA's aggregate top-1); ``views`` sequences per
+  training object, drawn once (whatever `pair_sampling`: a fresh draw would rerun the aggregator every epoch);
 - ``retrieval``: predict view j's embedding from view 0's for every j = 0..V-1 and rank the true view among the
   object's V views by cosine similarity (MRR, H@1, H@2, H@5, H@10); invariant methods predict with the identity;
 - ``pre``: the same predictions (every j, view 0 included, as the original's eval_prediction_errors.py), nearest
@@ -440,14 +440,11 @@ def aggregate(model, cfg, opts):
                                     torch.Generator().manual_seed(seed))
         return _aggregates(model, cfg, orbits, obj, views), orbits["label"][obj].long()
 
-    fixed = sequences(fit, opts.views, opts.seed)
-
-    def sample(epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return fixed if opts.pair_sampling == "fixed" else sequences(fit, opts.views, opts.seed * 100003 + epoch)
-
+    fixed = sequences(fit, opts.views, opts.seed)  # drawn once: a fresh draw would rerun the aggregator every epoch
     torch.manual_seed(opts.seed)
     held = sequences(stop, opts.test_pairs, opts.seed + 2000) if stop is not None else None
-    probe, epochs = train_probe(nn.Linear(fixed[0].shape[1], cfg.num_classes), sample, F.cross_entropy, opts, held)
+    probe, epochs = train_probe(nn.Linear(fixed[0].shape[1], cfg.num_classes), lambda epoch: fixed, F.cross_entropy,
+                                opts, held)
     x_test, y_test = sequences(test, opts.test_pairs, opts.seed + 1000)
     with torch.no_grad():
         top1 = float((probe(x_test).argmax(1) == y_test).float().mean())
