@@ -1,5 +1,8 @@
 """One training loop for every reference model, with checkpoints, resume, metrics and online probes.
 
+One file because the run's config, the trainable wrappers of every family (pairs, sequences, point clouds), the
+checkpoint format and the loop that resumes from it change together.
+
 A run directory holds:
 - ``config.json``: everything needed to rebuild the model (written when the run starts);
 - ``checkpoint.pt``: model, optimiser and RNG state after the last finished epoch (``torch.save`` of state dicts,
@@ -34,9 +37,9 @@ from orbitset.errors import OrbitsetError
 from orbitset.models import losses
 from orbitset.models.backbones import build_backbone
 from orbitset.models.conditions import check_quaternion, pair_condition
-from orbitset.models.methods import METHODS, Method, build_method
+from orbitset.models.methods import METHODS, Method, MethodOutput, build_method
 from orbitset.models.pointclouds import POINT_MODELS, build_point_model
-from orbitset.models.seqjepa import SEQUENCE_METHODS, SequenceModel
+from orbitset.models.seqjepa import SEQUENCE_METHODS, SeqJEPA, ema_decay_at
 
 CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE = "config.json", "checkpoint.pt", "metrics.jsonl"
 
@@ -149,19 +152,43 @@ class ImageModel(nn.Module):
 
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.method(batch["view_a"], batch["view_b"], self.pair_condition(batch))
+        return self.with_probes(out, out.rep_a, batch["rel_rotation"], batch["label"])
+
+    def with_probes(self, out: MethodOutput, class_features: torch.Tensor, rel_rotation: torch.Tensor,
+                    labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The method's loss plus the online probes' (on detached features: the classifier on `class_features`,
+        the regressor of `rel_rotation` on [rep_a, rep_b]), and the logged terms."""
         terms = {"loss": float(out.loss.detach()), **{k: float(v.detach()) for k, v in out.terms.items()}}
-        loss = out.loss
         if not self.online_probes:
-            return loss, terms
-        rep_a, rep_b = out.rep_a.detach().float(), out.rep_b.detach().float()
-        logits = self.classifier(rep_a)
-        labels = batch["label"].long()
-        predicted = self.regressor(torch.cat([rep_a, rep_b], dim=1))
-        target = batch["rel_rotation"].float()
+            return out.loss, terms
+        logits = self.classifier(class_features.detach().float())
+        labels = labels.long()
+        predicted = self.regressor(torch.cat([out.rep_a.detach().float(), out.rep_b.detach().float()], dim=1))
+        target = rel_rotation.float()
         probe_loss = F.cross_entropy(logits, labels) + F.mse_loss(predicted, target)
         terms["probe_top1"] = float((logits.argmax(1) == labels).float().mean())
         terms["probe_r2"] = losses.r2_global_mean(predicted.detach(), target)
-        return loss + probe_loss, terms
+        return out.loss + probe_loss, terms
+
+
+class SequenceModel(ImageModel):
+    """A sequence method (`orbitset.models.seqjepa`) on `orbitset.loaders.SequenceLoader` batches, with the online
+    probes of `ImageModel` (the original's: the classifier on the aggregate representation, the regressor of the
+    first pair's relative quaternion from the representations of views 0 and 1)."""
+
+    def __init__(self, method: SeqJEPA, num_classes: int, condition: str, rel_latent_names: list[str],
+                 online_probes: bool = True) -> None:
+        super().__init__(method, num_classes, condition, rel_latent_names, online_probes)
+        self.classifier = nn.Linear(method.aggregate_dim, max(num_classes, 1))
+
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The pair conditions of the consecutive views (N, K-1, C) are the actions."""
+        out = self.method(batch["views"], self.pair_condition(batch))
+        return self.with_probes(out, out.aggregate, batch["rel_rotation"][:, 0], batch["label"])
+
+    def after_step(self, epoch: int, epochs: int) -> None:
+        """The EMA update of the target trunk, after every optimiser step."""
+        self.method.update_target(ema_decay_at(epoch, epochs, self.method.ema_decay))
 
 
 class PointModel(nn.Module):

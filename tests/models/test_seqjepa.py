@@ -12,8 +12,8 @@ from orbitset.errors import OrbitsetError
 from orbitset.models.backbones import ResNet18, SmallCNN, build_backbone
 from orbitset.models.methods import build_method, method_parameters
 from orbitset.models.protocols import apply_protocol
-from orbitset.models.seqjepa import SEQUENCE_METHODS, SeqJEPA, SequenceModel, ema_decay_at
-from orbitset.models.train import SEQUENCE_DEFAULTS, TrainConfig
+from orbitset.models.seqjepa import SEQUENCE_METHODS, SeqJEPA, ema_decay_at
+from orbitset.models.train import SEQUENCE_DEFAULTS, SequenceModel, TrainConfig
 
 NAMES = ["d_rot_x", "d_rot_y", "d_rot_z", "d_floor_hue", "d_spot_theta", "d_spot_phi", "d_spot_hue"]
 
@@ -124,7 +124,7 @@ def test_one_step_lowers_the_loss_and_moves_the_target_by_ema():
 def test_colour_actions_append_hue_deltas_of_every_consecutive_pair():
     model = SequenceModel(seq_jepa("rotation+color"), 3, "rotation+color", NAMES)
     batch = sequence_batch()
-    actions = model.actions(batch)
+    actions = model.pair_condition(batch)
     assert actions.shape == (8, 3, 6) and torch.equal(actions[..., 4:], batch["rel_latents"][..., [3, 6]])
 
 
