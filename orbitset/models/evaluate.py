@@ -91,11 +91,13 @@ class EvalOptions:
     probe_weight_decay: float = 0.0
     part: str = "all"
     pair_sampling: str = "fresh"
-    #: pairs (rotation, colour) and views (classify) per training object: drawn afresh every epoch ("fresh"; the
-    #: paper's protocol is 1 of each) or once ("fixed").
+    #: pairs (rotation, colour; single views for view-rotation) and views (classify) per training object: drawn
+    #: afresh every epoch ("fresh"; the paper's protocol is 1 of each) or once ("fixed"); `views` also sets the
+    #: sequences per training object of ``aggregate`` (drawn once).
     pairs_per_object: int = 1
     views: int = 1
-    #: seeded pairs per evaluated object for the rotation and colour scores and the equivariance errors.
+    #: seeded pairs (views, sequences) per evaluated object for the rotation, colour, view-rotation and aggregate
+    #: scores and the equivariance errors.
     test_pairs: int = 10
     #: early stopping: held-out objects from this split, else from `holdout_fraction` of the training objects.
     stop_split: str | None = None
