@@ -8,7 +8,9 @@ seq-JEPA on sequences of 4 views (the same trunk and size) and PointNet, VN-Poin
 under the "z" protocol (rotations about Z, orbitset's up axis), two jobs at a time, evaluates them on the test objects
 and writes a markdown report (docs/results.md): every metric as mean and spread over the seeds, and the claims
 (`orbitset.models.smoke_claims`), each holding only when it holds on the mean by more than the spread, and saying why
-when it does not."""
+when it does not.
+
+One file (its claims apart) because the plan, the jobs built from it and the report that describes it must agree."""
 
 from __future__ import annotations
 
