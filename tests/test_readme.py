@@ -42,5 +42,5 @@ def test_readme_commands_run(tmp_path):
         result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, f"README block failed:\n{text}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     for made in ("my-data/manifest.json", "sheet.png", "stats.png", "my-copy/manifest.json", "runs/sie/eval/classify.json",
-                 "results.md", "my-data/README.md", "my-data/croissant.json", "pairs.png"):
+                 "runs/seq/eval/aggregate.json", "results.md", "my-data/README.md", "my-data/croissant.json", "pairs.png"):
         assert (work / made).is_file(), made

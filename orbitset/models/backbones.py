@@ -39,10 +39,11 @@ class ResNet18(nn.Module):
 
     ``small_stem=True`` replaces the 7x7/2 convolution and max pool by one 3x3/1 convolution (CIFAR-style), for
     images of 64 px or less. ``num_classes`` adds the usual fully connected classifier (1000 for ImageNet); without it
-    the output is the 512-d pooled representation.
+    the output is the 512-d pooled representation. ``zero_init_residual=True`` starts the last batch norm of every
+    block at zero weight, so that each block begins as the identity (torchvision's option, used by seq-JEPA).
     """
 
-    def __init__(self, small_stem: bool = False, num_classes: int | None = None) -> None:
+    def __init__(self, small_stem: bool = False, num_classes: int | None = None, zero_init_residual: bool = False) -> None:
         super().__init__()
         if small_stem:
             self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
@@ -63,6 +64,8 @@ class ResNet18(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if zero_init_residual and isinstance(module, BasicBlock):
+                nn.init.zeros_(module.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.stages(self.stem(x)).mean(dim=(2, 3))
@@ -90,10 +93,11 @@ class SmallCNN(nn.Module):
         return self.features(x).mean(dim=(2, 3))
 
 
-def build_backbone(name: str, image_size: int = 256) -> nn.Module:
-    """A trunk by name ("resnet18" or "small"); ResNet-18 gets the CIFAR-style stem for images of 64 px or less."""
+def build_backbone(name: str, image_size: int = 256, zero_init_residual: bool = False) -> nn.Module:
+    """A trunk by name ("resnet18" or "small"); ResNet-18 gets the CIFAR-style stem for images of 64 px or less, and
+    `zero_init_residual` (see `ResNet18`; the small CNN has no residual blocks)."""
     if name == "resnet18":
-        return ResNet18(small_stem=image_size <= 64)
+        return ResNet18(small_stem=image_size <= 64, zero_init_residual=zero_init_residual)
     if name == "small":
         return SmallCNN()
     raise OrbitsetError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")

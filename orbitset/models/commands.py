@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import click
 
-TRAINABLE = ("sie", "sie-color", "vicreg", "simclr", "equimod", "sen", "augself", "pointnet", "vn-pointnet", "fa-pointnet")
-EVAL_TASKS = ("classify", "rotation", "color", "retrieval", "pre", "pointcloud", "equivariance", "orbit-plot")
+TRAINABLE = ("sie", "sie-color", "vicreg", "simclr", "equimod", "sen", "augself", "seq-jepa", "pointnet", "vn-pointnet",
+             "fa-pointnet")
+EVAL_TASKS = ("classify", "rotation", "color", "retrieval", "pre", "pointcloud", "equivariance", "orbit-plot",
+              "aggregate", "view-rotation")
+PROTOCOLS = ("3diebench-paper", "seq-jepa-paper")
 
 
 def _parse_params(values: tuple[str, ...]) -> dict:
@@ -39,15 +42,20 @@ def register(app: click.Group) -> None:
     @click.argument("method", type=click.Choice(TRAINABLE))
     @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset directory (manifest.json).")
     @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-    @click.option("--epochs", type=int, help="Epochs (default: 2000 images, 250 point clouds; 0 saves the initial model).")
-    @click.option("--batch-size", type=int, help="Batch size (default: 1024 images, 32 point clouds).")
-    @click.option("--lr", type=float, help="Adam learning rate (default 1e-3).")
-    @click.option("--weight-decay", type=float, help="Adam weight decay (default 1e-6 images, 1e-4 point clouds).")
+    @click.option("--epochs", type=int,
+                  help="Epochs (default: 2000 images, 1000 seq-jepa, 250 point clouds; 0 saves the initial model).")
+    @click.option("--batch-size", type=int, help="Batch size (default: 1024 images, 512 seq-jepa, 32 point clouds).")
+    @click.option("--lr", type=float, help="Learning rate (default 1e-3; seq-jepa 4e-4, AdamW).")
+    @click.option("--weight-decay", type=float, help="Weight decay (default 1e-6 images, 0 seq-jepa, 1e-4 point clouds).")
     @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
-    @click.option("--size", type=int, help="Image size in pixels (default 256).")
+    @click.option("--size", type=int, help="Image size in pixels (default 256; seq-jepa 128).")
     @click.option("--backbone", type=click.Choice(["resnet18", "small"]), default="resnet18", show_default=True)
     @click.option("--condition", type=click.Choice(["rotation", "rotation+color"]), help="Pair condition (default per method).")
-    @click.option("--pairs-per-object", type=int, default=1, show_default=True, help="Pairs drawn per object and epoch.")
+    @click.option("--pairs-per-object", type=int, default=1, show_default=True,
+                  help="Pairs (seq-jepa: sequences) drawn per object and epoch.")
+    @click.option("--views", type=int, default=4, show_default=True,
+                  help="seq-jepa: views per sequence K (K - 1 context views and the target).")
+    @click.option("--warmup-epochs", type=int, help="Linear learning-rate warmup from 1e-5 (default: 20 seq-jepa, 0 else).")
     @click.option("--rotation", type=click.Choice(["z", "so3"]), default="z", show_default=True,
                   help="Point clouds: training rotations about Z (up, orbitset's world frame) or uniform in SO(3).")
     @click.option("--num-points", type=int, help="Point clouds: points per cloud (default 1024).")
@@ -59,19 +67,24 @@ def register(app: click.Group) -> None:
     @click.option("--resume", is_flag=True, help="Continue from RUN/checkpoint.pt.")
     @click.option("--quaternion", type=click.Choice(["raw", "canonical"]), default="raw", show_default=True,
                   help="Condition quaternion: raw as 3DIEBench composes it (SIE's) or sign-canonical (w >= 0).")
-    @click.option("--protocol", type=click.Choice(["3diebench-paper"]),
-                  help="The published configuration (ResNet-18, 256 px, batch 1024, 2000 epochs, ...) in one flag.")
+    @click.option("--protocol", type=click.Choice(PROTOCOLS),
+                  help="A published configuration in one flag: 3diebench-paper (SIE's: ResNet-18, 256 px, batch 1024, "
+                       "2000 epochs, ...) or seq-jepa-paper (ResNet-18, 128 px, 4 views, batch 512, 1000 epochs, ...).")
     @click.pass_context
     def train(ctx, method, data, out, epochs, batch_size, lr, weight_decay, device, size, backbone, condition,
-              pairs_per_object, rotation, num_points, num_workers, seed, params, no_online_probes, resume, quaternion,
-              protocol):
+              pairs_per_object, views, warmup_epochs, rotation, num_points, num_workers, seed, params, no_online_probes,
+              resume, quaternion, protocol):
         """Train a reference model (checkpoint every epoch, metrics in RUN/metrics.jsonl)."""
+        from orbitset.errors import UsageError
         from orbitset.models.protocols import apply_protocol
         from orbitset.models.train import TrainConfig, train as run_training
 
+        if protocol == "seq-jepa-paper" and method != "seq-jepa":
+            raise UsageError(f"--protocol seq-jepa-paper configures seq-jepa, not {method}; use 3diebench-paper")
         values = apply_protocol(protocol, "train", dict(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, size=size, backbone=backbone,
-            pairs_per_object=pairs_per_object, quaternion=quaternion), _given(ctx))
+            pairs_per_object=pairs_per_object, quaternion=quaternion, views=views, warmup_epochs=warmup_epochs),
+            _given(ctx))
         cfg = TrainConfig(method=method, data=data, out=out, device=device, condition=condition,
                           params=_parse_params(params), seed=seed, num_workers=num_workers, rotation=rotation,
                           num_points=num_points, online_probes=not no_online_probes, **values)
@@ -105,7 +118,7 @@ def register(app: click.Group) -> None:
     @click.option("--patience", type=int, default=10, show_default=True)
     @click.option("--num-workers", type=int, default=0, show_default=True)
     @click.option("--seed", type=int, default=0, show_default=True)
-    @click.option("--protocol", type=click.Choice(["3diebench-paper"]), help="The published evaluation budget.")
+    @click.option("--protocol", type=click.Choice(PROTOCOLS), help="The published evaluation budget.")
     @click.pass_context
     def eval_command(ctx, task, run, data, split, device, part, batch_size, probe_epochs, probe_lr, probe_weight_decay,
                      probe_hidden, pair_sampling, views, pairs_per_object, test_pairs, stop_split, holdout_fraction,

@@ -48,6 +48,18 @@ def relative_quaternion(quaternion: str, rot_a: torch.Tensor, rot_b: torch.Tenso
     return torch.as_tensor(relative_rotation_as(fmt, *flat)).reshape(*shape, 4).float()
 
 
+def view_quaternion(quaternion: str, rotations: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """(..., 4) pose quaternions of single views in convention `quaternion`: "raw" composed from the Euler latents
+    (the first three columns; scipy's ``from_euler("xyz", angles).as_quat()``, as seq-JEPA's single-view target),
+    "canonical" from the (..., 3, 3) rotations with w >= 0."""
+    from orbitset import geometry
+
+    check_quaternion(quaternion)
+    if quaternion == "raw":
+        return torch.as_tensor(geometry.euler_to_quat(latents[..., :3].double())).float()
+    return torch.as_tensor(geometry.matrix_to_quat(rotations.double())).float()
+
+
 def hue_delta_columns(latent_names: Sequence[str]) -> list[int]:
     """Indices of the floor and spot hue factors in a list of latent (or latent-delta) names."""
     columns = []
@@ -64,10 +76,11 @@ def hue_delta_columns(latent_names: Sequence[str]) -> list[int]:
 
 def pair_condition(rel_rotation: torch.Tensor, rel_latents: torch.Tensor | None, rel_latent_names: Sequence[str],
                    condition: str) -> torch.Tensor:
-    """The condition vector of a batch of pairs: the quaternion as given, then the hue deltas for "rotation+color"."""
+    """The condition vectors (..., C) of pairs (..., 4) (a batch, or a batch of sequences' consecutive pairs): the
+    quaternion as given, then the hue deltas for "rotation+color"."""
     if condition == "rotation":
         return rel_rotation.float()
     if rel_latents is None:
         raise OrbitsetError("the rotation+color condition needs the latent deltas of the pairs (rel_latents)")
-    hues = rel_latents[:, hue_delta_columns(rel_latent_names)]
-    return torch.cat([rel_rotation, hues], dim=1).float()
+    hues = rel_latents[..., hue_delta_columns(rel_latent_names)]
+    return torch.cat([rel_rotation, hues], dim=-1).float()

@@ -11,10 +11,19 @@ mode), and the probes draw their pairs or views from those features. Image evalu
 Tasks (`TASKS`); each returns a dict of metrics and is written to ``RUN/eval/TASK.json`` by `evaluate`:
 - ``classify``: linear probe on the representation; top-1 over every view of the evaluated objects;
 - ``rotation``: MLP probe (2D -> 1024 -> 1024 -> 4, ReLU) on [rep_a, rep_b] predicting the relative quaternion;
-  R^2 with one global mean (`orbitset.models.losses.r2_score`) on `test_pairs` seeded pairs per evaluated object,
-  next to the R^2 of the constant training-mean predictor (``r2_mean_baseline``), and the angular errors of the
-  predicted rotation, plain and symmetry-aware (`orbitset.models.rotation_errors`);
+  R^2 in both conventions (`orbitset.models.losses`): ``r2_global_mean`` (one global mean over every component:
+  SIE's, ContextSSL's, EquiCaps'; also written as ``r2``) and ``r2_per_component`` (the average of per-component
+  R^2: seq-JEPA's, scikit-learn's default), on `test_pairs` seeded pairs per evaluated object, next to the R^2 of the
+  constant training-mean predictor (``r2_mean_baseline``, global mean), and the angular errors of the predicted
+  rotation, plain and symmetry-aware (`orbitset.models.rotation_errors`);
 - ``color``: the same probe predicting the (floor, spot) hue deltas;
+- ``view-rotation``: the same probe on one view's representation predicting that view's pose quaternion in the
+  run's convention (`orbitset.models.conditions.view_quaternion`; seq-JEPA's single-view rotation R^2), scored on
+  `test_pairs` seeded views per evaluated object;
+- ``aggregate`` (sequence methods): linear probe on the aggregate representation of K - 1 distinct views of an
+  object with the actions between them (the training's sequence length, `TrainConfig.views`); top-1 over
+  `test_pairs` seeded sequences per evaluated object (seq-JEPA's aggregate top-1); ``views`` sequences per
+  training object, drawn once (whatever `pair_sampling`: a fresh draw would rerun the aggregator every epoch);
 - ``retrieval``: predict view j's embedding from view 0's for every j = 0..V-1 and rank the true view among the
   object's V views by cosine similarity (MRR, H@1, H@2, H@5, H@10); invariant methods predict with the identity;
 - ``pre``: the same predictions (every j, view 0 included, as the original's eval_prediction_errors.py), nearest
@@ -55,17 +64,18 @@ from torch import nn
 from orbitset import geometry
 from orbitset.errors import OrbitsetError
 from orbitset.models import equivariance
-from orbitset.models.conditions import EULER_LATENTS, hue_delta_columns, relative_quaternion
-from orbitset.models.losses import r2_score
+from orbitset.models.conditions import EULER_LATENTS, hue_delta_columns, relative_quaternion, view_quaternion
+from orbitset.models.losses import r2_both, r2_global_mean
 from orbitset.models.rotation_errors import rotation_errors
 from orbitset.models.methods import PARTS, mlp_head
 from orbitset.models.train import ImageModel, TrainConfig, load_run
 
-IMAGE_TASKS = ("classify", "rotation", "color", "retrieval", "pre", "equivariance", "orbit-plot")
+IMAGE_TASKS = ("classify", "rotation", "color", "view-rotation", "aggregate", "retrieval", "pre", "equivariance",
+               "orbit-plot")
 POINT_TASKS = ("pointcloud", "equivariance", "orbit-plot")
 TASKS = tuple(dict.fromkeys(IMAGE_TASKS + POINT_TASKS))
 #: Image tasks that read a representation part; the others work in the method's own embedding space.
-PART_TASKS = ("classify", "rotation", "color")
+PART_TASKS = ("classify", "rotation", "color", "view-rotation")
 PAIR_SAMPLING = ("fresh", "fixed")
 #: With progress, a probe writes a line every this many epochs (and at its last).
 PROBE_LINE_EVERY = 10
@@ -85,11 +95,13 @@ class EvalOptions:
     probe_weight_decay: float = 0.0
     part: str = "all"
     pair_sampling: str = "fresh"
-    #: pairs (rotation, colour) and views (classify) per training object: drawn afresh every epoch ("fresh"; the
-    #: paper's protocol is 1 of each) or once ("fixed").
+    #: pairs (rotation, colour; single views for view-rotation) and views (classify) per training object: drawn
+    #: afresh every epoch ("fresh"; the paper's protocol is 1 of each) or once ("fixed"); `views` also sets the
+    #: sequences per training object of ``aggregate`` (drawn once).
     pairs_per_object: int = 1
     views: int = 1
-    #: seeded pairs per evaluated object for the rotation and colour scores and the equivariance errors.
+    #: seeded pairs (views, sequences) per evaluated object for the rotation, colour, view-rotation and aggregate
+    #: scores and the equivariance errors.
     test_pairs: int = 10
     #: early stopping: held-out objects from this split, else from `holdout_fraction` of the training objects.
     stop_split: str | None = None
@@ -196,13 +208,17 @@ def draw_pairs(objects: int, views: int, per_object: int, generator: torch.Gener
     return obj, a, b
 
 
+def _check_euler(cfg: TrainConfig, orbits: dict[str, Any]) -> None:
+    if cfg.quaternion == "raw" and tuple(orbits["factor_names"][:3]) != EULER_LATENTS:
+        raise OrbitsetError(f"the run uses the raw quaternion, composed from Euler latents {EULER_LATENTS}, but "
+                            f"this dataset's first factors are {orbits['factor_names'][:3]}; evaluate on data like "
+                            "the training data, or train with --quaternion canonical")
+
+
 def pair_targets(task: str, cfg: TrainConfig, orbits: dict[str, Any], obj, a, b) -> torch.Tensor:
     """Targets of pairs: the relative quaternion in the run's convention ("rotation") or the hue deltas ("color")."""
     if task == "rotation":
-        if cfg.quaternion == "raw" and tuple(orbits["factor_names"][:3]) != EULER_LATENTS:
-            raise OrbitsetError(f"the run uses the raw quaternion, composed from Euler latents {EULER_LATENTS}, but "
-                                f"this dataset's first factors are {orbits['factor_names'][:3]}; evaluate on data like "
-                                "the training data, or train with --quaternion canonical")
+        _check_euler(cfg, orbits)
         return relative_quaternion(cfg.quaternion, orbits["rotations"][obj, a], orbits["rotations"][obj, b],
                                    orbits["latents"][obj, a], orbits["latents"][obj, b])
     columns = hue_delta_columns(orbits["factor_names"])
@@ -348,21 +364,39 @@ def _pair_inputs(model, cfg, opts, task, orbits, obj, a, b):
     return torch.cat([reps[obj, a], reps[obj, b]], 1), pair_targets(task, cfg, orbits, obj, a, b)
 
 
+def _draw(task: str, objects: int, views: int, per_object: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """The samples of a regression task: pairs (`draw_pairs`), or (object, view) single views for "view-rotation"."""
+    if task != "view-rotation":
+        return draw_pairs(objects, views, per_object, generator)
+    obj = torch.arange(objects).repeat_interleave(per_object)
+    return obj, torch.randint(views, (len(obj),), generator=generator)
+
+
+def _inputs(model, cfg, opts, task, orbits, drawn) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probe inputs and targets of drawn samples (see `_draw`)."""
+    if task != "view-rotation":
+        return _pair_inputs(model, cfg, opts, task, orbits, *drawn)
+    _check_euler(cfg, orbits)
+    obj, view = drawn
+    return (_part(model, orbits, opts.part)[obj, view],
+            view_quaternion(cfg.quaternion, orbits["rotations"][obj, view], orbits["latents"][obj, view]))
+
+
 def _regression(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, task: str) -> dict[str, Any]:
     fit, stop = _fit_and_stop_sets(model, cfg, opts)
     test = orbit_features(model, cfg, opts, opts.split)
     n, v = fit["rep"].shape[:2]
-    fixed = draw_pairs(n, v, opts.pairs_per_object, torch.Generator().manual_seed(opts.seed))
+    fixed = _draw(task, n, v, opts.pairs_per_object, torch.Generator().manual_seed(opts.seed))
 
     def sample(epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        pairs = fixed if opts.pair_sampling == "fixed" else draw_pairs(
-            n, v, opts.pairs_per_object, torch.Generator().manual_seed(opts.seed * 100003 + epoch))
-        return _pair_inputs(model, cfg, opts, task, fit, *pairs)
+        drawn = fixed if opts.pair_sampling == "fixed" else _draw(
+            task, n, v, opts.pairs_per_object, torch.Generator().manual_seed(opts.seed * 100003 + epoch))
+        return _inputs(model, cfg, opts, task, fit, drawn)
 
     def scored(orbits, seed):
-        return _pair_inputs(model, cfg, opts, task, orbits,
-                            *draw_pairs(len(orbits["label"]), orbits["rep"].shape[1], opts.test_pairs,
-                                        torch.Generator().manual_seed(seed)))
+        return _inputs(model, cfg, opts, task, orbits,
+                       _draw(task, len(orbits["label"]), orbits["rep"].shape[1], opts.test_pairs,
+                             torch.Generator().manual_seed(seed)))
 
     # The probe predicts the offset from the training mean, so that it starts at the constant predictor.
     mean = sample(0)[1].mean(dim=0)
@@ -382,10 +416,12 @@ def _regression(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, task: st
     x_test, y_test = scored(test, opts.seed + 1000)
     with torch.no_grad():
         predicted = fitted(x_test) + mean
-        r2_test = r2_score(predicted, y_test)
-    result = {"part": opts.part, "r2": r2_test, "r2_mean_baseline": r2_score(mean.expand_as(y_test), y_test),
+        r2 = r2_both(predicted, y_test)
+    result = {"part": opts.part, "r2": r2["r2_global_mean"], **r2,
+              "r2_mean_baseline": r2_global_mean(mean.expand_as(y_test), y_test),
               "pair_sampling": opts.pair_sampling, "epochs_run": epochs, "train_objects": n,
-              "test_pairs": len(x_test), "quaternion": cfg.quaternion if task == "rotation" else None}
+              "test_views" if task == "view-rotation" else "test_pairs": len(x_test),
+              "quaternion": None if task == "color" else cfg.quaternion}
     if task == "rotation":  # the same pairs as `scored` drew, for the angular errors
         obj, a, b = draw_pairs(len(test["label"]), test["rep"].shape[1], opts.test_pairs,
                                torch.Generator().manual_seed(opts.seed + 1000))
@@ -400,6 +436,55 @@ def rotation(model, cfg, opts):
 
 def color(model, cfg, opts):
     return _regression(model, cfg, opts, "color")
+
+
+def view_rotation(model, cfg, opts):
+    return _regression(model, cfg, opts, "view-rotation")
+
+
+def draw_sequences(objects: int, views: int, length: int, per_object: int,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """`per_object` sequences of `length` distinct random views per object: (object (M,), views (M, length))."""
+    if views < length:
+        raise OrbitsetError(f"sequences of {length} distinct views need objects with at least {length} views, the "
+                            f"dataset has {views}")
+    obj = torch.arange(objects).repeat_interleave(per_object)
+    return obj, torch.rand(len(obj), views, generator=generator).argsort(dim=1)[:, :length]
+
+
+@torch.no_grad()
+def _aggregates(model, cfg: TrainConfig, orbits: dict[str, Any], obj: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    """Aggregate representations of sequences (object, K views): the first K - 1 views with the actions to their
+    successors (the last one, to the K-th view, is not seen by the aggregate)."""
+    steps = views.shape[1] - 1
+    pairs = obj.repeat_interleave(steps), views[:, :-1].reshape(-1), views[:, 1:].reshape(-1)
+    actions = _conditions(cfg, orbits, *pairs).reshape(len(obj), steps, -1)
+    return model.method.cpu().aggregate(orbits["rep"][obj[:, None], views[:, :-1]], actions)
+
+
+def aggregate(model, cfg, opts):
+    if not hasattr(model.method, "aggregate"):
+        raise OrbitsetError(f"{cfg.method} has no aggregate representation; 'aggregate' evaluates sequence methods "
+                            "(seq-jepa)")
+    fit, stop = _fit_and_stop_sets(model, cfg, opts)
+    test = orbit_features(model, cfg, opts, opts.split)
+
+    def sequences(orbits, per_object, seed):
+        obj, views = draw_sequences(len(orbits["label"]), orbits["rep"].shape[1], cfg.views, per_object,
+                                    torch.Generator().manual_seed(seed))
+        return _aggregates(model, cfg, orbits, obj, views), orbits["label"][obj].long()
+
+    fixed = sequences(fit, opts.views, opts.seed)  # drawn once: a fresh draw would rerun the aggregator every epoch
+    torch.manual_seed(opts.seed)
+    held = sequences(stop, opts.test_pairs, opts.seed + 2000) if stop is not None else None
+    probe, epochs = train_probe(nn.Linear(fixed[0].shape[1], cfg.num_classes), lambda epoch: fixed, F.cross_entropy,
+                                opts, held)
+    x_test, y_test = sequences(test, opts.test_pairs, opts.seed + 1000)
+    with torch.no_grad():
+        top1 = float((probe(x_test).argmax(1) == y_test).float().mean())
+    model.method.to(opts.device)
+    return {"top1": top1, "chance": 1.0 / cfg.num_classes, "context_views": cfg.views - 1, "epochs_run": epochs,
+            "train_objects": len(fit["label"]), "test_sequences": len(y_test)}
 
 
 def _conditions(cfg: TrainConfig, orbits: dict[str, Any], obj, a, b) -> torch.Tensor:
@@ -553,8 +638,8 @@ def orbit_plot(model, cfg, opts, out: Path):
     return {"figure": str(out), **stats}
 
 
-IMAGE_FUNCTIONS = {"classify": classify, "rotation": rotation, "color": color, "retrieval": retrieval, "pre": pre,
-                   "equivariance": image_equivariance}
+IMAGE_FUNCTIONS = {"classify": classify, "rotation": rotation, "color": color, "view-rotation": view_rotation,
+                   "aggregate": aggregate, "retrieval": retrieval, "pre": pre, "equivariance": image_equivariance}
 POINT_FUNCTIONS = {"pointcloud": pointcloud, "equivariance": point_equivariance}
 
 

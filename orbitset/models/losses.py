@@ -1,4 +1,4 @@
-"""Loss terms of the reference methods (VICReg variance/covariance, InfoNCE) and the R^2 score of the probes.
+"""Loss terms of the reference methods (VICReg variance/covariance, InfoNCE) and the R^2 scores of the probes (both conventions).
 
 Embeddings are (N, D) tensors; every loss is a scalar averaged over the batch.
 """
@@ -60,12 +60,29 @@ def info_nce(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.1) -> 
     return F.cross_entropy(logits, targets)
 
 
-def r2_score(prediction: torch.Tensor, target: torch.Tensor) -> float:
-    """R^2 = 1 - SS_res / SS_tot with ONE global mean over all targets and components (3DIEBench's definition).
+def r2_global_mean(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """R^2 = 1 - SS_res / SS_tot with ONE global mean over all targets and components: the convention of SIE,
+    ContextSSL and EquiCaps (reported as ``r2_global_mean``, and as ``r2``).
 
-    Not sklearn's per-output average: SS_tot = sum((target - target.mean())^2) over every entry.
-    """
+    SS_tot = sum((target - target.mean())^2) over every entry of the (N, C) targets."""
     prediction, target = prediction.double(), target.double()
     ss_res = (target - prediction).pow(2).sum()
     ss_tot = (target - target.mean()).pow(2).sum()
     return float(1.0 - ss_res / ss_tot.clamp_min(1e-12))
+
+
+def r2_per_component(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """The average over the C components of each one's R^2 = 1 - SS_res_c / SS_tot_c (its own mean): seq-JEPA's
+    convention, scikit-learn's ``r2_score`` default (``multioutput="uniform_average"``; a constant component scores
+    1 when predicted exactly, else 0, as scikit-learn's ``force_finite``). Reported as ``r2_per_component``."""
+    prediction, target = prediction.double().reshape(len(target), -1), target.double().reshape(len(target), -1)
+    ss_res = (target - prediction).pow(2).sum(dim=0)
+    ss_tot = (target - target.mean(dim=0)).pow(2).sum(dim=0)
+    constant = ss_tot == 0
+    scores = torch.where(constant, (ss_res == 0).double(), 1.0 - ss_res / ss_tot.where(~constant, torch.ones_like(ss_tot)))
+    return float(scores.mean())
+
+
+def r2_both(prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """Both R^2 conventions, labelled: ``r2_global_mean`` and ``r2_per_component``."""
+    return {"r2_global_mean": r2_global_mean(prediction, target), "r2_per_component": r2_per_component(prediction, target)}

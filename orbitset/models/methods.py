@@ -41,6 +41,8 @@ class MethodOutput:
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
     rep_a: torch.Tensor | None = None
     rep_b: torch.Tensor | None = None
+    #: Sequence methods: the aggregate representation of the context views.
+    aggregate: torch.Tensor | None = None
 
 
 def projector(in_dim: int, dims: Sequence[int]) -> nn.Sequential:
@@ -368,21 +370,25 @@ METHODS: dict[str, tuple[type[Method], str]] = {
 }
 
 
-def method_parameters(name: str) -> dict[str, object]:
-    """The tunable keyword arguments of a method and their defaults (the published configuration)."""
-    cls = METHODS[name][0]
+def method_parameters(name: str, registry: dict[str, tuple[type[Method], str]] | None = None) -> dict[str, object]:
+    """The tunable keyword arguments of a method and their defaults (the published configuration); `registry`:
+    the methods by name (default `METHODS`)."""
+    cls = (registry or METHODS)[name][0]
     return {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values() if p.kind == p.KEYWORD_ONLY}
 
 
-def build_method(name: str, backbone: nn.Module, condition: str | None = None, **params) -> Method:
-    """A method by name with keyword overrides of its defaults (see `method_parameters`)."""
-    if name not in METHODS:
-        raise OrbitsetError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
-    cls, default_condition = METHODS[name]
+def build_method(name: str, backbone: nn.Module, condition: str | None = None,
+                 registry: dict[str, tuple[type[Method], str]] | None = None, **params) -> Method:
+    """A method by name (from `registry`, default `METHODS`) with keyword overrides of its defaults (see
+    `method_parameters`)."""
+    registry = registry or METHODS
+    if name not in registry:
+        raise OrbitsetError(f"unknown method {name!r}; choose one of {', '.join(registry)}")
+    cls, default_condition = registry[name]
     condition = condition or default_condition
     if condition not in CONDITIONS:
         raise OrbitsetError(f"unknown condition {condition!r}; choose one of {', '.join(CONDITIONS)}")
-    allowed = method_parameters(name)
+    allowed = method_parameters(name, registry)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise OrbitsetError(f"method {name!r} has no parameter {', '.join(unknown)}; it takes {', '.join(allowed)}")

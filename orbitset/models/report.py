@@ -1,4 +1,7 @@
-"""`orbitset report`: the evaluation results of several runs in one markdown table, with figures."""
+"""`orbitset report`: the evaluation results of several runs in one markdown table, with figures.
+
+Every R^2 appears in both conventions, labelled: "global mean" (one mean over all components: SIE, ContextSSL,
+EquiCaps) and "per component" (the average of per-component R^2: seq-JEPA, scikit-learn's default)."""
 
 from __future__ import annotations
 
@@ -13,15 +16,19 @@ from orbitset.errors import OrbitsetError
 #: (column title, task file, metric key), in table order.
 COLUMNS = (
     ("top-1", "classify", "top1"),
-    ("rotation R^2", "rotation", "r2"),
-    ("rotation R^2 (inv)", "rotation-inv", "r2"),
-    ("rotation R^2 (equi)", "rotation-equi", "r2"),
-    ("R^2 of the mean", "rotation", "r2_mean_baseline"),
+    ("rotation R^2 (global mean)", "rotation", "r2_global_mean"),
+    ("rotation R^2 (per component)", "rotation", "r2_per_component"),
+    ("rotation R^2 (inv, global mean)", "rotation-inv", "r2_global_mean"),
+    ("rotation R^2 (inv, per component)", "rotation-inv", "r2_per_component"),
+    ("rotation R^2 (equi, global mean)", "rotation-equi", "r2_global_mean"),
+    ("rotation R^2 (equi, per component)", "rotation-equi", "r2_per_component"),
+    ("R^2 of the mean (global mean)", "rotation", "r2_mean_baseline"),
     ("rotation err. deg (median)", "rotation", "geodesic_error_deg_median"),
     ("sym.-aware err. deg (median)", "rotation", "symmetric_error_deg_median"),
     ("rotation err. deg (equi, median)", "rotation-equi", "geodesic_error_deg_median"),
     ("sym.-aware err. deg (equi, median)", "rotation-equi", "symmetric_error_deg_median"),
-    ("colour R^2", "color", "r2"),
+    ("colour R^2 (global mean)", "color", "r2_global_mean"),
+    ("colour R^2 (per component)", "color", "r2_per_component"),
     ("MRR", "retrieval", "mrr"),
     ("H@1", "retrieval", "h@1"),
     ("H@2", "retrieval", "h@2"),

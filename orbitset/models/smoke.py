@@ -3,11 +3,14 @@
 Renders a small 3DIEBench-style dataset of procedural objects if absent (raster backend, grey objects at 64 px, the
 camera closer than 3DIEBench's so that objects fill most of the frame: `smoke_recipe`), its objects split into train
 (fitting), val (every choice: probe early stopping, and the plan's sizes were chosen on it) and test (the claims only:
-instances that no choice saw). For each of `SmokePlan.seeds` it trains the small-CNN SIE and VICReg (at 32 px) and
-PointNet, VN-PointNet and the frame-averaged PointNet under the "z" protocol (rotations about Z, orbitset's up axis),
-two jobs at a time, evaluates them on the test objects and writes a markdown report (docs/results.md): every metric
-as mean and spread over the seeds, and the claims, each holding only when it holds on the mean by more than the
-spread, and saying why when it does not."""
+instances that no choice saw). For each of `SmokePlan.seeds` it trains the small-CNN SIE and VICReg (at 32 px),
+seq-JEPA on sequences of 4 views (the same trunk and size) and PointNet, VN-PointNet and the frame-averaged PointNet
+under the "z" protocol (rotations about Z, orbitset's up axis), two jobs at a time, evaluates them on the test objects
+and writes a markdown report (docs/results.md): every metric as mean and spread over the seeds, and the claims
+(`orbitset.models.smoke_claims`), each holding only when it holds on the mean by more than the spread, and saying why
+when it does not.
+
+One file (its claims apart) because the plan, the jobs built from it and the report that describes it must agree."""
 
 from __future__ import annotations
 
@@ -15,7 +18,6 @@ import dataclasses
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +29,7 @@ import torch
 from orbitset.errors import OrbitsetError
 from orbitset.models.evaluate import EvalOptions, evaluate
 from orbitset.models.report import markdown_report
+from orbitset.models.smoke_claims import Claim, Results, check_claims, mean_spread
 from orbitset.models.train import TrainConfig, train
 
 if TYPE_CHECKING:
@@ -90,6 +93,15 @@ class SmokePlan:
     test_pairs: int = 10
     #: SIE's equivariant part must beat its invariant part by this rotation R^2.
     margin_parts: float = 0.1
+    #: seq-JEPA (small CNN at `size` px, batch `image_batch`): views per sequence K (the paper's 4), epochs of
+    #: `sequences_per_object` sequences per training object, its linear warmup, and method parameters. A sequence
+    #: costs about three pairs (four images, three with gradients, and the aggregator): 12 epochs keep its training
+    #: below SIE's, for time.
+    sequence_views: int = 4
+    sequence_epochs: int = 12
+    sequences_per_object: int = 4
+    sequence_warmup_epochs: int = 2
+    sequence_params: dict[str, Any] = field(default_factory=dict)
 
 
 class StageTimer:
@@ -194,139 +206,25 @@ EVALS: dict[str, tuple[tuple[str, str, str], ...]] = {
             ("rotation-equi", "rotation", "equi"), ("retrieval", "retrieval", "all"),
             ("equivariance", "equivariance", "all")),
     "vicreg": (("classify", "classify", "all"), ("rotation", "rotation", "all"), ("retrieval", "retrieval", "all")),
+    "seq-jepa": (("classify", "classify", "all"), ("aggregate", "aggregate", "all"), ("rotation", "rotation", "all"),
+                 ("view-rotation", "view-rotation", "all")),
     **{m: (("pointcloud", "pointcloud", "all"), ("equivariance", "equivariance", "all"))
        for m in ("pointnet", "vn-pointnet", "fa-pointnet")},
 }
 
-Results = dict[str, list[dict[str, dict[str, Any]]]]  # model -> one {result name: metrics} per seed
-
-
-def mean_spread(values: list[float]) -> tuple[float, float]:
-    """Mean and spread (sample standard deviation; 0 for one value) of per-seed values."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def _values(results: Results, model: str, name: str, key: str) -> list[float]:
-    return [float(seed[name][key]) for seed in results[model]]
-
-
-def _show(values: list[float]) -> str:
-    mean, spread = mean_spread(values)
-    return f"{mean:.3f} ± {spread:.3f}"
-
-
-def _difference(higher: list[float], lower: list[float] | float) -> tuple[float, float]:
-    """mean(higher) - mean(lower), and the sum of their spreads (a single number has none)."""
-    (mh, sh), (ml, sl) = mean_spread(higher), mean_spread(lower if isinstance(lower, list) else [lower])
-    return mh - ml, sh + sl
-
-
-def exceeds(higher: list[float], lower: list[float] | float, margin: float = 0.0) -> bool:
-    """Whether mean(higher) - mean(lower) - margin is larger than the sum of their spreads."""
-    difference, spreads = _difference(higher, lower)
-    return difference - margin > spreads
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One claim of the smoke run, judged on the test objects."""
-
-    text: str
-    holds: bool
-    #: The numbers it is judged on (mean ± spread over the seeds).
-    evidence: str
-    #: Why it does not hold, from diagnostics of the same runs ("" when it holds).
-    why: str = ""
-
-
-def _mean(results: Results, model: str, name: str, key: str) -> float | None:
-    """Mean over the seeds of a metric, None when a run did not record it."""
-    if not all(key in seed.get(name, {}) for seed in results[model]):
-        return None
-    return mean_spread(_values(results, model, name, key))[0]
-
-
-def _short_of(higher: list[float], lower: list[float] | float, margin: float = 0.0) -> str:
-    """What `exceeds` found missing, in words."""
-    difference, spreads = _difference(higher, lower)
-    needed = f"{margin:.3f} + the spreads" if margin else "the spreads"
-    return f"the means differ by {difference:+.3f}, which must exceed {needed} {spreads:.3f}"
-
-
-def _predictor_diagnosis(results: Results) -> str:
-    """How SIE's predictor compares with the identity and with the best scaling (empty when it beats both)."""
-    learnt = _mean(results, "sie", "equivariance", "equivariance_error")
-    identity = _mean(results, "sie", "equivariance", "identity_error")
-    scaled = _mean(results, "sie", "equivariance", "scaled_identity_error")
-    if learnt is None or identity is None or scaled is None or learnt < min(identity, scaled):
-        return ""
-    errors = f"error {learnt:.2f} against {identity:.2f} for W = I and {scaled:.2f} for the best beta w I"
-    if learnt >= identity:
-        return (f"; SIE's predictor W(q) predicts the test views' equivariant embeddings worse than the identity "
-                f"({errors}): it has not yet learnt how rotations act, so nothing ties the equivariant part to pose "
-                f"more than the rest")
-    return (f"; SIE's predictor W(q) beats the identity but not the best scaling of it ({errors}): what it has learnt "
-            f"of how rotations act on the test objects is no more than that scaling (w = cos of half the angle)")
-
-
-def check_claims(results: Results, plan: SmokePlan) -> list[Claim]:
-    """The claims of the smoke run on the per-seed test-object results, each with why it fails when it does."""
-    equi, inv = _values(results, "sie", "rotation-equi", "r2"), _values(results, "sie", "rotation-inv", "r2")
-    vicreg = _values(results, "vicreg", "rotation", "r2")
-    constant = _mean(results, "vicreg", "rotation", "r2_mean_baseline")
-    top1 = {m: _values(results, m, "classify", "top1") for m in ("sie", "vicreg")}
-    chance = float(results["sie"][0]["classify"]["chance"])
-    point_models = ("pointnet", "vn-pointnet", "fa-pointnet")
-    drops = {m: [s["pointcloud"]["z/z"] - s["pointcloud"]["z/so3"] for s in results[m]] for m in point_models}
-    upright = {m: [s["pointcloud"]["z/z"] for s in results[m]] for m in point_models}
-    invariant_models = ("vn-pointnet", "fa-pointnet")
-    inv_err = {m: _values(results, m, "equivariance", "invariance_error_features") for m in invariant_models}
-    exact = {m: _mean(results, m, "equivariance", "invariance_error_features_float64") for m in invariant_models}
-    predictor = _predictor_diagnosis(results)
-    baseline = f"; the constant predictor scores R^2 {constant:.3f}" if constant is not None else ""
-
-    parts_ok, vicreg_ok = exceeds(equi, inv, plan.margin_parts), exceeds(equi, vicreg)
-    top1_ok = all(exceeds(v, 3 * chance) for v in top1.values())
-    points_ok = (all(exceeds([0.05], drops[m]) for m in invariant_models) and exceeds(drops["pointnet"], 0.15)
-                 and all(exceeds(drops["pointnet"], drops[m]) for m in invariant_models))
-    untrained = [m for m in point_models if not exceeds(upright[m], 2 * chance)]
-    errors_ok = all(exceeds([1e-4], v) for v in inv_err.values())
-    rounding = [m for m in invariant_models
-                if exact[m] is not None and exact[m] < 1e-9 and not exceeds([1e-4], inv_err[m])]
-    return [
-        Claim(f"SIE's equivariant part predicts rotation better than its invariant part (R^2 by >= {plan.margin_parts})",
-              parts_ok, f"rotation R^2: SIE equi part {_show(equi)}, SIE inv part {_show(inv)}",
-              "" if parts_ok else _short_of(equi, inv, plan.margin_parts) + baseline + predictor),
-        Claim("SIE's equivariant part predicts rotation better than VICReg's representation", vicreg_ok,
-              f"rotation R^2: SIE equi part {_show(equi)}, VICReg {_show(vicreg)}",
-              "" if vicreg_ok else _short_of(equi, vicreg) + baseline + predictor),
-        Claim("linear top-1 above 3x chance for SIE and VICReg", top1_ok,
-              f"SIE {_show(top1['sie'])}, VICReg {_show(top1['vicreg'])}, 3x chance {3 * chance:.3f}",
-              "" if top1_ok else "; ".join(f"{m}: {_short_of(v, 3 * chance)}" for m, v in top1.items()
-                                           if not exceeds(v, 3 * chance))),
-        Claim("VN-PointNet and FA keep z/SO3 within 5 points of z/z; PointNet drops by far more (> 15 points and more "
-              "than both)", points_ok and not untrained,
-              ", ".join(f"{m} drop {mean_spread(v)[0] * 100:.1f} ± {mean_spread(v)[1] * 100:.1f} points"
-                        for m, v in drops.items()),
-              "; ".join([f"{m} has not learnt to classify (z/z top-1 {_show(upright[m])}, not above twice chance "
-                         f"{2 * chance:.3f}), so its drop shows nothing" for m in untrained]
-                        + ([] if points_ok else ["the drops are not ordered as claimed by more than their spreads"]))),
-        Claim("invariance error of FA and of the VN invariant head below 1e-4 (float32)", errors_ok,
-              ", ".join(f"{m} {mean_spread(v)[0]:.2e} ± {mean_spread(v)[1]:.2e}" for m, v in inv_err.items()),
-              "" if errors_ok else "; ".join(
-                  f"{m}: the same model in float64 errs by {exact[m]:.1e}, so its float32 error is rounding (grown "
-                  f"by the eval-mode batch norms of small variance), not a broken invariance" for m in rounding)
-              or "an invariant model's error is above 1e-4 in float64 too: its invariance is broken"),
-    ]
-
-
 #: Columns of the results table: (title, result name, metric key).
 TABLE = (
     ("top-1", "classify", "top1"),
-    ("rotation R^2 (all)", "rotation", "r2"),
-    ("rotation R^2 (inv)", "rotation-inv", "r2"),
-    ("rotation R^2 (equi)", "rotation-equi", "r2"),
+    ("top-1 (aggregate)", "aggregate", "top1"),
+    ("rotation R^2 (all)", "rotation", "r2_global_mean"),
+    ("rotation R^2 (all, per comp.)", "rotation", "r2_per_component"),
+    ("rotation R^2 (inv)", "rotation-inv", "r2_global_mean"),
+    ("rotation R^2 (inv, per comp.)", "rotation-inv", "r2_per_component"),
+    ("rotation R^2 (equi)", "rotation-equi", "r2_global_mean"),
+    ("rotation R^2 (equi, per comp.)", "rotation-equi", "r2_per_component"),
     ("R^2 of the mean", "rotation", "r2_mean_baseline"),
+    ("single-view rotation R^2", "view-rotation", "r2_global_mean"),
+    ("single-view rotation R^2 (per comp.)", "view-rotation", "r2_per_component"),
     ("rotation err. deg (median)", "rotation", "geodesic_error_deg_median"),
     ("sym.-aware err. deg (median)", "rotation", "symmetric_error_deg_median"),
     ("rotation err. deg (equi, median)", "rotation-equi", "geodesic_error_deg_median"),
@@ -401,7 +299,13 @@ def write_results(path: Path, runs: list[Path], results: Results, claims: list[C
         f"{plan.probe_pairs} pairs (rotation, MLP 2D -> {plan.probe_hidden} -> {plan.probe_hidden} -> 4 on the "
         f"concatenated pair) per object every epoch (the paper: one; this dataset is 150x smaller), "
         f"patience {plan.probe_patience}; scored on every test view (top-1) or {plan.test_pairs} pairs per test object "
-        f"(R^2 with one global mean). Equivariance errors ||P(e_a) - e_b|| / ||e_b|| on test pairs for SIE's "
+        f"(R^2 in both conventions: one global mean, SIE's, and the average of per-component R^2, seq-JEPA's, "
+        f"marked 'per comp.'). seq-JEPA: the same small CNN and batch, sequences of {plan.sequence_views} views "
+        f"({plan.sequence_views - 1} context views with their actions, the raw relative quaternions, and the target), "
+        f"{plan.sequence_epochs} epochs of {plan.sequences_per_object} sequences per training object, AdamW lr 4e-4 "
+        f"after {plan.sequence_warmup_epochs} warmup epochs, the authors' aggregator, predictor and EMA "
+        f"(method parameters {plan.sequence_params or 'as published'}); its aggregate top-1 probes "
+        f"{plan.sequence_views - 1}-view sequences. Equivariance errors ||P(e_a) - e_b|| / ||e_b|| on test pairs for SIE's "
         f"predictor P = W(q), for P = I and for the least-squares best P = beta w I (w: the quaternion's real part). "
         f"Point clouds: {plan.num_points} points, trained with random rotations about Z (up) for {plan.point_epochs} "
         f"epochs, tested about Z (z/z) and in SO(3) (z/SO3).",
@@ -447,6 +351,11 @@ def _run_job(model: str, seed: int, data: Path, out: Path, plan: SmokePlan, scal
         cfg = TrainConfig(method=model, data=str(data), out=str(run), rotation="z",
                           epochs=_epochs(plan.point_epochs, scale), batch_size=plan.point_batch,
                           num_points=plan.num_points, params=plan.point_params[model], seed=seed)
+    elif model == "seq-jepa":
+        cfg = TrainConfig(method=model, data=str(data), out=str(run), backbone="small", size=plan.size,
+                          epochs=_epochs(plan.sequence_epochs, scale), batch_size=plan.image_batch,
+                          views=plan.sequence_views, pairs_per_object=plan.sequences_per_object,
+                          warmup_epochs=plan.sequence_warmup_epochs, params=dict(plan.sequence_params), seed=seed)
     else:
         cfg = TrainConfig(method=model, data=str(data), out=str(run), backbone="small", size=plan.size,
                           epochs=_epochs(plan.image_epochs, scale), batch_size=plan.image_batch,

@@ -1,5 +1,8 @@
 """One training loop for every reference model, with checkpoints, resume, metrics and online probes.
 
+One file because the run's config, the trainable wrappers of every family (pairs, sequences, point clouds), the
+checkpoint format and the loop that resumes from it change together.
+
 A run directory holds:
 - ``config.json``: everything needed to rebuild the model (written when the run starts);
 - ``checkpoint.pt``: model, optimiser and RNG state after the last finished epoch (``torch.save`` of state dicts,
@@ -9,7 +12,9 @@ A run directory holds:
 - ``eval/TASK.json``: results of ``orbitset eval``.
 
 Image methods train on pairs from `orbitset.loaders.PairLoader`, with the relative quaternion in the config's
-convention (`TrainConfig.quaternion`, `orbitset.models.conditions`: "raw" as SIE feeds it by default); point-cloud
+convention (`TrainConfig.quaternion`, `orbitset.models.conditions`: "raw" as SIE feeds it by default); sequence
+methods (seq-JEPA, `orbitset.models.seqjepa`) on sequences of `TrainConfig.views` views from
+`orbitset.loaders.SequenceLoader`, with AdamW, a linear learning-rate warmup and an EMA update after every step; point-cloud
 models on `orbitset.loaders.PointLoader` with a rotation protocol ("z": random rotations about the world Z axis,
 which is up in orbitset; "so3": uniform random rotations). Mixed precision (bfloat16 autocast) is used on CUDA.
 """
@@ -32,19 +37,29 @@ from orbitset.errors import OrbitsetError
 from orbitset.models import losses
 from orbitset.models.backbones import build_backbone
 from orbitset.models.conditions import check_quaternion, pair_condition
-from orbitset.models.methods import METHODS, Method, build_method
+from orbitset.models.methods import METHODS, Method, MethodOutput, build_method
 from orbitset.models.pointclouds import POINT_MODELS, build_point_model
+from orbitset.models.seqjepa import SEQUENCE_METHODS, SeqJEPA, ema_decay_at
 
 CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE = "config.json", "checkpoint.pt", "metrics.jsonl"
 
 #: Published defaults per family (the SIE paper and repository for SIE; PointNet/VN papers for point clouds).
 IMAGE_DEFAULTS = {"epochs": 2000, "batch_size": 1024, "lr": 1e-3, "weight_decay": 1e-6, "size": 256}
 POINT_DEFAULTS = {"epochs": 250, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4, "num_points": 1024}
+#: seq-JEPA's (hafezgh/seq-jepa, scripts/script_transformed_views.sh and main_transformed_views.py, as the code
+#: effectively applies them): 128 px, batch 512, 1000 epochs, lr 4e-4 after a linear warmup from 1e-5 over 20
+#: epochs and then constant (the script's cosine scheduler is overwritten by the warmup code at the start of every
+#: epoch), weight decay 0 (training builds Adam with weight_decay=0; --weight-decay 0.001 reaches only the probes).
+SEQUENCE_DEFAULTS = {"epochs": 1000, "batch_size": 512, "lr": 4e-4, "weight_decay": 0.0, "size": 128,
+                     "warmup_epochs": 20}
+#: The learning rate a warmup starts from (seq-JEPA's --initial-lr).
+WARMUP_START_LR = 1e-5
 
 
 @dataclass
 class TrainConfig:
-    """Settings of a run; ``None`` numbers take the family defaults (`IMAGE_DEFAULTS` / `POINT_DEFAULTS`)."""
+    """Settings of a run; ``None`` numbers take the family defaults (`IMAGE_DEFAULTS` / `POINT_DEFAULTS` /
+    `SEQUENCE_DEFAULTS`)."""
 
     method: str
     data: str
@@ -60,6 +75,7 @@ class TrainConfig:
     params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     num_workers: int = 0
+    #: Pairs (sequences, for sequence methods) drawn per training object and epoch.
     pairs_per_object: int = 1
     rotation: str = "z"
     num_points: int | None = None
@@ -69,34 +85,50 @@ class TrainConfig:
     rel_latent_names: list[str] = field(default_factory=list)
     #: Quaternion convention of the pair condition (`orbitset.models.conditions`): "raw" (SIE's) or "canonical".
     quaternion: str = "raw"
+    #: Sequence methods: views per training sequence K (the paper's seq_len 3 + the target view).
+    views: int = 4
+    #: Epochs of linear learning-rate warmup from `WARMUP_START_LR` (0: none; default 20 for sequence methods).
+    warmup_epochs: int | None = None
 
     @property
     def is_point_model(self) -> bool:
         return self.method in POINT_MODELS
 
+    @property
+    def is_sequence_model(self) -> bool:
+        return self.method in SEQUENCE_METHODS
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of `epoch` (0-based): linear from `WARMUP_START_LR` to `lr` over the warmup epochs
+        (seq-JEPA's formula), then `lr`."""
+        if self.warmup_epochs and epoch < self.warmup_epochs:
+            return WARMUP_START_LR + (self.lr - WARMUP_START_LR) * epoch / self.warmup_epochs
+        return self.lr
+
     def resolved(self) -> "TrainConfig":
         """A copy with the family defaults filled in and the method name checked."""
-        if self.method not in METHODS and self.method not in POINT_MODELS:
+        if self.method not in METHODS and self.method not in POINT_MODELS and not self.is_sequence_model:
             raise OrbitsetError(
-                f"unknown method {self.method!r}; choose one of {', '.join([*METHODS, *POINT_MODELS])}"
+                f"unknown method {self.method!r}; choose one of {', '.join([*METHODS, *SEQUENCE_METHODS, *POINT_MODELS])}"
             )
         if self.rotation not in ("z", "so3"):
             raise OrbitsetError(f"rotation protocol must be 'z' or 'so3', not {self.rotation!r}")
         check_quaternion(self.quaternion)
         values = asdict(self)
-        defaults = POINT_DEFAULTS if self.is_point_model else IMAGE_DEFAULTS
+        defaults = (POINT_DEFAULTS if self.is_point_model else SEQUENCE_DEFAULTS if self.is_sequence_model
+                    else {**IMAGE_DEFAULTS, "warmup_epochs": 0})
         for key, default in defaults.items():
             if values.get(key) is None:
                 values[key] = default
         for key, low in (("epochs", 0), ("batch_size", 2), ("size", 8), ("num_points", 1), ("pairs_per_object", 1),
-                         ("num_workers", 0)):
+                         ("num_workers", 0), ("views", 2), ("warmup_epochs", 0)):
             if values.get(key) is not None and values[key] < low:
                 raise OrbitsetError(f"{key.replace('_', '-')} must be at least {low}, got {values[key]}")
         if values["lr"] <= 0 or values["weight_decay"] < 0:
             raise OrbitsetError(f"lr must be positive and weight-decay non-negative, got {values['lr']} and "
                                 f"{values['weight_decay']}")
         if values["condition"] is None and not self.is_point_model:
-            values["condition"] = METHODS[self.method][1]
+            values["condition"] = {**METHODS, **SEQUENCE_METHODS}[self.method][1]
         return TrainConfig(**values)
 
 
@@ -120,19 +152,43 @@ class ImageModel(nn.Module):
 
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.method(batch["view_a"], batch["view_b"], self.pair_condition(batch))
+        return self.with_probes(out, out.rep_a, batch["rel_rotation"], batch["label"])
+
+    def with_probes(self, out: MethodOutput, class_features: torch.Tensor, rel_rotation: torch.Tensor,
+                    labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The method's loss plus the online probes' (on detached features: the classifier on `class_features`,
+        the regressor of `rel_rotation` on [rep_a, rep_b]), and the logged terms."""
         terms = {"loss": float(out.loss.detach()), **{k: float(v.detach()) for k, v in out.terms.items()}}
-        loss = out.loss
         if not self.online_probes:
-            return loss, terms
-        rep_a, rep_b = out.rep_a.detach().float(), out.rep_b.detach().float()
-        logits = self.classifier(rep_a)
-        labels = batch["label"].long()
-        predicted = self.regressor(torch.cat([rep_a, rep_b], dim=1))
-        target = batch["rel_rotation"].float()
+            return out.loss, terms
+        logits = self.classifier(class_features.detach().float())
+        labels = labels.long()
+        predicted = self.regressor(torch.cat([out.rep_a.detach().float(), out.rep_b.detach().float()], dim=1))
+        target = rel_rotation.float()
         probe_loss = F.cross_entropy(logits, labels) + F.mse_loss(predicted, target)
         terms["probe_top1"] = float((logits.argmax(1) == labels).float().mean())
-        terms["probe_r2"] = losses.r2_score(predicted.detach(), target)
-        return loss + probe_loss, terms
+        terms["probe_r2"] = losses.r2_global_mean(predicted.detach(), target)
+        return out.loss + probe_loss, terms
+
+
+class SequenceModel(ImageModel):
+    """A sequence method (`orbitset.models.seqjepa`) on `orbitset.loaders.SequenceLoader` batches, with the online
+    probes of `ImageModel` (the original's: the classifier on the aggregate representation, the regressor of the
+    first pair's relative quaternion from the representations of views 0 and 1)."""
+
+    def __init__(self, method: SeqJEPA, num_classes: int, condition: str, rel_latent_names: list[str],
+                 online_probes: bool = True) -> None:
+        super().__init__(method, num_classes, condition, rel_latent_names, online_probes)
+        self.classifier = nn.Linear(method.aggregate_dim, max(num_classes, 1))
+
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The pair conditions of the consecutive views (N, K-1, C) are the actions."""
+        out = self.method(batch["views"], self.pair_condition(batch))
+        return self.with_probes(out, out.aggregate, batch["rel_rotation"][:, 0], batch["label"])
+
+    def after_step(self, epoch: int, epochs: int) -> None:
+        """The EMA update of the target trunk, after every optimiser step."""
+        self.method.update_target(ema_decay_at(epoch, epochs, self.method.ema_decay))
 
 
 class PointModel(nn.Module):
@@ -150,15 +206,21 @@ class PointModel(nn.Module):
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
-    """The trainable model of a resolved config (an `ImageModel` or a `PointModel`)."""
+    """The trainable model of a resolved config (an `ImageModel`, a `SequenceModel` or a `PointModel`)."""
     if cfg.is_point_model:
         return PointModel(build_point_model(cfg.method, cfg.num_classes, **cfg.params))
+    if cfg.is_sequence_model:  # seq-JEPA's trunk is torchvision's ResNet-18 with zero_init_residual=True
+        method = build_method(cfg.method, build_backbone(cfg.backbone, cfg.size, zero_init_residual=True),
+                              cfg.condition, SEQUENCE_METHODS, **cfg.params)
+        return SequenceModel(method, cfg.num_classes, cfg.condition, cfg.rel_latent_names, cfg.online_probes)
     method = build_method(cfg.method, build_backbone(cfg.backbone, cfg.size), cfg.condition, **cfg.params)
     return ImageModel(method, cfg.num_classes, cfg.condition, cfg.rel_latent_names, cfg.online_probes)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """Adam (AdamW, decoupled weight decay, for sequence methods) over the trainable parameters."""
+    optimizer = torch.optim.AdamW if cfg.is_sequence_model else torch.optim.Adam
+    return optimizer([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -254,6 +316,7 @@ def fit(
     log_every: int = 20,
     progress: bool = True,
     label: str = "",
+    lr_at: Callable[[int], float] | None = None,
 ) -> list[dict[str, float]]:
     """Train `model` (with a ``step(batch) -> (loss, terms)`` method) for `epochs` epochs in total.
 
@@ -262,7 +325,9 @@ def fit(
     finished epoch with the saved model, optimiser and RNG state. After the last epoch the batch norms' statistics
     are recomputed over the batches of one more epoch (`recompute_batch_norm`) and the checkpoint is written again.
     With `progress`, a bar over each epoch's batches on a terminal and a line per epoch, starting with `label`
-    (`orbitset.models.progress`). Returns the per-epoch metrics.
+    (`orbitset.models.progress`). ``lr_at(epoch)`` (optional) sets the learning rate of every epoch; a model with
+    ``after_step(epoch, epochs)`` has it called after every optimiser step (seq-JEPA's EMA update). Returns the
+    per-epoch metrics.
     """
     from tqdm import tqdm
 
@@ -291,6 +356,9 @@ def fit(
             model.train()
             sums: dict[str, float] = {}
             count, samples, began = 0, 0, time.perf_counter()
+            if lr_at is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(epoch)
             batches = batches_for_epoch(epoch)
             total = len(batches) if hasattr(batches, "__len__") else None
             bar = tqdm(batches, total=total, desc=f"{label} epoch {epoch + 1}/{epochs}".lstrip(), unit="batch",
@@ -306,6 +374,8 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if hasattr(model, "after_step"):
+                    model.after_step(epoch, epochs)
                 count += 1
                 samples += len(batch["label"])
                 for key, value in terms.items():
@@ -340,6 +410,16 @@ def _pair_loader(cfg: TrainConfig, split: str, **overrides):
     return PairLoader(cfg.data, **options)
 
 
+def _sequence_loader(cfg: TrainConfig, split: str, **overrides):
+    from orbitset.loaders import SequenceLoader
+
+    options = dict(batch_size=cfg.batch_size, split=split, num_workers=cfg.num_workers, seed=cfg.seed,
+                   shuffle=True, size=cfg.size, views=cfg.views, sequences_per_object=cfg.pairs_per_object,
+                   device=cfg.device, rotation=check_quaternion(cfg.quaternion))
+    options.update(overrides)
+    return SequenceLoader(cfg.data, **options)
+
+
 def _point_loader(cfg: TrainConfig, split: str, rotate: str | None, **overrides):
     from orbitset.loaders import PointLoader
 
@@ -362,7 +442,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
     cfg = cfg.resolved()
     manifest = load_manifest(cfg.data)
     cfg.num_classes = len(manifest.classes)
-    loader = _point_loader(cfg, "train", cfg.rotation) if cfg.is_point_model else _pair_loader(cfg, "train")
+    loader = (_point_loader(cfg, "train", cfg.rotation) if cfg.is_point_model else
+              _sequence_loader(cfg, "train") if cfg.is_sequence_model else _pair_loader(cfg, "train"))
     if not cfg.is_point_model:
         cfg.rel_latent_names = list(loader.rel_latent_names)
     torch.manual_seed(cfg.seed)
@@ -374,4 +455,5 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
         loader.set_epoch(epoch)  # views, pairs and order depend on (seed, epoch) only: a resumed run sees the same data
         return loader
 
-    return fit(model, optimizer, batches, cfg.epochs, run, cfg.device, resume, cfg.log_every, progress, cfg.method)
+    return fit(model, optimizer, batches, cfg.epochs, run, cfg.device, resume, cfg.log_every, progress, cfg.method,
+               cfg.lr_at if cfg.warmup_epochs else None)

@@ -69,6 +69,7 @@ def test_image_evaluations_and_report(data, tmp_path):
         rotation = read_eval(run, name)
         assert rotation["part"] == part and rotation["quaternion"] == "raw" and rotation["pair_sampling"] == "fresh"
         assert math.isfinite(rotation["r2"]) and rotation["r2"] <= 1 and rotation["r2_mean_baseline"] <= 1
+        assert rotation["r2"] == rotation["r2_global_mean"] and rotation["r2_per_component"] <= 1
         assert (rotation["train_objects"], rotation["test_pairs"]) == (6, 2 * 10)
     assert read_eval(run, "rotation-inv")["r2"] != read_eval(run, "rotation-equi")["r2"]
     color = read_eval(run, "color")
@@ -88,8 +89,44 @@ def test_image_evaluations_and_report(data, tmp_path):
     report = tmp_path / "report.md"
     run_cli("report", run, "--out", report)
     text = report.read_text()
-    assert "rotation R^2 (equi)" in text and "H@10" in text and "sie (sie-color)" in text
+    assert "rotation R^2 (equi, global mean)" in text and "rotation R^2 (equi, per component)" in text
+    assert "H@10" in text and "sie (sie-color)" in text
     assert (tmp_path / "report.png").is_file()
+
+
+def seq_jepa_args(data, out):
+    return ["train", "seq-jepa", "--data", data, "--out", out, "--backbone", "small", "--size", 16, "--batch-size", 3,
+            "--views", 4, "--param", "action_dim=16", "--param", "pred_hidden=16", "--param", "num_layers=1"]
+
+
+def test_seq_jepa_trains_resumes_and_evaluates(data, tmp_path, capsys):
+    run = tmp_path / "seq"
+    run_cli(*seq_jepa_args(data, run), "--epochs", 1)
+    first = load_checkpoint(run / CHECKPOINT_FILE)
+    config = json.loads((run / "config.json").read_text())
+    assert (config["views"], config["warmup_epochs"], config["lr"], config["weight_decay"]) == (4, 20, 4e-4, 0.0)
+    run_cli(*seq_jepa_args(data, run), "--epochs", 2, "--resume")
+    second = load_checkpoint(run / CHECKPOINT_FILE)
+    assert second["epoch"] == 2
+    target = [k for k in second["model"] if k.startswith("method.target_encoder.") and k.endswith("weight")]
+    assert target and any(not torch.equal(first["model"][k], second["model"][k]) for k in target)  # EMA moved it
+    probe = ["--probe-epochs", 2, "--probe-hidden", 16, "--batch-size", 4]
+    for task in ("classify", "rotation", "view-rotation", "aggregate"):
+        run_cli("eval", task, "--run", run, *probe)
+    for task in ("rotation", "view-rotation"):
+        result = read_eval(run, task)
+        assert result["r2"] == result["r2_global_mean"] and math.isfinite(result["r2_per_component"])
+        assert result["quaternion"] == "raw"
+    assert read_eval(run, "view-rotation")["test_views"] == 2 * 10
+    aggregate = read_eval(run, "aggregate")
+    assert 0 <= aggregate["top1"] <= 1 and aggregate["context_views"] == 3 and aggregate["test_sequences"] == 2 * 10
+    capsys.readouterr()
+    sie = tmp_path / "sie"
+    run_cli(*image_train_args("sie", data, sie), "--epochs", 0)
+    assert main(["eval", "aggregate", "--run", str(sie)]) == 2
+    assert "has no aggregate representation" in capsys.readouterr().err
+    assert main([*seq_jepa_args(data, tmp_path / "k9"), "--views", 9, "--epochs", 1]) == 2
+    assert "views=9 is more than the 4 views" in capsys.readouterr().err
 
 
 def test_part_and_bad_arguments_are_clear_errors(data, tmp_path, capsys):

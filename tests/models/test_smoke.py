@@ -6,8 +6,8 @@ from orbitset.manifests.model import load_manifest
 import pytest
 
 from orbitset.errors import OrbitsetError
-from orbitset.models.smoke import (SmokePlan, check_claims, ensure_dataset, exceeds, mean_spread, smoke_recipe,
-                                   split_objects)
+from orbitset.models.smoke import SmokePlan, ensure_dataset, smoke_recipe, split_objects
+from orbitset.models.smoke_claims import check_claims, exceeds, mean_spread
 from orbitset.render.recipes import SHIPPED
 from orbitset.testing import write_synthetic_dataset
 
@@ -60,7 +60,7 @@ def test_ensure_dataset_renders_the_plan_and_refuses_a_dataset_without_test_obje
 
 
 def _results(equi, inv, vicreg, top1=(0.5, 0.5, 0.5), pointnet_so3=(0.5, 0.5, 0.5), vn_upright=1.0,
-             vn_error=1e-6, predictor=(0.5, 0.9, 0.8)) -> dict:
+             vn_error=1e-6, predictor=(0.5, 0.9, 0.8), seq_top1=(0.4, 0.45, 0.5), seq_r2=(0.05, 0.06, 0.07)) -> dict:
     learnt, identity, scaled = predictor
     sie = [{"rotation-equi": {"r2": e}, "rotation-inv": {"r2": i}, "classify": {"top1": t, "chance": 1 / 12},
             "equivariance": {"equivariance_error": learnt, "identity_error": identity, "scaled_identity_error": scaled}}
@@ -72,13 +72,16 @@ def _results(equi, inv, vicreg, top1=(0.5, 0.5, 0.5), pointnet_so3=(0.5, 0.5, 0.
     vn = [{"pointcloud": {"z/z": vn_upright, "z/so3": vn_upright},
            "equivariance": {**exact, "invariance_error_features": vn_error}}] * 3
     pointnet = [{"pointcloud": {"z/z": 1.0, "z/so3": s}} for s in pointnet_so3]
-    return {"sie": sie, "vicreg": vic, "pointnet": pointnet, "vn-pointnet": vn, "fa-pointnet": fa}
+    seq = [{"classify": {"top1": t, "chance": 1 / 12}, "aggregate": {"top1": t},
+            "rotation": {"r2_per_component": r, "r2_global_mean": r + 0.2, "r2_mean_baseline": 0.24}}
+           for t, r in zip(seq_top1, seq_r2)]
+    return {"sie": sie, "vicreg": vic, "seq-jepa": seq, "pointnet": pointnet, "vn-pointnet": vn, "fa-pointnet": fa}
 
 
 def test_a_claim_holds_only_by_more_than_the_spread():
     plan = SmokePlan(margin_parts=0.1)
     holds = check_claims(_results((0.50, 0.52, 0.48), (0.30, 0.31, 0.29), (0.35, 0.36, 0.34)), plan)
-    assert [c.holds for c in holds] == [True] * 5 and all(c.why == "" for c in holds)
+    assert [c.holds for c in holds] == [True] * 6 and all(c.why == "" for c in holds)
     # the same means with large spreads: the parts claim (0.2 - 0.1 margin vs spreads 0.2 + 0.01) fails
     noisy = check_claims(_results((0.30, 0.50, 0.70), (0.30, 0.31, 0.29), (0.35, 0.36, 0.34)), plan)
     assert not noisy[0].holds and not noisy[1].holds
@@ -105,6 +108,17 @@ def test_a_failed_claim_says_why_from_the_same_runs():
     assert not chance[3].holds and "vn-pointnet has not learnt to classify" in chance[3].why  # its zero drop is vacuous
     rounding = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, vn_error=2e-4), plan)
     assert not rounding[4].holds and "in float64 errs by 1.0e-15" in rounding[4].why
+
+
+def test_seq_jepa_claim_needs_both_what_and_how():
+    plan = SmokePlan()
+    assert check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3), plan)[5].holds
+    noisy = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, seq_r2=(-0.05, 0.05, 0.15)), plan)[5]
+    assert not noisy.holds and "R^2 per component: the means differ by +0.050" in noisy.why and "top-1" not in noisy.why
+    assert "with one global mean 0.250 ± 0.100, against the constant predictor's 0.240 ± 0.000" in noisy.why
+    blind = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, seq_top1=(0.2, 0.25, 0.3)), plan)[5]
+    assert not blind.holds and blind.why.startswith("top-1: the means differ by +0.000")
+    assert "aggregate of 3 views 0.250 ± 0.050" in blind.evidence
 
 
 def test_mean_spread_and_exceeds():
