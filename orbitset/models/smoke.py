@@ -405,7 +405,7 @@ def run_smoke(out: str | Path, data: str | Path | None = None, results: str | Pa
         timer.cpu_seconds.update(cpu_seconds)
     collected: Results = {model: [outcomes[model, seed][0] for seed in plan.seeds] for model in EVALS}
     runs = [out / f"{model}-seed{seed}" for seed in plan.seeds for model in EVALS]
-    claims = check_claims(collected, plan)
+    claims = check_claims(collected, plan.margin_parts)
     command = (f"orbitset smoke --out {out}" + (f" --data {data}" if data != out / "data" else "")
                + (f" --scale {scale}" if scale != 1.0 else "")
                + (f" --jobs {plan.jobs}" if plan.jobs != SmokePlan.jobs else ""))

@@ -126,7 +126,7 @@ def test_seq_jepa_trains_resumes_and_evaluates(data, tmp_path, capsys):
     assert main(["eval", "aggregate", "--run", str(sie)]) == 2
     assert "has no aggregate representation" in capsys.readouterr().err
     assert main([*seq_jepa_args(data, tmp_path / "k9"), "--views", 9, "--epochs", 1]) == 2
-    assert "views=9 is more than the 4 views" in capsys.readouterr().err
+    assert "has 4 view(s) but sequences need 9; pass views <= 4" in capsys.readouterr().err
 
 
 def test_part_and_bad_arguments_are_clear_errors(data, tmp_path, capsys):

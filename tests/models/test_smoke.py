@@ -80,43 +80,43 @@ def _results(equi, inv, vicreg, top1=(0.5, 0.5, 0.5), pointnet_so3=(0.5, 0.5, 0.
 
 def test_a_claim_holds_only_by_more_than_the_spread():
     plan = SmokePlan(margin_parts=0.1)
-    holds = check_claims(_results((0.50, 0.52, 0.48), (0.30, 0.31, 0.29), (0.35, 0.36, 0.34)), plan)
+    holds = check_claims(_results((0.50, 0.52, 0.48), (0.30, 0.31, 0.29), (0.35, 0.36, 0.34)), plan.margin_parts)
     assert [c.holds for c in holds] == [True] * 6 and all(c.why == "" for c in holds)
     # the same means with large spreads: the parts claim (0.2 - 0.1 margin vs spreads 0.2 + 0.01) fails
-    noisy = check_claims(_results((0.30, 0.50, 0.70), (0.30, 0.31, 0.29), (0.35, 0.36, 0.34)), plan)
+    noisy = check_claims(_results((0.30, 0.50, 0.70), (0.30, 0.31, 0.29), (0.35, 0.36, 0.34)), plan.margin_parts)
     assert not noisy[0].holds and not noisy[1].holds
     assert "0.500 ± 0.200" in noisy[0].evidence
     assert "differ by +0.200, which must exceed 0.100 + the spreads 0.210" in noisy[0].why
-    short = check_claims(_results((0.40, 0.41, 0.39), (0.31, 0.32, 0.30), (0.35, 0.36, 0.34)), plan)
+    short = check_claims(_results((0.40, 0.41, 0.39), (0.31, 0.32, 0.30), (0.35, 0.36, 0.34)), plan.margin_parts)
     assert not short[0].holds and short[1].holds  # below the 0.1 margin on the parts, above VICReg
-    low = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, top1=(0.2, 0.3, 0.4)), plan)
+    low = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, top1=(0.2, 0.3, 0.4)), plan.margin_parts)
     assert not low[2].holds  # mean 0.3 > 3x chance 0.25, but not by the spread 0.1
-    robust = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, pointnet_so3=(0.9, 0.5, 0.5)), plan)
+    robust = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, pointnet_so3=(0.9, 0.5, 0.5)), plan.margin_parts)
     assert not robust[3].holds  # PointNet's mean drop 0.37 is not above 0.15 by its spread 0.23
 
 
 def test_a_failed_claim_says_why_from_the_same_runs():
     plan = SmokePlan()
-    stuck = check_claims(_results((0.3,) * 3, (0.3,) * 3, (0.4,) * 3, predictor=(1.1, 0.7, 0.6)), plan)
+    stuck = check_claims(_results((0.3,) * 3, (0.3,) * 3, (0.4,) * 3, predictor=(1.1, 0.7, 0.6)), plan.margin_parts)
     assert "worse than the identity (error 1.10 against 0.70 for W = I and 0.60 for the best beta w I)" in stuck[0].why
     assert "constant predictor scores R^2 0.240" in stuck[1].why
-    scaling = check_claims(_results((0.3,) * 3, (0.3,) * 3, (0.4,) * 3, predictor=(0.9, 0.93, 0.8)), plan)
+    scaling = check_claims(_results((0.3,) * 3, (0.3,) * 3, (0.4,) * 3, predictor=(0.9, 0.93, 0.8)), plan.margin_parts)
     assert "beats the identity but not the best scaling of it (error 0.90 against 0.93" in scaling[0].why
-    learnt = check_claims(_results((0.3,) * 3, (0.3,) * 3, (0.4,) * 3, predictor=(0.5, 0.7, 0.6)), plan)
+    learnt = check_claims(_results((0.3,) * 3, (0.3,) * 3, (0.4,) * 3, predictor=(0.5, 0.7, 0.6)), plan.margin_parts)
     assert "identity" not in learnt[0].why and "differ by +0.000" in learnt[0].why
-    chance = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, vn_upright=0.09), plan)
+    chance = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, vn_upright=0.09), plan.margin_parts)
     assert not chance[3].holds and "vn-pointnet has not learnt to classify" in chance[3].why  # its zero drop is vacuous
-    rounding = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, vn_error=2e-4), plan)
+    rounding = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, vn_error=2e-4), plan.margin_parts)
     assert not rounding[4].holds and "in float64 errs by 1.0e-15" in rounding[4].why
 
 
 def test_seq_jepa_claim_needs_both_what_and_how():
     plan = SmokePlan()
-    assert check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3), plan)[5].holds
-    noisy = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, seq_r2=(-0.05, 0.05, 0.15)), plan)[5]
+    assert check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3), plan.margin_parts)[5].holds
+    noisy = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, seq_r2=(-0.05, 0.05, 0.15)), plan.margin_parts)[5]
     assert not noisy.holds and "R^2 per component: the means differ by +0.050" in noisy.why and "top-1" not in noisy.why
     assert "with one global mean 0.250 ± 0.100, against the constant predictor's 0.240 ± 0.000" in noisy.why
-    blind = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, seq_top1=(0.2, 0.25, 0.3)), plan)[5]
+    blind = check_claims(_results((0.5,) * 3, (0.3,) * 3, (0.3,) * 3, seq_top1=(0.2, 0.25, 0.3)), plan.margin_parts)[5]
     assert not blind.holds and blind.why.startswith("top-1: the means differ by +0.000")
     assert "aggregate of 3 views 0.250 ± 0.050" in blind.evidence
 
