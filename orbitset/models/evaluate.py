@@ -268,7 +268,7 @@ def train_probe(probe: nn.Module, sample: Sample, loss_fn: Callable, opts: EvalO
     (eval mode) and the epochs run."""
     from tqdm import tqdm
 
-    from orbitset.models.progress import EpochLines, format_numbers, on_terminal
+    from orbitset.progress import EpochLines, format_numbers, on_terminal
 
     lines = EpochLines(label, opts.probe_epochs, enabled=opts.progress, every=PROBE_LINE_EVERY)
     bar = tqdm(total=opts.probe_epochs, desc=label, unit="epoch", leave=False,

@@ -325,13 +325,13 @@ def fit(
     finished epoch with the saved model, optimiser and RNG state. After the last epoch the batch norms' statistics
     are recomputed over the batches of one more epoch (`recompute_batch_norm`) and the checkpoint is written again.
     With `progress`, a bar over each epoch's batches on a terminal and a line per epoch, starting with `label`
-    (`orbitset.models.progress`). ``lr_at(epoch)`` (optional) sets the learning rate of every epoch; a model with
+    (`orbitset.progress`). ``lr_at(epoch)`` (optional) sets the learning rate of every epoch; a model with
     ``after_step(epoch, epochs)`` has it called after every optimiser step (seq-JEPA's EMA update). Returns the
     per-epoch metrics.
     """
     from tqdm import tqdm
 
-    from orbitset.models.progress import EpochLines, on_terminal
+    from orbitset.progress import EpochLines, on_terminal
 
     run, device = Path(run), torch.device(device)
     run.mkdir(parents=True, exist_ok=True)

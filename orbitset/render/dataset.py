@@ -30,6 +30,7 @@ from orbitset.datasets.sources import AssetRef, AssetSource, check_up_axis
 from orbitset.errors import RenderError, ShardError
 from orbitset.hashing import stable_hash
 from orbitset.manifests.model import Factor, Failure, Manifest, software_versions
+from orbitset.progress import object_progress
 from orbitset.render.appearance import note_features
 from orbitset.render.executors import WorkerLimits, make_executor
 from orbitset.render.job import MAX_FACES, JobSpec, ObjectResult, ObjectTask
@@ -232,7 +233,7 @@ def render_dataset(
     tasks = [ObjectTask(ref, recorded_latents.get(ref.key)) for shard in todo for ref in shard.refs]
     collected: dict[str, dict[str, ObjectResult]] = {shard.name: {} for shard in todo}
     total = sum(len(s.refs) for s in plan)
-    bar = _progress(total, total - len(tasks), progress)
+    bar = object_progress(total, "render", progress, initial=total - len(tasks))
     images = failures = 0
     start = time.monotonic()
     renderer = None
@@ -244,14 +245,12 @@ def render_dataset(
             failures += result.fields is None
             if result.fields is not None and renderer is None:
                 renderer = json.loads(result.fields["meta.json"])["renderer"]
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(images_per_s=f"{images / max(time.monotonic() - start, 1e-9):.2f}", failures=failures)
+            bar.update(1)
+            bar.set_postfix(images_per_s=f"{images / max(time.monotonic() - start, 1e-9):.2f}", failures=failures)
             if len(collected[shard.name]) == len(shard.refs):
                 _finish_shard(writer, shard, collected.pop(shard.name))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
     symmetry_groups = _record_symmetry(writer, out, assets if isinstance(assets, str) else source.name, recipe.appearance)
     framing_warnings = {k: {kind: n for kind, n in v.items() if kind != "appearance_notes"}
@@ -303,11 +302,3 @@ def appearance_counts(notes: dict[str, list[str]]) -> dict[str, Any]:
     """The manifest's count of objects with appearance notes (`orbitset.render.appearance`), in all and per feature."""
     features = Counter(feature for sentences in notes.values() for feature in note_features(sentences))
     return {"objects": len(notes), "features": dict(sorted(features.items()))}
-
-
-def _progress(total: int, done: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=done, unit="obj", desc="render", dynamic_ncols=True)

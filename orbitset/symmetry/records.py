@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from orbitset.errors import AssetError, ManifestError, OrbitsetError
+from orbitset.progress import object_progress
 
 SIDECAR_NAME = "symmetry.json"
 SIDECAR_FORMAT = "orbitset-symmetry"
@@ -237,11 +238,7 @@ def annotate(dataset: str | os.PathLike, assets: str, appearance: str = "source"
     objects = dataset_keys(dataset)
     records: dict[str, dict[str, Any]] = {}
     matched = 0
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(objects), unit="obj", desc="symmetry", dynamic_ncols=True)
+    bar = object_progress(len(objects), "symmetry", progress)
     try:
         for key, meta in objects:
             ref = by_source_id.get(str(meta.get("source_id"))) or by_key.get(key)
@@ -255,12 +252,10 @@ def annotate(dataset: str | os.PathLike, assets: str, appearance: str = "source"
                     records[key] = record_of_asset(asset, ref.source_id)
                 except OrbitsetError as exc:
                     records[key] = {"group": None, "order": None, "failure": str(exc)}
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(group=records[key].get("group") or "failed")
+            bar.update(1)
+            bar.set_postfix(group=records[key].get("group") or "failed")
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     if not matched:
         raise AssetError(f"none of the {len(objects)} objects of {dataset} has a mesh in {assets}; check --assets "
                          "(the source the dataset was rendered or converted from)")
