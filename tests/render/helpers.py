@@ -1,5 +1,5 @@
 """Shared helpers of the render tests: read every sample of a dataset, check that point clouds project into a
-backend's masks, and a backend that hangs on one mesh."""
+backend's masks, a module-wide raster backend fixture, and a backend that hangs on one mesh."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from orbitset import geometry
 from orbitset.datasets.sources import AssetSource
@@ -20,6 +21,18 @@ from orbitset.shards import ShardReader
 
 #: A mesh with exactly this many vertices makes `HangingBackend` sleep far past any test timeout.
 HANG_VERTICES = 4
+
+
+def raster_backend_fixture(scene):
+    """A module-scoped pytest fixture: one raster backend of `scene` for the module's tests, closed after them."""
+
+    @pytest.fixture(scope="module")
+    def backend():
+        renderer = RasterBackend(scene)
+        yield renderer
+        renderer.close()
+
+    return backend
 
 
 def read_dataset(root: Path) -> dict:

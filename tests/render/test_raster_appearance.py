@@ -19,18 +19,14 @@ from orbitset.render import factors
 from orbitset.render.recipes import get_recipe
 from orbitset.render.scene import ViewState
 
+from .helpers import raster_backend_fixture
+
 ASSETS = Path(__file__).resolve().parents[1] / "data" / "assets"
 RECIPE = get_recipe("3diebench").with_overrides(size=128)
 SCENE = RECIPE.scene_spec()
 
 
-@pytest.fixture(scope="module")
-def backend():
-    from orbitset.render.backends.raster import RasterBackend
-
-    renderer = RasterBackend(SCENE)
-    yield renderer
-    renderer.close()
+backend = raster_backend_fixture(SCENE)
 
 
 def _view(rotation: np.ndarray = np.eye(3)) -> ViewState:

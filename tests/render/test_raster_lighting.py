@@ -18,20 +18,14 @@ from orbitset.render.backends import raster_shading
 from orbitset.render.recipes import get_recipe
 from orbitset.render.scene import ViewState
 
-from .helpers import read_dataset
+from .helpers import raster_backend_fixture, read_dataset
 
 ASSETS = Path(__file__).resolve().parents[1] / "data" / "assets"
 RECIPE = get_recipe("3diebench").with_overrides(size=96)
 SCENE = RECIPE.scene_spec()
 
 
-@pytest.fixture(scope="module")
-def backend():
-    from orbitset.render.backends.raster import RasterBackend
-
-    renderer = RasterBackend(SCENE)
-    yield renderer
-    renderer.close()
+backend = raster_backend_fixture(SCENE)
 
 
 def _duck(tmp_path: Path, mtl_extra: str = "") -> FolderSource:
