@@ -6,6 +6,11 @@ order, through a buffered file: a header is parsed, the member's data is read wh
 nothing per member outlives its sample. This is several times faster than indexing a shard with `tarfile` first
 (`orbitset.shards.index_shard`), which builds Python objects for every member.
 
+A shard with an index file beside it (``.oidx``, `orbitset.shard_index`) and a caller that wants only some fields
+(stats reads 3 small fields of every sample) is read through `orbitset.shards.ShardReader` instead: the index is
+checked against the shard (size and three headers) and each wanted field is read by one seek, so the views are never
+passed over. Reading every field (`wanted` None: deep verification, export) always goes front to back.
+
 Only plain ustar members are parsed here (what `orbitset.shards.ShardWriter` writes for every name of at most 100
 ASCII bytes). A shard holding anything else (a pax or GNU long-name header, a link, a directory) is read, from the
 sample where that member appears on, through `orbitset.shards.ShardReader`, which applies the same safety rules and
@@ -24,6 +29,7 @@ from typing import Collection, Iterator
 import numpy as np
 
 from orbitset.errors import ShardError
+from orbitset.shard_index import index_name
 from orbitset.shards import ShardReader, split_member_name
 
 _BLOCK = 512
@@ -68,9 +74,12 @@ def _check_headers(headers: list[bytes], stored: list[int], shard: str, key: str
 
 def scan_shard(path: str | os.PathLike, wanted: Collection[str] | None = None) -> Iterator[ScannedSample]:
     """The samples of local shard `path` in file order (consecutive members with one key form a sample), with the
-    bytes of the fields in `wanted` (all when None). Raises ShardError naming the shard when it is unsafe, corrupt
+    bytes of the fields in `wanted` (all when None; some: by seeking, when the shard has an index file). Raises ShardError naming the shard when it is unsafe, corrupt
     or truncated."""
     path = Path(path)
+    if wanted is not None and path.with_name(index_name(path.name)).is_file():
+        yield from _reader_samples(path, wanted, skip=0)
+        return
     shard = path.name
     try:
         size = path.stat().st_size
@@ -131,7 +140,8 @@ def _plain_samples(handle, size: int, shard: str, wanted: Collection[str] | None
 
 
 def _reader_samples(path: Path, wanted: Collection[str] | None, skip: int) -> Iterator[ScannedSample]:
-    """The samples of `path` after the first `skip`, through ShardReader (which parses every tar header kind)."""
+    """The samples of `path` after the first `skip`, through ShardReader (its index file, or a scan that parses every
+    tar header kind)."""
     with ShardReader(path) as reader:
         for key in reader.keys()[skip:]:
             fields = reader.fields(key)
