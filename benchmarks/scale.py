@@ -134,10 +134,10 @@ def loader_line(label: str, figures: dict[str, Any]) -> str:
     """One loader measurement: times, pairs/s, and RSS/PSS of the main process and of each worker (MB)."""
     workers = ", ".join(f"{w['rss']:.0f}/{w['pss']:.0f}" for w in figures["workers"]) or "none"
     offsets = f" (offsets held {figures['offsets_mb']:.1f} MB)" if figures.get("offsets_mb") is not None else ""
+    process = f" [process {figures['wall_s']:.1f} s wall, {figures['cpu_s']:.1f} s CPU]" if "wall_s" in figures else ""
     return (f"{label}: construct {figures['construct_s']:.2f} s, first batch {figures['first_batch_s']:.2f} s, "
             f"{figures['pairs_per_s']:.0f} pairs/s; main RSS/PSS {figures['main']['rss']:.0f}/"
-            f"{figures['main']['pss']:.0f} MB{offsets}, workers RSS/PSS {workers} MB "
-            f"[process {figures['wall_s']:.1f} s wall, {figures['cpu_s']:.1f} s CPU]")
+            f"{figures['main']['pss']:.0f} MB{offsets}, workers RSS/PSS {workers} MB{process}")
 
 
 def above_tiny(full: dict[str, Any], tiny: dict[str, Any]) -> str:
@@ -183,14 +183,17 @@ def print_loaders(stages: set[str], dataset: Path, tiny: Path, args: argparse.Na
             print(f"  full - tiny, {workers} workers: {above_tiny(figures['full'], figures['tiny'])}; pairs/s "
                   f"full / tiny {figures['full']['pairs_per_s'] / figures['tiny']['pairs_per_s']:.2f}", flush=True)
     if "ranks" in stages:
+        together = {}
         for name, source in (("tiny", tiny), ("full", dataset)):
             ranks = measure_ranks(str(source), args.ranks, 2, args.batches, **options[name])
             for rank, figures in enumerate(ranks["per_rank"]):
-                figures.update(wall_s=ranks["wall_s"], cpu_s=ranks["cpu_s"])
                 print(loader_line(f"rank {rank}/{args.ranks}, {name}, 2 workers", figures), flush=True)
+            together[name] = ranks["total_pss_mb"]
             print(f"{args.ranks} ranks x 2 workers, {name}: PSS together {ranks['total_pss_mb']:.0f} MB; slowest "
                   f"construction {ranks['construct_s']:.2f} s, slowest first batch {ranks['first_batch_s']:.2f} s "
                   f"[{ranks['wall_s']:.1f} s wall, {ranks['cpu_s']:.1f} s CPU]", flush=True)
+        print(f"  full - tiny, {args.ranks} ranks x 2 workers together: {together['full'] - together['tiny']:+.0f} MB PSS "
+              f"(target: under 2,000 MB in all)", flush=True)
     if "dali" in stages:
         dali = measure_dali(str(dataset))
         for figures in dali or []:
