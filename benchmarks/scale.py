@@ -12,7 +12,8 @@ stated against), then prints:
   smaller: memory flat in the number of objects);
 - the loaders (benchmarks/scale_loaders.py, each figure from a fresh process), on the tiny and the full dataset:
   construction time, time to the first batch, pairs/s, RSS and PSS of the main process and of each worker for 0 and
-  2 workers, and the difference full - tiny per process (the index's memory); `--ranks` ranks x 2 workers under
+  2 workers, and the difference full - tiny per process (the index's memory; the tiny dataset is read with more
+  pairs per object, so that its epoch lasts the timed batches); `--ranks` ranks x 2 workers under
   torch.distributed (gloo) and their PSS together; DALI's webdataset reader with and without orbitset's ``.idx``
   files (when the ``dali`` extra is installed); loopback HTTP with ``cache_limit`` at a quarter of the dataset;
   with `--before-repo`, pairs/s and construction of another checkout in alternating rounds.
@@ -45,7 +46,7 @@ VAL_FRACTION = 0.2
 
 
 def python(code: str) -> list[str]:
-    """The command that runs `code` in this interpreter (niced, one BLAS thread: the machine is shared)."""
+    """The command that runs `code` in this interpreter (niced: the machine is shared)."""
     return ["nice", "-n", "10", sys.executable, "-c", code]
 
 
@@ -154,6 +155,7 @@ def above_tiny(full: dict[str, Any], tiny: dict[str, Any]) -> str:
 
 
 def print_commands(stages: set[str], dataset: Path, args: argparse.Namespace) -> None:
+    """The figures of the stages among stats, card, verify (on `dataset`) and convert (its own archives)."""
     with tempfile.TemporaryDirectory(prefix="orbitset-scale-", dir=args.data) as scratch:
         for name in ("stats", "card", "verify"):
             if name in stages:
@@ -169,6 +171,8 @@ def print_commands(stages: set[str], dataset: Path, args: argparse.Namespace) ->
 
 
 def print_loaders(stages: set[str], dataset: Path, tiny: Path, args: argparse.Namespace) -> None:
+    """The figures of the loader stages (loader and ranks on `tiny` and `dataset`, dali, http) and, with
+    --before-repo, the comparison with another checkout."""
     device = {"device": args.device} if args.device != "cpu" else {}
     # the tiny dataset's epoch made long enough for the timed batches on every rank (more pairs per object)
     tiny_objects = sum(entry["objects"] for entry in json.loads((tiny / "manifest.json").read_text())["shards"])
