@@ -1,27 +1,23 @@
-"""Loaders at scale: construction time, first batch, pairs/s and memory, against the number of shards and objects.
-
-Each figure comes from a fresh process, so that no measurement inherits another's memory or open shards:
+"""The loader measurements of benchmarks/scale.py, each in a fresh process so that none inherits another's memory
+or open shards:
 
 - `measure_loader`: PairLoader construction time, time to the first batch, pairs/s over the next batches, and RSS
   and PSS (Linux /proc smaps_rollup) of the main process and of each worker, for a number of workers;
 - `measure_ranks`: the same with `ranks` processes under torch.distributed (gloo, on this machine), each with its
   workers: the PSS of all of them together;
 - `measure_dali`: DALI's webdataset reader on a CPU pipeline, opened with and without orbitset's ``.idx`` files
-  (time to build and read the first sample, RSS), when DALI is installed (the optional ``dali`` extra);
+  (time to build and read the first batch, RSS), when DALI is installed (the optional ``dali`` extra);
 - `measure_http`: the dataset served over loopback HTTP, read by a PairLoader with ``cache_limit`` at a fraction of
   the dataset: time to the first batch, the cache's peak size against the limit plus one shard;
 - `compare_code`: pairs/s and construction time of this checkout against another checkout of orbitset (e.g. the
   code before index files) on the same shards, in alternating rounds: the ratio of each round and their median.
 
-`run_all` prints all of them for one dataset; benchmarks/scale.py (which writes the full-size dataset) can call it.
-
-Usage: python benchmarks/scale_loaders.py DATASET [--small DATASET] [--workers 0 2] [--ranks 4] [--batches 40]
-       [--http-fraction 0.25] [--before-repo PATH --before-dataset DIR] [--rounds 3]
+`run_measured` is the one measured child process of both files: wall time, CPU time (user + system, its reaped
+children included) and peak RSS. Every measurement returns a dict with the process's ``wall_s`` and ``cpu_s``.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import http.server
 import json
@@ -32,19 +28,55 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@dataclass
+class Run:
+    """One measured child process: wall seconds, CPU seconds (user + system, its reaped children included), peak
+    RSS in MB, exit status, output (stderr: its last 4,000 characters)."""
+
+    seconds: float
+    cpu: float
+    peak_mb: float
+    status: int
+    stdout: str
+    stderr: str
+
+    def figure(self) -> str:
+        failed = "" if self.status == 0 else f"  (exit {self.status}: {self.stderr.strip().splitlines()[-1:]})"
+        return f"{self.seconds:8.1f} s wall {self.cpu:7.1f} s CPU  peak {self.peak_mb:7.0f} MB{failed}"
+
+
+def run_measured(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
+    """Run `command` as a child process (its environment: this one's updated with `env`): wall time, CPU time and
+    peak RSS from wait4 (stdout and stderr go to files, so progress output cannot block it)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.monotonic()
+        child = subprocess.Popen(command, stdout=out, stderr=err, env={**os.environ, **(env or {})}, cwd=cwd)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.monotonic() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, child.returncode, out.read(),
+                   err.read()[-4000:])
+
+
 def memory(pid: int) -> dict[str, float]:
-    """RSS and PSS of process `pid` in MB (Linux: /proc/PID/smaps_rollup)."""
-    values = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("Rss", "Pss"):
-            values[name.lower()] = int(rest.split()[0]) / 1024
+    """RSS and PSS of process `pid` in MB (Linux: /proc/PID/smaps_rollup; zeros when it has gone)."""
+    values = {"rss": 0.0, "pss": 0.0}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in ("Rss", "Pss"):
+                values[name.lower()] = int(rest.split()[0]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
     return values
 
 
@@ -56,8 +88,11 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def _loader_figures(source: str, workers: int, batches: int, batch_size: int, **options: Any) -> dict[str, Any]:
-    """In this process: construct a PairLoader, time its first batch and `batches` more, and measure memory."""
+def _loader_figures(source: str, workers: int, batches: int, batch_size: int, synchronize: Any = None,
+                    **options: Any) -> dict[str, Any]:
+    """In this process: construct a PairLoader, time its first batch and `batches` more, and measure memory while
+    the loader and its workers are alive (between two calls of `synchronize`, when given: other processes measure
+    at the same time, so that PSS splits what they share)."""
     import numpy as np
 
     from orbitset.geometry import matrix_to_quat
@@ -75,28 +110,33 @@ def _loader_figures(source: str, workers: int, batches: int, batch_size: int, **
     for _, batch in zip(range(batches), iterator):
         pairs += len(batch["key"])
     elapsed = time.perf_counter() - first
+    if synchronize is not None:
+        synchronize()
     main = memory(os.getpid())
     workers_memory = [memory(pid) for pid in children(os.getpid())]
+    if synchronize is not None:
+        synchronize()
     inline = getattr(getattr(loader, "_stream", None), "data_loader", None)  # 0 workers: the stream's own state
     state = getattr(getattr(inline, "dataset", None), "state", None)
     offsets_mb = state.readers.bytes / 2**20 if workers == 0 and hasattr(state, "readers") else None
     return {"imports_s": start - before_imports, "construct_s": constructed - start, "first_batch_s": first - constructed,
-            "pairs_per_s": pairs / elapsed, "offsets_mb": offsets_mb,
+            "pairs": pairs, "pairs_per_s": pairs / elapsed, "offsets_mb": offsets_mb,
             "main": main, "workers": workers_memory, "shards": len(loader.shards),
             "objects": sum(e.objects for e in loader.manifest.shards) if loader.manifest else None}
 
 
 def _in_fresh_process(function: str, *args: Any, pythonpath: Path = ROOT, env: dict[str, str] | None = None) -> Any:
-    """Run ``function(*args)`` of this module in a new interpreter importing orbitset from `pythonpath`; its result."""
+    """Run ``function(*args)`` of this module in a new interpreter importing orbitset from `pythonpath` (niced, one
+    BLAS thread: the machine is shared): its result, with the process's ``wall_s`` and ``cpu_s`` added."""
     code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import scale_loaders as m; "
             f"print('RESULT' + json.dumps(m.{function}(*json.loads(sys.argv[1]))))")
-    environment = {**os.environ, "PYTHONPATH": str(pythonpath), "OMP_NUM_THREADS": "1", **(env or {})}
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
-                          env=environment, timeout=3600, cwd=pythonpath)  # -c puts the working folder first
-    if done.returncode != 0:
-        raise RuntimeError(f"{function} failed:\n{done.stderr[-3000:]}")
-    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT"))
-    return json.loads(line[len("RESULT"):])
+    run = run_measured(["nice", "-n", "10", sys.executable, "-c", code, json.dumps(args)],
+                       env={"PYTHONPATH": str(pythonpath), "OMP_NUM_THREADS": "1", **(env or {})},
+                       cwd=pythonpath)  # -c puts the working folder first
+    line = next((line for line in run.stdout.splitlines() if line.startswith("RESULT")), None)
+    if run.status != 0 or line is None:
+        raise RuntimeError(f"{function} failed (exit {run.status}):\n{run.stderr}")
+    return {**json.loads(line[len("RESULT"):]), "wall_s": run.seconds, "cpu_s": run.cpu}
 
 
 def measure_loader(dataset: str, workers: int = 0, batches: int = 40, batch_size: int = 64,
@@ -109,22 +149,19 @@ def _loader_figures_kw(source: str, workers: int, batches: int, batch_size: int,
     return _loader_figures(source, workers, batches, batch_size, **options)
 
 
-def _rank(rank: int, world: int, port: int, dataset: str, workers: int, batches: int, out: str) -> None:
+def _rank(rank: int, world: int, port: int, dataset: str, workers: int, batches: int, out: str, options: dict) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        figures = _loader_figures(dataset, workers, batches, 64, multiprocessing_context="fork")
-        dist.barrier()  # every rank and its workers alive: measure all of them at once
-        figures["main"] = memory(os.getpid())
-        figures["workers"] = [memory(pid) for pid in children(os.getpid())]
+        figures = _loader_figures(dataset, workers, batches, 64, synchronize=dist.barrier,
+                                  multiprocessing_context="fork", **options)
         Path(out, f"rank{rank}.json").write_text(json.dumps(figures))
-        dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
-def _ranks_figures(dataset: str, ranks: int, workers: int, batches: int) -> dict[str, Any]:
+def _ranks_figures(dataset: str, ranks: int, workers: int, batches: int, options: dict) -> dict[str, Any]:
     import socket
 
     import torch.multiprocessing as mp
@@ -133,17 +170,18 @@ def _ranks_figures(dataset: str, ranks: int, workers: int, batches: int) -> dict
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory() as out:
-        mp.start_processes(_rank, args=(ranks, port, dataset, workers, batches, out), nprocs=ranks, start_method="fork")
+        mp.start_processes(_rank, args=(ranks, port, dataset, workers, batches, out, options), nprocs=ranks, start_method="fork")
         per_rank = [json.loads(Path(out, f"rank{r}.json").read_text()) for r in range(ranks)]
     pss = sum(r["main"]["pss"] + sum(w["pss"] for w in r["workers"]) for r in per_rank)
-    return {"ranks": ranks, "workers": workers, "total_pss_mb": pss,
+    return {"ranks": ranks, "workers": workers, "total_pss_mb": pss, "per_rank": per_rank,
             "construct_s": max(r["construct_s"] for r in per_rank), "first_batch_s": max(r["first_batch_s"] for r in per_rank)}
 
 
-def measure_ranks(dataset: str, ranks: int = 4, workers: int = 2, batches: int = 10) -> dict[str, Any]:
-    """`ranks` gloo processes x `workers` workers each on `dataset`: their PSS together, slowest construction and
-    first batch."""
-    return _in_fresh_process("_ranks_figures", dataset, ranks, workers, batches)
+def measure_ranks(dataset: str, ranks: int = 4, workers: int = 2, batches: int = 10, **options: Any) -> dict[str, Any]:
+    """`ranks` gloo processes x `workers` workers each on `dataset`: their PSS together (measured at once, every
+    loader alive), slowest construction and first batch, and each rank's `_loader_figures` (``per_rank``);
+    `options` go to PairLoader."""
+    return _in_fresh_process("_ranks_figures", dataset, ranks, workers, batches, options)
 
 
 def _dali_figures(dataset: str, with_index: bool) -> dict[str, Any]:
@@ -170,9 +208,9 @@ def _dali_figures(dataset: str, with_index: bool) -> dict[str, Any]:
 
 def measure_dali(dataset: str) -> list[dict[str, Any]] | None:
     """DALI's reader with and without orbitset's ``.idx`` files (fresh processes); None without DALI."""
-    try:
-        import nvidia.dali  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("nvidia") is None or importlib.util.find_spec("nvidia.dali") is None:
         return None
     return [_in_fresh_process("_dali_figures", dataset, flag) for flag in (True, False)]
 
@@ -231,67 +269,3 @@ def compare_code(dataset: str, before_repo: Path, before_dataset: str, workers: 
             "before_pss_mb": [r["main"]["pss"] for r in results["before"]],
             "after_worker_pss_mb": [[w["pss"] for w in r["workers"]] for r in results["after"]],
             "before_worker_pss_mb": [[w["pss"] for w in r["workers"]] for r in results["before"]]}
-
-
-def _row(label: str, figures: dict[str, Any]) -> str:
-    workers = ", ".join(f"{w['pss']:.0f}" for w in figures["workers"])
-    if figures.get("offsets_mb") is not None:
-        workers = f"(offsets held: {figures['offsets_mb']:.1f} MB)"
-    return (f"{label:<34} {figures['shards']:>6} {figures['objects']:>8} {figures['construct_s']:>9.3f} "
-            f"{figures['first_batch_s']:>9.3f} {figures['pairs_per_s']:>9.0f} {figures['main']['rss']:>8.0f} "
-            f"{figures['main']['pss']:>8.0f}   {workers}")
-
-
-def run_all(dataset: str, small: str | None = None, workers: tuple[int, ...] = (0, 2), ranks: int = 4,
-            batches: int = 40, http_fraction: float | None = 0.25, before: tuple[Path, str] | None = None,
-            rounds: int = 3) -> None:
-    """Print every measurement of the module docstring for `dataset` (and `small`, a dataset with fewer shards, to
-    show construction proportional to shards)."""
-    print(f"{'PairLoader (batch 64, uint8)':<34} {'shards':>6} {'objects':>8} {'construct':>9} {'1st batch':>9} "
-          f"{'pairs/s':>9} {'RSS MB':>8} {'PSS MB':>8}   worker PSS MB", flush=True)
-    for name, source in (("small", small), ("dataset", dataset)):
-        if source is None:
-            continue
-        for count in workers:
-            print(_row(f"{name}, {count} workers", measure_loader(source, count, batches)), flush=True)
-    if ranks:
-        figures = measure_ranks(dataset, ranks, 2)
-        print(f"{ranks} gloo ranks x 2 workers: PSS of all {figures['total_pss_mb']:.0f} MB, slowest construction "
-              f"{figures['construct_s']:.2f} s, slowest first batch {figures['first_batch_s']:.2f} s", flush=True)
-    dali = measure_dali(dataset)
-    for figures in dali or []:
-        print(f"DALI webdataset reader, {'with' if figures['with_index'] else 'without'} .idx: open + first batch "
-              f"{figures['open_and_first_batch_s']:.2f} s, RSS {figures['rss_mb']:.0f} MB", flush=True)
-    if dali is None:
-        print("DALI: not installed (pip install -e .[dali])")
-    if http_fraction:
-        figures = measure_http(dataset, http_fraction)
-        print(_row(f"HTTP, cache_limit {http_fraction:.0%}", figures))
-        print(f"  cache peak {figures['peak_cache_mb']:.1f} MB, limit {figures['limit_mb']:.1f} MB + largest shard "
-              f"{figures['largest_shard_mb']:.1f} MB: {'within' if figures['within_bound'] else 'ABOVE'} the bound",
-              flush=True)
-    if before is not None:
-        result = compare_code(dataset, before[0], before[1], rounds=rounds)
-        print(f"this checkout / {before[0]} (2 workers, {rounds} alternating rounds): pairs/s ratio "
-              f"{result['pairs_per_s_after_over_before']:.2f} (median); {json.dumps(result)}", flush=True)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dataset")
-    parser.add_argument("--small", default=None, help="a dataset with fewer shards, measured first")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    parser.add_argument("--ranks", type=int, default=4, help="gloo ranks (0: skip)")
-    parser.add_argument("--batches", type=int, default=40)
-    parser.add_argument("--http-fraction", type=float, default=0.25, help="cache_limit as a fraction (0: skip)")
-    parser.add_argument("--before-repo", type=Path, default=None, help="another orbitset checkout to compare with")
-    parser.add_argument("--before-dataset", default=None, help="the same shards with a manifest that checkout reads")
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    before = (args.before_repo, args.before_dataset) if args.before_repo else None
-    run_all(args.dataset, args.small, tuple(args.workers), args.ranks, args.batches, args.http_fraction, before,
-            args.rounds)
-
-
-if __name__ == "__main__":
-    main()
