@@ -32,7 +32,7 @@ import os
 import tarfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 from orbitset.errors import ShardError, UsageError
 from orbitset.manifests.model import Failure, Manifest, ShardEntry, write_json_atomic, write_manifest
@@ -430,6 +430,15 @@ def index_shard(path: str | os.PathLike) -> dict[str, dict[str, MemberRef]]:
     return {key: offsets.fields_of(ordinal) for ordinal, key in enumerate(offsets.key_list())}
 
 
+class MemberLayout(NamedTuple):
+    """The members of an object, relative to its first: field -> relative position, and the view image fields in view
+    order with their relative positions."""
+
+    positions: dict[str, int]
+    views: list[str]
+    view_positions: list[int]
+
+
 class ShardReader:
     """Random access to the samples of one local shard; decodes nothing. Use as a context manager or call close().
 
@@ -445,23 +454,24 @@ class ShardReader:
             offsets = read_index(index, self.path) if index.is_file() else scan_offsets(self.path)
         self.offsets = offsets
         self._ordinals: dict[str, int] | None = None
-        #: Per layout of an object's members (their field ids, as bytes): the field names and, in view order, which
-        #: of them are view images; objects of a shard mostly share one layout.
-        self._layouts: dict[bytes, tuple[list[str], list[str], list[int]]] = {}
+        #: The member layouts of this shard's objects, by their field ids (as bytes): objects of a shard mostly share
+        #: one, so an object handle holds no per-member objects of its own.
+        self._layouts: dict[bytes, MemberLayout] = {}
 
-    def members(self, ordinal: int) -> tuple[dict[str, int], list[str], list[int]]:
-        """Object `ordinal`'s (field -> member position, its view image fields sorted, their member positions): what
-        a loader's object handle needs, cheaply (`offsets.ref` gives a position's byte range)."""
+    def members(self, ordinal: int) -> tuple[int, MemberLayout]:
+        """Object `ordinal`'s (position of its first member, its member layout, shared with the shard's other objects
+        of the same fields): a field's member position is the first plus the layout's relative position, and
+        `offsets.ref` gives that position's byte range."""
         offsets = self.offsets
         start, stop = int(offsets.starts[ordinal]), int(offsets.starts[ordinal + 1])
-        ids = offsets.field_ids[start:stop]
-        layout = self._layouts.get(ids.tobytes())
+        ids = offsets.field_ids[start:stop].tobytes()
+        layout = self._layouts.get(ids)
         if layout is None:
-            names = [offsets.fields[i] for i in ids.tolist()]
+            names = [offsets.fields[i] for i in offsets.field_ids[start:stop].tolist()]
             views = sorted((name, index) for index, name in enumerate(names) if is_view_field(name))
-            layout = self._layouts[ids.tobytes()] = (names, [v for v, _ in views], [i for _, i in views])
-        names, views, relative = layout
-        return dict(zip(names, range(start, stop))), views, [start + i for i in relative]
+            layout = self._layouts[ids] = MemberLayout({name: i for i, name in enumerate(names)},
+                                                       [v for v, _ in views], [i for _, i in views])
+        return start, layout
 
     def keys(self) -> list[str]:
         return self.offsets.key_list()

@@ -92,6 +92,8 @@ HINTS = {
     "orbitset index DIR": "tests/loaders/test_index.py::test_orbitset_index_adds_the_index_files_to_an_old_dataset",
     "orbitset index {path.parent}":
         "tests/loaders/test_index.py::test_an_index_that_does_not_match_its_shard_is_named_with_its_fix",
+    "orbitset symmetry --annotate DATASET --assets SOURCE":
+        "tests/test_symmetry_datasets.py::test_annotate_adds_groups_to_a_converted_dataset_without_touching_shards",
 }
 
 

@@ -224,8 +224,10 @@ class ObjectFields:
     def __init__(self, reader: ShardReader, ordinal: int):
         """Object `ordinal` (its position in the shard) of `reader`'s shard."""
         self.reader, self.key = reader, reader.offsets.key(ordinal)
-        #: Field -> its member's position in the shard's offsets; the view image fields in view order.
-        self.members, self.views, self._view_members = reader.members(ordinal)
+        #: The position of the object's first member in the shard's offsets, and its member layout (shared).
+        self._start, self._layout = reader.members(ordinal)
+        #: The view image fields, in view order.
+        self.views = self._layout.views
         self.shard = reader.path.name
         self.nbytes, self.cache, self.prepared = HANDLE_BYTES, None, None
         self._values: dict[str, Any] = {}
@@ -243,11 +245,11 @@ class ObjectFields:
         return self.prepared
 
     def raw(self, field: str) -> bytes:
-        member = self.members.get(field)
-        if member is None:
+        position = self._layout.positions.get(field)
+        if position is None:
             raise ShardError(f"{self.where()} has no field {field!r}")
         try:
-            return self.reader.read_member(self.reader.offsets.ref(member), self.key, field)
+            return self.reader.read_member(self.reader.offsets.ref(self._start + position), self.key, field)
         except OSError as exc:
             raise ShardError(f"{self.where(f'field {field!r}')}: cannot read the shard ({exc})") from exc
 
@@ -268,7 +270,7 @@ class ObjectFields:
         return array
 
     def has(self, field: str) -> bool:
-        return field in self.members
+        return field in self._layout.positions
 
     @property
     def meta(self) -> dict:
@@ -283,9 +285,10 @@ class ObjectFields:
 
     def image(self, view: int) -> bytes:
         """The encoded bytes of view `view`."""
-        if not 0 <= view < len(self._view_members):
+        if not 0 <= view < len(self.views):
             raise ShardError(f"{self.where()} has no view {view} (it has {len(self.views)})")
+        member = self._start + self._layout.view_positions[view]
         try:
-            return self.reader.read_member(self.reader.offsets.ref(self._view_members[view]), self.key, self.views[view])
+            return self.reader.read_member(self.reader.offsets.ref(member), self.key, self.views[view])
         except OSError as exc:
             raise ShardError(f"{self.where(f'view {view}')}: cannot read the shard ({exc})") from exc

@@ -122,9 +122,10 @@ def read_sidecar(folder: str | os.PathLike) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ManifestError(f"{path}: unreadable symmetry sidecar ({exc}); recreate it with "
-                            "'orbitset symmetry --annotate'") from exc
+                            "'orbitset symmetry --annotate DATASET --assets SOURCE'") from exc
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT or not isinstance(data.get("objects"), dict):
-        raise ManifestError(f"{path}: not an orbitset symmetry sidecar; recreate it with 'orbitset symmetry --annotate'")
+        raise ManifestError(f"{path}: not an orbitset symmetry sidecar; recreate it with "
+                            "'orbitset symmetry --annotate DATASET --assets SOURCE'")
     return data
 
 
