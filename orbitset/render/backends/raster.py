@@ -280,6 +280,22 @@ class RasterBackend(Backend):
         self._renderer = pyrender.OffscreenRenderer(scene.width, scene.height)
         programs = self._renderer._renderer._program_cache
         programs._program_cache = _ProgramsByContextAddress(programs._program_cache)
+        self._compile_textured_pass()
+
+    def _compile_textured_pass(self) -> None:
+        """Draw one textured triangle off-scene, so that the per-process work of the first textured object (the
+        textured shader program, and OSMesa's compiled mipmap and sampling code) is done here once per worker, not
+        inside the first object's `set_asset`/`render`. Leaves nothing behind."""
+        pyrender = self._pyrender
+        texture = pyrender.Texture(source=np.full((4, 4, 4), 255, dtype=np.uint8), source_channels="RGBA")
+        material = pyrender.MetallicRoughnessMaterial(baseColorFactor=(1.0, 1.0, 1.0, 1.0), baseColorTexture=texture)
+        triangle = pyrender.Primitive(positions=np.array([[-1, -1, -2], [1, -1, -2], [0, 1, -2]], dtype=np.float32),
+                                      texcoord_0=np.array([[0, 0], [1, 0], [0, 1]], dtype=np.float32),
+                                      material=material, mode=4)
+        scene = pyrender.Scene(bg_color=(0.0, 0.0, 0.0, 1.0))
+        scene.add(pyrender.Mesh([triangle]))
+        scene.add(self._camera, pose=np.eye(4))
+        self._renderer.render(scene, flags=pyrender.RenderFlags.FLAT)
 
     def set_asset(self, asset: "LoadedAsset") -> None:
         for node in (self._object_node, self._normal_node):
