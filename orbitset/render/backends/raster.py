@@ -143,7 +143,8 @@ def _source_material(pyrender, material) -> "pyrender.MetallicRoughnessMaterial"
     if image is not None:
         if max(image.size) > MAX_TEXTURE_SIZE:  # finer texels than any view shows: uploading them is the cost
             image = image.reduce(math.ceil(max(image.size) / MAX_TEXTURE_SIZE))
-        texture = pyrender.Texture(source=np.asarray(image.convert("RGBA")), source_channels="RGBA")
+        texture = pyrender.Texture(source=np.asarray(image if image.mode == "RGBA" else image.convert("RGBA")),
+                                  source_channels="RGBA")
     colour = np.concatenate([_display(factor[:3]), [1.0]])
     return pyrender.MetallicRoughnessMaterial(baseColorFactor=colour, baseColorTexture=texture)
 
