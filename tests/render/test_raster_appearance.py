@@ -172,3 +172,20 @@ def test_compiling_the_textured_pass_ahead_changes_no_pixel(monkeypatch):
     ahead = renders(RasterBackend(SCENE))
     monkeypatch.setattr(RasterBackend, "_compile_textured_pass", lambda self: None)
     assert renders(RasterBackend(SCENE)) == ahead
+
+
+def test_mtllib_names_are_the_lines_the_obj_pattern_finds():
+    """`_mtllib_names` scans for ``mtllib`` instead of matching a pattern at every line: it must find exactly what
+    ``(?m)^mtllib[ \\t]+(...)`` finds, on tricky lines and on the OBJ files shipped with trimesh and tests/data."""
+    import re
+
+    from orbitset.render.appearance import _mtllib_names
+
+    pattern = re.compile(rb"(?m)^mtllib[ \t]+([^\r\n]+)")
+    cases = [b"mtllib a.mtl\nv 1 2 3\n", b"v 1\nmtllib  x y.mtl\r\nmtllib\tb.mtl", b"xmtllib a\n mtllib b\nmtllib\n",
+             b"mtllib", b"mtllib \n", b"\rmtllib a\n", b"mtllibmtllib a\nmtllib mtllib z\n"]
+    files = sorted(Path(trimesh.__file__).parent.rglob("*.obj")) + sorted(ASSETS.rglob("*.obj"))
+    cases += [path.read_bytes() for path in files]
+    assert sum(bool(pattern.findall(case)) for case in cases) >= 5
+    for case in cases:
+        assert _mtllib_names(case) == pattern.findall(case), case[:60]
