@@ -177,11 +177,13 @@ def corner_normals(mesh, smooth: bool) -> np.ndarray:
     flat = np.repeat(face_normals[:, None], 3, axis=1)
     if not smooth:
         return flat
-    _, position = np.unique(np.round(np.asarray(mesh.vertices), 6), axis=0, return_inverse=True)
+    # positions equal to 6 decimals share a normal: rows compared as bytes (-0.0 made 0.0), sums in corner order
+    rounded = np.ascontiguousarray(np.round(np.asarray(mesh.vertices, dtype=np.float64), 6) + 0.0)
+    _, position = np.unique(rounded.view(np.dtype((np.void, rounded.itemsize * 3))).ravel(), return_inverse=True)
     corner_position = position.reshape(-1)[faces]
-    weighted = face_normals * np.asarray(mesh.area_faces)[:, None]
-    summed = np.zeros((int(position.max()) + 1, 3))
-    np.add.at(summed, corner_position.ravel(), np.repeat(weighted, 3, axis=0))
+    weighted = np.repeat(face_normals * np.asarray(mesh.area_faces)[:, None], 3, axis=0)
+    summed = np.stack([np.bincount(corner_position.ravel(), weights=weighted[:, axis], minlength=int(position.max()) + 1)
+                       for axis in range(3)], axis=1)
     normals = summed[corner_position]
     normals /= np.maximum(np.linalg.norm(normals, axis=2, keepdims=True), 1e-12)
     sharp = (normals * face_normals[:, None]).sum(axis=2) < math.cos(CREASE_ANGLE)
