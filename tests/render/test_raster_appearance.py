@@ -145,3 +145,47 @@ def test_rotation_zero_of_y_up_obj_and_glb_is_upright(backend, tmp_path):
     rows = np.nonzero(masks["expected"].any(axis=1))[0]
     cols = np.nonzero(masks["expected"].any(axis=0))[0]
     assert np.ptp(rows) > np.ptp(cols)  # upright: taller than wide on screen
+
+
+def test_compiling_the_textured_pass_ahead_changes_no_pixel(monkeypatch):
+    """The off-scene textured draw at construction only moves per-process work: the textured reference objects of
+    benchmarks/fidelity.py (the panda's texture atlas is reduced, the duck's is not) and a procedural object render
+    byte-identical images and masks with and without it, each after the other objects."""
+    from orbitset.render.backends.raster import RasterBackend
+
+    textured = FolderSource(Path(__file__).resolve().parents[2] / "benchmarks/data/3diebench-generator/textured/meshes")
+    procedural = ProceduralSource(instances_per_class=1)
+    assets = [textured.load(ref) for ref in textured.objects()] + [procedural.load(procedural.objects()[0])]
+    assert [a.mesh.visual.kind for a in assets] == ["texture", "texture", "face"]
+    views = factors.view_states(RECIPE, np.random.default_rng(0).uniform(size=(2, len(RECIPE.factor_names))), SCENE)
+
+    def renders(backend) -> list:
+        try:
+            out = []
+            for asset in assets:
+                backend.set_asset(asset)
+                out += [(v.rgb.tobytes(), v.mask.tobytes()) for v in (backend.render(s, mask=True) for s in views)]
+            return out
+        finally:
+            backend.close()
+
+    ahead = renders(RasterBackend(SCENE))
+    monkeypatch.setattr(RasterBackend, "_compile_textured_pass", lambda self: None)
+    assert renders(RasterBackend(SCENE)) == ahead
+
+
+def test_mtllib_names_are_the_lines_the_obj_pattern_finds():
+    """`_mtllib_names` scans for ``mtllib`` instead of matching a pattern at every line: it must find exactly what
+    ``(?m)^mtllib[ \\t]+(...)`` finds, on tricky lines and on the OBJ files shipped with trimesh and tests/data."""
+    import re
+
+    from orbitset.render.appearance import _mtllib_names
+
+    pattern = re.compile(rb"(?m)^mtllib[ \t]+([^\r\n]+)")
+    cases = [b"mtllib a.mtl\nv 1 2 3\n", b"v 1\nmtllib  x y.mtl\r\nmtllib\tb.mtl", b"xmtllib a\n mtllib b\nmtllib\n",
+             b"mtllib", b"mtllib \n", b"\rmtllib a\n", b"mtllibmtllib a\nmtllib mtllib z\n"]
+    files = sorted(Path(trimesh.__file__).parent.rglob("*.obj")) + sorted(ASSETS.rglob("*.obj"))
+    cases += [path.read_bytes() for path in files]
+    assert sum(bool(pattern.findall(case)) for case in cases) >= 5
+    for case in cases:
+        assert _mtllib_names(case) == pattern.findall(case), case[:60]

@@ -143,7 +143,8 @@ def _source_material(pyrender, material) -> "pyrender.MetallicRoughnessMaterial"
     if image is not None:
         if max(image.size) > MAX_TEXTURE_SIZE:  # finer texels than any view shows: uploading them is the cost
             image = image.reduce(math.ceil(max(image.size) / MAX_TEXTURE_SIZE))
-        texture = pyrender.Texture(source=np.asarray(image.convert("RGBA")), source_channels="RGBA")
+        texture = pyrender.Texture(source=np.asarray(image if image.mode == "RGBA" else image.convert("RGBA")),
+                                  source_channels="RGBA")
     colour = np.concatenate([_display(factor[:3]), [1.0]])
     return pyrender.MetallicRoughnessMaterial(baseColorFactor=colour, baseColorTexture=texture)
 
@@ -176,11 +177,13 @@ def corner_normals(mesh, smooth: bool) -> np.ndarray:
     flat = np.repeat(face_normals[:, None], 3, axis=1)
     if not smooth:
         return flat
-    _, position = np.unique(np.round(np.asarray(mesh.vertices), 6), axis=0, return_inverse=True)
+    # positions equal to 6 decimals share a normal: rows compared as bytes (-0.0 made 0.0), sums in corner order
+    rounded = np.ascontiguousarray(np.round(np.asarray(mesh.vertices, dtype=np.float64), 6) + 0.0)
+    _, position = np.unique(rounded.view(np.dtype((np.void, rounded.itemsize * 3))).ravel(), return_inverse=True)
     corner_position = position.reshape(-1)[faces]
-    weighted = face_normals * np.asarray(mesh.area_faces)[:, None]
-    summed = np.zeros((int(position.max()) + 1, 3))
-    np.add.at(summed, corner_position.ravel(), np.repeat(weighted, 3, axis=0))
+    weighted = np.repeat(face_normals * np.asarray(mesh.area_faces)[:, None], 3, axis=0)
+    summed = np.stack([np.bincount(corner_position.ravel(), weights=weighted[:, axis], minlength=int(position.max()) + 1)
+                       for axis in range(3)], axis=1)
     normals = summed[corner_position]
     normals /= np.maximum(np.linalg.norm(normals, axis=2, keepdims=True), 1e-12)
     sharp = (normals * face_normals[:, None]).sum(axis=2) < math.cos(CREASE_ANGLE)
@@ -280,6 +283,22 @@ class RasterBackend(Backend):
         self._renderer = pyrender.OffscreenRenderer(scene.width, scene.height)
         programs = self._renderer._renderer._program_cache
         programs._program_cache = _ProgramsByContextAddress(programs._program_cache)
+        self._compile_textured_pass()
+
+    def _compile_textured_pass(self) -> None:
+        """Draw one textured triangle off-scene, so that the per-process work of the first textured object (the
+        textured shader program, and OSMesa's compiled mipmap and sampling code) is done here once per worker, not
+        inside the first object's `set_asset`/`render`. Leaves nothing behind."""
+        pyrender = self._pyrender
+        texture = pyrender.Texture(source=np.full((4, 4, 4), 255, dtype=np.uint8), source_channels="RGBA")
+        material = pyrender.MetallicRoughnessMaterial(baseColorFactor=(1.0, 1.0, 1.0, 1.0), baseColorTexture=texture)
+        triangle = pyrender.Primitive(positions=np.array([[-1, -1, -2], [1, -1, -2], [0, 1, -2]], dtype=np.float32),
+                                      texcoord_0=np.array([[0, 0], [1, 0], [0, 1]], dtype=np.float32),
+                                      material=material, mode=4)
+        scene = pyrender.Scene(bg_color=(0.0, 0.0, 0.0, 1.0))
+        scene.add(pyrender.Mesh([triangle]))
+        scene.add(self._camera, pose=np.eye(4))
+        self._renderer.render(scene, flags=pyrender.RenderFlags.FLAT)
 
     def set_asset(self, asset: "LoadedAsset") -> None:
         for node in (self._object_node, self._normal_node):
