@@ -113,6 +113,8 @@ class EpochBatches(torch.utils.data.IterableDataset):
     def __init__(self, maker: BatchMaker, shards: ShardSet, cursor: torch.Tensor, buffers: BatchBuffers | None = None):
         self.maker, self.shards, self.cursor, self.buffers = maker, shards, cursor, buffers
         self.state = WorkerState(shards)
+        #: Whether any shard is remote: only then does a worker look ahead at its next batch's shards.
+        self.remote = any(ref.remote for ref in shards.refs)
 
     def start_worker(self, worker: int) -> None:
         """Runs once in each worker process, before its first batch."""
@@ -129,7 +131,7 @@ class EpochBatches(torch.utils.data.IterableDataset):
             if not batches:
                 return
             for index in range(position, len(batches), workers):
-                if index + workers < len(batches):  # this worker's next batch: its remote shards come meanwhile
+                if self.remote and index + workers < len(batches):  # its next batch's remote shards come meanwhile
                     self.state.prefetch(dict.fromkeys(item[0] for item in batches[index + workers]))
                 yield self.maker.make_batch(batches[index], epoch, self.state)
             remaining = max(0, len(batches) - position)  # this worker's next batch, counted from the next epoch's start
