@@ -6,7 +6,7 @@ by the raster backend. It shares nothing with the reference images `benchmarks/f
 
 Free parameters: raster.py's LIGHT_SCALES: the scales of the light terms (spot, sun, world, floor bounce), by least
 squares for each blur of a grid (the gaussian standing in for Cycles' pixel filter and denoiser), keeping the best. The raster backend
-computes each light term's linear radiance separately (`RasterBackend.light_terms`) and tone-maps their scaled sum,
+computes each light term separately (`RasterBackend.lighting`) and tone-maps their scaled sum (`compose`),
 so the image for any scales is composed from one set of passes. Criterion: least squares on the display luminance
 (0.299 R + 0.587 G + 0.114 B, grey levels) of every pixel, raster against Blender.
 
@@ -29,7 +29,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from render import ssim  # noqa: E402  (benchmarks/render.py: one SSIM for every benchmark)
 
-LIGHTS = ("spot", "sun", "world", "bounce")
 BLURS = (0.0, 0.4, 0.55, 0.7, 0.85)  # gaussian sigmas tried, pixels
 
 
@@ -79,6 +78,7 @@ def main() -> None:
     from orbitset.datasets.mesh_sources import open_source
     from orbitset.render import factors
     from orbitset.render.backends import get_backend, raster
+    from orbitset.render.backends.raster_shading import LIGHTS
     from orbitset.render.dataset import select_objects
     from orbitset.render.recipes import get_recipe
 
@@ -100,11 +100,11 @@ def main() -> None:
         passes = []
         for asset, asset_states in zip(assets, states):
             backend.set_asset(asset)
-            passes.extend(backend.light_terms(state) for state in asset_states)
+            passes.extend(backend.lighting(state)[0] for state in asset_states)
 
         def images(scales: np.ndarray, sigma: float) -> np.ndarray:
             named = {**dict(zip(LIGHTS, scales)), "blur": sigma}
-            return np.stack([backend.compose(terms, z, named) for terms, z in passes])
+            return np.stack([backend.compose(lighting, named) for lighting in passes])
 
         current = np.array([raster.LIGHT_SCALES[light] for light in LIGHTS])
         fits = []

@@ -12,6 +12,7 @@ _EXTRAS = {
     "bpy": "render",
     "pyrender": "render",
     "OpenGL": "render",
+    "threadpoolctl": "render",
     "ray": "ray",
     "matplotlib": "dev",
     "fsspec": "remote",

@@ -7,8 +7,8 @@ its soft shadows, the wide sun, the world and the floor's bounce onto the object
 `LIGHT_SCALES`, then Blender's Filmic curve and a slight blur for Cycles' pixel filter. The object shows its own
 appearance (see `object_primitives`) or one grey diffuse material; material features Blender renders and this
 backend cannot are recorded by `orbitset.render.appearance`. Depth is the camera-frame z (OpenCV, scene units), 0
-where nothing is hit; the mask is a flat render of the object alone with the floor as occluder (True where the
-object is the first surface hit).
+where nothing is hit; the mask is True where the object is the first surface hit (the floor occludes it), over more
+than half of the pixel where pyrender draws several samples per pixel.
 
 pyrender 0.1.45 quirks handled here, not by pinning: it uses ``np.infty`` (removed in NumPy 2), and it needs
 PyOpenGL >= 3.1.4 for OSMesa, while its metadata pins PyOpenGL 3.1.0; so the ``render`` extra cannot carry it and
@@ -259,7 +259,6 @@ class RasterBackend(Backend):
                                                  zfar=2.0 * (spot.radius + scene.camera.distance))
         self._light_camera_node = self._scene.add(light_camera, pose=np.eye(4))
         self._scene.main_camera_node = self._camera_node
-        self._floor_material = None  # pyrender deep-copies materials: keep the floor primitive's own one
         self._floor_node = None
         if scene.floor.enabled:
             import trimesh
@@ -273,16 +272,18 @@ class RasterBackend(Backend):
             )
             material = pyrender.MetallicRoughnessMaterial(baseColorFactor=(0.0, 0.0, 0.0, 1.0))
             floor_mesh = pyrender.Mesh.from_trimesh(plane, material=material, smooth=False)
-            self._floor_material = floor_mesh.primitives[0].material
             self._floor_node = self._scene.add(floor_mesh)
         self._object_material = pyrender.MetallicRoughnessMaterial(baseColorFactor=(*_display(OBJECT_COLOUR[:3]), 1.0))
         self._object_node = self._normal_node = None
         rows, cols = np.indices((scene.height, scene.width), dtype=np.float64)
-        #: camera-frame point per pixel at planar depth 1 (OpenCV), for positions from the depth buffer
-        self._rays = np.stack([(cols - K[0, 2]) / K[0, 0], (rows - K[1, 2]) / K[1, 1], np.ones_like(rows)], axis=2).astype(np.float32)
+        #: camera-frame point per pixel at planar depth 1 (OpenCV), (3, H * W), for positions from the depth buffer
+        self._rays = np.stack([(cols - K[0, 2]) / K[0, 0], (rows - K[1, 2]) / K[1, 1], np.ones_like(rows)]).reshape(3, -1).astype(np.float32)
         self._renderer = pyrender.OffscreenRenderer(scene.width, scene.height)
         programs = self._renderer._renderer._program_cache
         programs._program_cache = _ProgramsByContextAddress(programs._program_cache)
+        #: whether pyrender draws several samples per pixel (framebuffers, as on EGL) or one (OSMesa's own buffer)
+        self._multisampled = self._renderer._platform.supports_framebuffers()
+        self._blas = require("threadpoolctl", "the raster render backend").ThreadpoolController()
         self._compile_textured_pass()
 
     def _compile_textured_pass(self) -> None:
@@ -300,7 +301,16 @@ class RasterBackend(Backend):
         scene.add(self._camera, pose=np.eye(4))
         self._renderer.render(scene, flags=pyrender.RenderFlags.FLAT)
 
+    def _one_blas_thread(self):
+        """A context in which BLAS runs on one thread: the arrays here are small, and idle BLAS threads would spin on
+        the cores OpenGL and other render workers need."""
+        return self._blas.limit(limits=1, user_api="blas")
+
     def set_asset(self, asset: "LoadedAsset") -> None:
+        with self._one_blas_thread():
+            self._set_asset(asset)
+
+    def _set_asset(self, asset: "LoadedAsset") -> None:
         for node in (self._object_node, self._normal_node):
             if node is not None:
                 self._scene.remove_node(node)
@@ -310,19 +320,26 @@ class RasterBackend(Backend):
         self._object_node = self._scene.add(self._pyrender.Mesh([albedo]), pose=np.eye(4))
         self._normal_node = self._scene.add(self._pyrender.Mesh([normals]), pose=np.eye(4))
 
-    def _passes(self, view: ViewState, seen: bool = True) -> tuple[shading.Passes, np.ndarray]:
-        """Rasterise the albedo, normal and spot-depth passes of `view` (see `raster_shading.Passes`), and the depth;
-        with `seen` False the object is left out of what the camera sees but still casts its shadow."""
+    def _passes(self, view: ViewState, seen: bool = True, mask: bool = False) -> tuple[shading.Passes, np.ndarray, np.ndarray | None]:
+        """Rasterise the albedo, normal and spot-depth passes of `view` (see `raster_shading.Passes`); also the planar
+        depth (H, W) and, when `mask`, the object's mask (H, W). With `seen` False the object is left out of what the
+        camera sees but still casts its shadow."""
         flat = self._pyrender.RenderFlags.FLAT
         pose = view.object_to_world()
         for node in (self._object_node, self._normal_node):
             self._scene.set_pose(node, pose)
         self._scene.set_pose(self._camera_node, _gl_pose(view.camera_extrinsics))
         self._object_node.mesh.is_visible, self._normal_node.mesh.is_visible = seen, False
-        albedo, z = self._renderer.render(self._scene, flags=flat)
-        self._object_node.mesh.is_visible, self._normal_node.mesh.is_visible = False, seen
-        encoded, _ = self._renderer.render(self._scene, flags=flat)
-        self._normal_node.mesh.is_visible = False
+        albedo_rgb, z = self._renderer.render(self._scene, flags=flat)
+        height, width = z.shape
+        count = height * width
+        if seen:
+            self._object_node.mesh.is_visible, self._normal_node.mesh.is_visible = False, True
+            encoded, _ = self._renderer.render(self._scene, flags=flat)
+            self._normal_node.mesh.is_visible = False
+            encoded = encoded.reshape(count, 3)
+        else:
+            encoded = np.zeros((count, 3), dtype=np.uint8)
         world_to_light = _light_extrinsics(np.asarray(view.spot_position, dtype=np.float64))
         self._object_node.mesh.is_visible = True
         if self._floor_node is not None:
@@ -335,57 +352,63 @@ class RasterBackend(Backend):
             self._scene.main_camera_node = self._camera_node
             if self._floor_node is not None:
                 self._floor_node.mesh.is_visible = True
-        hit = z > 0
-        rotation = np.asarray(view.rotation, dtype=np.float32)
-        on_object = hit & (encoded.astype(np.int32).sum(axis=2) > 24)
-        normal = _DECODE_NORMAL[encoded] @ rotation.T
-        normal /= np.maximum(np.linalg.norm(normal, axis=2, keepdims=True), 1e-6)
+        hit = z.reshape(count) > 0
+        on_object = hit & (encoded.sum(axis=1, dtype=np.int32) > 24)
+        drawn = np.flatnonzero(on_object)
+        normal = np.zeros((3, count), dtype=np.float32)
+        normal[2] = 1.0
+        object_normal = np.asarray(view.rotation, dtype=np.float32) @ _DECODE_NORMAL[encoded[drawn]].T
+        normal[:, drawn] = object_normal / np.maximum(np.linalg.norm(object_normal, axis=0), 1e-6)
         to_world = np.linalg.inv(np.asarray(view.camera_extrinsics, dtype=np.float64)).astype(np.float32)
-        position = (self._rays * z[..., None].astype(np.float32)) @ to_world[:3, :3].T + to_world[:3, 3]
-        albedo = np.where(on_object[..., None], _DECODE_SRGB[albedo] * np.float32(self._diffuse_weight),
-                          np.asarray(view.floor_rgb, dtype=np.float32))
-        return shading.Passes(
-            position=position, normal=normal, albedo=albedo, hit=hit, on_object=on_object,
+        position = (to_world[:3, :3] @ self._rays) * z.reshape(count) + to_world[:3, 3:]
+        albedo = np.empty((3, count), dtype=np.float32)
+        albedo[:] = np.asarray(view.floor_rgb, dtype=np.float32)[:, None]
+        albedo[:, drawn] = _DECODE_SRGB[albedo_rgb.reshape(count, 3)[drawn]].T * np.float32(self._diffuse_weight)
+        passes = shading.Passes(
+            position=position, normal=normal, albedo=albedo, hit=hit, on_object=on_object, shape=(height, width),
             light_depth=np.asarray(light_depth, dtype=np.float32), light_K=self._light_K, world_to_light=world_to_light,
-        ), z
+        )
+        return passes, z, self._mask(on_object.reshape(height, width)) if mask else None
 
-    def light_terms(self, view: ViewState, seen: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Each light term's linear radiance (unscaled, see `raster_shading.light_terms`) and the planar depth; with
-        `seen` False the object only casts its shadow."""
+    def _mask(self, on_object: np.ndarray) -> np.ndarray:
+        """The object's mask, from the normal pass's `on_object` where pyrender draws one sample per pixel (OSMesa:
+        the object is the first surface hit at the pixel's centre), else from a flat render of the object white
+        and the floor black, its multisampled edges cut at half coverage."""
+        if not self._multisampled:
+            return on_object
+        nodes = {self._object_node: (255, 255, 255)}
+        if self._floor_node is not None:
+            nodes[self._floor_node] = (0, 0, 0)
+        segmentation, _ = self._renderer.render(self._scene, flags=self._pyrender.RenderFlags.SEG, seg_node_map=nodes)
+        return segmentation[..., 0] > 127
+
+    def lighting(self, view: ViewState, seen: bool = True, mask: bool = False) -> tuple[shading.Lighting, np.ndarray, np.ndarray | None]:
+        """The unscaled light of `view` (`raster_shading.Lighting`), its planar depth (H, W) and, when `mask`, the
+        object's mask (H, W); with `seen` False the object only casts its shadow. `compose` makes the image."""
         if self._object_node is None:
             raise RenderError("raster backend: set_asset must be called before render")
-        passes, z = self._passes(view, seen)
-        terms = shading.light_terms(passes, np.asarray(view.spot_position, dtype=np.float64),
-                                    np.asarray(view.spot_rgb, dtype=np.float64),
-                                    np.asarray(view.floor_rgb, dtype=np.float64), self.scene.floor.z, self._lights)
-        return terms, z
+        passes, z, object_mask = self._passes(view, seen, mask)
+        lighting = shading.light(passes, np.asarray(view.spot_position, dtype=np.float64),
+                                 np.asarray(view.spot_rgb, dtype=np.float64),
+                                 np.asarray(view.floor_rgb, dtype=np.float64), self.scene.floor.z, self._lights)
+        return lighting, z, object_mask
 
-    def compose(self, terms: dict[str, np.ndarray], z: np.ndarray, scales: dict[str, float]) -> np.ndarray:
-        """uint8 RGB from light terms scaled by `scales` (and blurred by its "blur"); the world where nothing is hit."""
-        linear = sum(scales[name] * term for name, term in terms.items())
-        linear = np.where((z > 0)[..., None], linear, self._lights.world * scales["world"])
-        linear = shading.blur(linear, scales["blur"])
-        return np.clip(np.rint(shading.filmic(linear)), 0, 255).astype(np.uint8)
+    @staticmethod
+    def compose(lighting: shading.Lighting, scales: dict[str, float]) -> np.ndarray:
+        """uint8 (H, W, 3) RGB of `lighting` with its terms scaled by `scales` and blurred by its "blur"."""
+        return shading.display(lighting.radiance(scales), scales["blur"])
 
     def render(self, view: ViewState, depth: bool = False, mask: bool = False) -> RenderedView:
-        terms, z = self.light_terms(view)
-        object_mask = None
-        if mask:
-            nodes = {self._object_node: (255, 255, 255)}
-            if self._floor_node is not None:
-                nodes[self._floor_node] = (0, 0, 0)
-            segmentation, _ = self._renderer.render(self._scene, flags=self._pyrender.RenderFlags.SEG, seg_node_map=nodes)
-            object_mask = segmentation[..., 0] > 127
-        return RenderedView(
-            rgb=self.compose(terms, z, LIGHT_SCALES),
-            depth=np.asarray(z, dtype=np.float32) if depth else None,
-            mask=object_mask,
-        )
+        with self._one_blas_thread():
+            lighting, z, object_mask = self.lighting(view, mask=mask)
+            rgb = self.compose(lighting, LIGHT_SCALES)
+        return RenderedView(rgb=rgb, depth=np.asarray(z, dtype=np.float32) if depth else None, mask=object_mask)
 
     def render_background(self, view: ViewState) -> np.ndarray:
         """uint8 (H, W, 3) RGB of `view` with the object hidden from the camera only: its shadow stays (a background
         plate, to find the object in another renderer's image of the same view)."""
-        return self.compose(*self.light_terms(view, seen=False), LIGHT_SCALES)
+        with self._one_blas_thread():
+            return self.compose(self.lighting(view, seen=False)[0], LIGHT_SCALES)
 
     def version(self) -> str:
         return f"pyrender {self._pyrender.__version__} ({os.environ.get('PYOPENGL_PLATFORM', 'default')})"

@@ -90,15 +90,19 @@ class SceneLights:
 
 def spot_cone(cos_angle: np.ndarray, disk_radius: np.ndarray, lights: SceneLights) -> np.ndarray:
     """Cycles' spot cone (smoothstep) averaged over a light disk of angular radius `disk_radius` (radians) around
-    directions at `cos_angle` from the spot's axis."""
+    directions at `cos_angle` from the spot's axis; float32. Only directions whose disk reaches the blend are
+    integrated: the rest are 1 (fully inside) or 0 (fully outside)."""
     nodes, weights = _semicircle_quadrature(_DISK_NODES)
-    total = np.zeros(cos_angle.shape, dtype=np.float32)
     angle = np.arccos(np.clip(cos_angle, -1.0, 1.0))
-    inside = np.flatnonzero(angle - disk_radius < math.acos(lights.cos_half))
-    angle, disk = angle[inside], disk_radius[inside]
+    outer, inner = math.acos(lights.cos_half), math.acos(min(lights.cos_half + lights.smooth, 1.0))
+    total = (angle + disk_radius <= inner).astype(np.float32)
+    ring = np.flatnonzero((angle - disk_radius < outer) & (angle + disk_radius > inner))
+    angle, disk = angle[ring], disk_radius[ring]
+    partial = np.zeros(len(ring), dtype=np.float32)
     for node, weight in zip(nodes, weights):
         t = np.clip((np.cos(np.clip(angle + node * disk, 0.0, math.pi)) - lights.cos_half) / lights.smooth, 0.0, 1.0)
-        total[inside] += weight * t * t * (3.0 - 2.0 * t)
+        partial += weight * t * t * (3.0 - 2.0 * t)
+    total[ring] = partial
     return total
 
 
@@ -110,55 +114,61 @@ def _vogel_disk(count: int) -> np.ndarray:
     return np.stack([ring * np.cos(turn), ring * np.sin(turn)], axis=1)
 
 
+_SHADOW_TAPS = _vogel_disk(SHADOW_TAPS).astype(np.float32)
+
+
 def spot_visibility(points: np.ndarray, facing: np.ndarray, light_depth: np.ndarray, light_K: np.ndarray,
                     world_to_light: np.ndarray, light_radius: float) -> np.ndarray:
-    """Fraction (0-1) of the spot's disk that each world point (N, 3) sees past the object, from `light_depth`: the
+    """Fraction (0-1) of the spot's disk that each world point (3, N) sees past the object, from `light_depth`: the
     object's planar depth seen from the light (OpenCV intrinsics `light_K`, extrinsics `world_to_light`; 0 where the
     light sees no object); `facing` is the cosine between each point's normal and the direction to the light, which
     widens the depth bias on surfaces the light grazes (one map texel spans more depth there). Percentage-closer soft
     shadows: the mean depth of the blockers near the point's projection
     sets the filter radius (the penumbra a disk of `light_radius` casts), then the fraction of filter taps that are
     not blockers is the visibility. Only points projecting near the object's silhouette are filtered."""
-    visibility = np.ones(len(points), dtype=np.float32)
+    count = points.shape[1]
+    visibility = np.ones(count, dtype=np.float32)
     occupied = light_depth > 0
-    if not occupied.any() or len(points) == 0:
+    if not occupied.any() or count == 0:
         return visibility
     nearest = float(light_depth[occupied].min())
     height, width = light_depth.shape
-    rows_hit, cols_hit = np.nonzero(occupied)
-    camera = points @ world_to_light[:3, :3].T.astype(np.float32) + world_to_light[:3, 3].astype(np.float32)
-    z = camera[:, 2]
-    focal = light_K[0, 0]
-    u = focal * camera[:, 0] / np.maximum(z, 1e-6) + light_K[0, 2]
-    v = light_K[1, 1] * camera[:, 1] / np.maximum(z, 1e-6) + light_K[1, 2]
-    search = focal * light_radius * (z - nearest) / (nearest * np.maximum(z, 1e-6))
-    near = ((z > nearest + SHADOW_BIAS) & (u + search >= cols_hit.min()) & (u - search <= cols_hit.max())
-            & (v + search >= rows_hit.min()) & (v - search <= rows_hit.max()))
+    rows_hit, cols_hit = np.nonzero(occupied.any(axis=1))[0], np.nonzero(occupied.any(axis=0))[0]
+    camera = world_to_light[:3, :3].astype(np.float32) @ points + world_to_light[:3, 3:].astype(np.float32)
+    z = np.maximum(camera[2], 1e-6)
+    focal, cx, fy, cy = (float(light_K[0, 0]), float(light_K[0, 2]), float(light_K[1, 1]), float(light_K[1, 2]))
+    u = focal * camera[0] / z + cx
+    v = fy * camera[1] / z + cy
+    search = (focal * light_radius / nearest) * (z - nearest) / z
+    near = ((camera[2] > nearest + SHADOW_BIAS) & (u + search >= cols_hit[0]) & (u - search <= cols_hit[-1])
+            & (v + search >= rows_hit[0]) & (v - search <= rows_hit[-1]))
     index = np.flatnonzero(near)
     if len(index) == 0:
         return visibility
     z, u, v, search = z[index], u[index], v[index], search[index]
     cosine = np.clip(facing[index], 0.05, 1.0)
     bias = SHADOW_BIAS + np.minimum(z / focal * np.sqrt(1.0 - cosine**2) / cosine, 0.1)
-    flat_depth = light_depth.astype(np.float32).ravel()
-    taps = _vogel_disk(SHADOW_TAPS).astype(np.float32)
+    flat_depth = light_depth.astype(np.float32, copy=False).ravel()
 
     def blockers(radius_px: np.ndarray) -> np.ndarray:
         """Depths at the taps (N, taps), 0 where the tap is not a blocker."""
-        cols = np.clip(np.rint(u[:, None] + taps[None, :, 0] * radius_px[:, None]), 0, width - 1).astype(np.int64)
-        rows = np.clip(np.rint(v[:, None] + taps[None, :, 1] * radius_px[:, None]), 0, height - 1).astype(np.int64)
-        depth = flat_depth[rows * width + cols]
-        return np.where((depth > 0) & (depth < (z - bias)[:, None]), depth, 0.0)
+        cols = np.clip(np.rint(u[:, None] + _SHADOW_TAPS[None, :, 0] * radius_px[:, None]), 0, width - 1).astype(np.int32)
+        rows = np.clip(np.rint(v[:, None] + _SHADOW_TAPS[None, :, 1] * radius_px[:, None]), 0, height - 1).astype(np.int32)
+        rows *= width
+        rows += cols
+        depth = flat_depth[rows]
+        depth[~((depth > 0) & (depth < (z - bias)[:, None]))] = 0.0
+        return depth
 
     found = blockers(np.maximum(search, 1.0))
-    count = (found > 0).sum(axis=1)
-    shaded = np.flatnonzero(count > 0)
+    count = np.count_nonzero(found, axis=1)
+    shaded = np.flatnonzero(count)
     if len(shaded) == 0:
         return visibility
     blocker = found[shaded].sum(axis=1) / count[shaded]
     z, u, v, bias = z[shaded], u[shaded], v[shaded], bias[shaded]
     radius = focal * light_radius * (z - blocker) / (np.maximum(blocker, 1e-6) * z)
-    visibility[index[shaded]] = 1.0 - (blockers(np.maximum(radius, 0.5)) > 0).mean(axis=1)
+    visibility[index[shaded]] = 1.0 - np.count_nonzero(blockers(np.maximum(radius, 0.5)), axis=1) / np.float32(SHADOW_TAPS)
     return visibility
 
 
@@ -168,16 +178,17 @@ def sun_factor(n_z: np.ndarray, lights: SceneLights) -> np.ndarray:
 
 
 def blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """`image` (H, W, C) filtered by a gaussian of `sigma` pixels (5 taps per axis, edges repeated); as is for 0."""
+    """Planar `image` (C, H, W) filtered by a gaussian of `sigma` pixels (5 taps per axis, edges repeated); as is
+    for 0."""
     if sigma <= 0:
         return image
+    from scipy import ndimage
+
     offsets = np.arange(-2, 3)
     weights = np.exp(-0.5 * (offsets / sigma) ** 2)
-    weights = (weights / weights.sum()).astype(image.dtype)
-    for axis in (0, 1):
-        padded = np.pad(image, [(2, 2) if a == axis else (0, 0) for a in range(image.ndim)], mode="edge")
-        size = image.shape[axis]
-        image = sum(w * np.take(padded, np.arange(k, k + size), axis=axis) for k, w in enumerate(weights))
+    weights = weights / weights.sum()
+    for axis in (1, 2):
+        image = ndimage.correlate1d(image, weights, axis=axis, mode="nearest")
     return image
 
 
@@ -192,58 +203,93 @@ def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
     return np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
 
 
+#: The light terms, in the order of `Lighting.factors`.
+LIGHTS = ("spot", "sun", "world", "bounce")
+
+
 @dataclass
 class Passes:
-    """What the rasteriser drew for one view: per-pixel world position (H, W, 3), world normal (H, W, 3; zero where
-    no object), linear albedo (H, W, 3), `hit` (something drawn), `on_object` (the object drawn), and the object's
-    planar depth seen from the spot (`light_depth`, 0 where none) with that view's intrinsics and extrinsics."""
+    """What the rasteriser drew for one view, pixels flattened row-major (N = H * W) and planar: world `position`
+    (3, N), float32; `normal` (3, N), the object's world unit normal, (0, 0, 1) (the floor's) elsewhere; linear
+    `albedo` (3, N), the floor's colour on the floor; `hit` (N,), something drawn; `on_object` (N,), the object
+    drawn; the image `shape` (H, W); and the object's planar depth seen from the spot (`light_depth`, 0 where none)
+    with that view's intrinsics and extrinsics."""
 
     position: np.ndarray
     normal: np.ndarray
     albedo: np.ndarray
     hit: np.ndarray
     on_object: np.ndarray
+    shape: tuple[int, int]
     light_depth: np.ndarray
     light_K: np.ndarray
     world_to_light: np.ndarray
 
 
-def light_terms(passes: Passes, spot_position: np.ndarray, spot_rgb: np.ndarray, floor_rgb: np.ndarray,
-                floor_z: float, lights: SceneLights) -> dict[str, np.ndarray]:
-    """The linear radiance (H, W, 3), float32, each light term (spot, sun, world, bounce) sends to the camera,
-    unscaled; zero where nothing is hit."""
-    shape = passes.position.shape
-    hit = passes.hit.reshape(-1)
-    on_object = passes.on_object.reshape(-1)
-    points = passes.position.reshape(-1, 3).astype(np.float32)
-    normals = passes.normal.reshape(-1, 3).astype(np.float32)
-    normals[~on_object] = (0.0, 0.0, 1.0)
-    albedo = np.where(hit[:, None], passes.albedo.reshape(-1, 3), 0.0).astype(np.float32)
-    spot_position = spot_position.astype(np.float32)
+@dataclass
+class Lighting:
+    """One view's light before the terms are scaled: term k (in `LIGHTS` order) sends ``albedo * factors[k] *
+    colours[k]`` (linear radiance) to the camera from each pixel where something is hit; the camera sees `world`
+    elsewhere. `factors` (4, N) float32 is the term's irradiance / pi (unscaled), `colours` (4, 3) its light's
+    linear colour."""
 
-    to_point = points - spot_position
-    distance = np.sqrt((to_point * to_point).sum(axis=1))
-    to_point /= distance[:, None]
+    factors: np.ndarray
+    colours: np.ndarray
+    albedo: np.ndarray
+    hit: np.ndarray
+    shape: tuple[int, int]
+    world: np.ndarray
+
+    def radiance(self, scales: dict[str, float]) -> np.ndarray:
+        """Planar (3, H, W) float32 linear radiance with each term scaled by `scales[term]`."""
+        weights = np.array([scales[name] for name in LIGHTS], dtype=np.float32)
+        radiance = self.albedo * ((self.colours * weights[:, None]).T @ self.factors)
+        radiance[:, ~self.hit] = (self.world * scales["world"]).astype(np.float32)[:, None]
+        return radiance.reshape(3, *self.shape)
+
+
+def light(passes: Passes, spot_position: np.ndarray, spot_rgb: np.ndarray, floor_rgb: np.ndarray, floor_z: float,
+          lights: SceneLights) -> Lighting:
+    """Each light term's factor at every pixel of `passes` (see `Lighting`), for the spot at `spot_position` with
+    colour `spot_rgb` and a floor of colour `floor_rgb` at height `floor_z`."""
+    spot_position = np.asarray(spot_position, dtype=np.float32)
+    to_point = passes.position - spot_position[:, None]
+    distance2 = np.einsum("ij,ij->j", to_point, to_point)
+    distance = np.sqrt(distance2)
     axis = -spot_position / np.linalg.norm(spot_position)
     disk = np.arcsin(np.minimum(lights.spot_radius / distance, 1.0))
-    cone = spot_cone(to_point @ axis, disk, lights)
-    facing = np.maximum(-(normals * to_point).sum(axis=1), 0.0)
-    irradiance = (lights.spot_energy / (4 * math.pi)) * facing * cone / (distance * distance)
-    lit = np.flatnonzero(hit & (irradiance > 0))
+    cone = spot_cone((axis @ to_point) / distance, disk, lights)
+    facing = np.maximum(-np.einsum("ij,ij->j", passes.normal, to_point) / distance, 0.0)
+    irradiance = np.float32(lights.spot_energy / (4 * math.pi)) * facing * cone / distance2
+    lit = np.flatnonzero(passes.hit & (irradiance > 0))
     if len(lit):
-        irradiance[lit] *= spot_visibility(points[lit], facing[lit], passes.light_depth, passes.light_K, passes.world_to_light,
-                                           lights.spot_radius)
-    terms = {"spot": albedo * (irradiance / math.pi)[:, None] * spot_rgb.astype(np.float32)}
-    terms["sun"] = albedo * (lights.sun_energy / math.pi * sun_factor(normals[:, 2], lights)).astype(np.float32)[:, None]
-    terms["world"] = albedo * ((1.0 + normals[:, 2]) / 2)[:, None] * lights.world.astype(np.float32)
+        irradiance[lit] *= spot_visibility(passes.position[:, lit], facing[lit], passes.light_depth, passes.light_K,
+                                           passes.world_to_light, lights.spot_radius)
+    factors = np.empty((len(LIGHTS), passes.hit.size), dtype=np.float32)
+    factors[0] = irradiance / np.float32(math.pi)
+    # the sun, the world and the floor's bounce: constant on the floor (normal +Z), per pixel on the object
+    on_object = np.flatnonzero(passes.on_object)
+    n_z = passes.normal[2, on_object]
+    sun_on_floor = lights.sun_energy * float(sun_factor(np.ones(1), lights)[0])
+    factors[1] = sun_on_floor / math.pi
+    factors[1, on_object] = lights.sun_energy / math.pi * sun_factor(n_z, lights)
+    factors[2] = 1.0
+    factors[2, on_object] = (1.0 + n_z) / 2
+    factors[3] = 0.0
+    factors[3, on_object] = (1.0 - n_z) / 2
 
     # the floor below the object: lit by the sun, the world and the spot's pool centre (where its axis meets it)
     pool = 0.0
     if axis[2] < -1e-6:
         centre = spot_position + axis * (floor_z - spot_position[2]) / axis[2]
         pool = lights.spot_energy / (4 * math.pi * float(np.sum((centre - spot_position) ** 2))) * -axis[2]
-    sun_on_floor = lights.sun_energy * float(sun_factor(np.ones(1), lights)[0])
     floor_radiance = floor_rgb * ((sun_on_floor + pool * spot_rgb) / math.pi + lights.world)
-    ground = np.where(on_object, (1.0 - normals[:, 2]) / 2, 0.0)
-    terms["bounce"] = albedo * ground[:, None] * floor_radiance.astype(np.float32)
-    return {name: values.reshape(shape) for name, values in terms.items()}
+    colours = np.stack([spot_rgb, np.ones(3), lights.world, floor_radiance]).astype(np.float32)
+    return Lighting(factors, colours, passes.albedo, passes.hit, passes.shape, lights.world)
+
+
+def display(radiance: np.ndarray, blur_sigma: float) -> np.ndarray:
+    """Planar linear radiance (3, H, W) -> uint8 (H, W, 3) image: blurred by `blur_sigma` pixels (Cycles' pixel
+    filter), through `filmic`, rounded."""
+    levels = filmic(blur(radiance, blur_sigma))
+    return np.ascontiguousarray(np.clip(np.rint(levels), 0, 255).astype(np.uint8).transpose(1, 2, 0))
