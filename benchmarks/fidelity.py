@@ -15,15 +15,18 @@ have red and blue swapped; they are swapped back before any comparison. Per view
 - ``hue``: floor-hue error, the circular difference of the median hue of floor pixels (outside both masks, grown by
   3 px) between orbitset's image and the original, in hue units (1 = a full turn);
 - images/s (wall clock, on a shared machine) and CPU seconds per image (all threads, less sensitive to other load),
-  counting `set_asset` and `render` of every view once the backend is built.
+  counting `set_asset` and `render` of every view once the backend is built; and the whole machine's images/s:
+  Blender's as measured (Cycles renders on every core), raster's with `--processes` processes rendering the set at
+  once (raster draws on one core; `orbitset render --workers N` runs one per core).
 
 Targets: exact mean SSIM >= 0.985 on primitives and >= 0.95 on textured, mask IoU >= 0.95; fast within 0.01 SSIM of
 exact at >= 4x its images/s; raster SSIM >= 0.99 on primitives and >= 0.985 on textured at >= 100x exact's images/s
-(each preset's speed-up over exact, wall clock and CPU time, is printed as ``PRESET vs exact``). Writes ``fidelity.json`` and one contact sheet per set (``contact-SET.png``: original |
+(each preset's speed-up over exact: one process's wall clock, CPU time and the whole machine's images/s, is printed
+as ``PRESET vs exact``). Writes ``fidelity.json`` and one contact sheet per set (``contact-SET.png``: original |
 exact | fast | raster per view) under `--out`.
 
     PYTHONPATH=. .venv/bin/python benchmarks/fidelity.py [--sets primitives textured] [--presets exact fast raster]
-        [--out runs/fidelity] [--threads N]
+        [--out runs/fidelity] [--threads N] [--processes N]
 """
 
 from __future__ import annotations
@@ -104,8 +107,8 @@ def read_original(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))[..., ::-1].copy()
 
 
-def render_set(root: Path, preset: str, threads: int | None) -> tuple[list[dict], dict]:
-    """Render every recorded view of set `root` with `preset`; per-view records (with images) and timings."""
+def prepare_set(root: Path, preset: str, threads: int | None) -> tuple:
+    """(backend, [(ref, asset, view states)]) for every recorded object of set `root` with `preset`'s backend built."""
     from orbitset.datasets.mesh_sources import ShapeNetSource
     from orbitset.render import factors
     from orbitset.render.backends import get_backend
@@ -124,23 +127,64 @@ def render_set(root: Path, preset: str, threads: int | None) -> tuple[list[dict]
         backend = BlenderBackend(scene, preset=backend_preset, threads=threads)
     else:
         backend = get_backend(backend_name, scene, backend_preset)
-    records, wall, cpu = [], 0.0, 0.0
+    return backend, [(ref, source.load(ref), factors.view_states(recipe, latents[ref.key], scene)) for ref in refs]
+
+
+def timed_renders(backend, objects: list, plates: bool = False) -> tuple[list, list, float, float]:
+    """Each object's views rendered (with masks) after its `set_asset`, and when `plates` their background plates:
+    (views per object, plates per object, wall s, CPU s), timing `set_asset` and `render` only."""
+    rendered, backgrounds, wall, cpu = [], [], 0.0, 0.0
+    for _, asset, states in objects:
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        backend.set_asset(asset)
+        rendered.append([backend.render(state, mask=True) for state in states])
+        wall += time.perf_counter() - start_wall
+        cpu += time.process_time() - start_cpu
+        backgrounds.append([background_plate(backend, state) for state in states] if plates else [])
+    return rendered, backgrounds, wall, cpu
+
+
+def render_set(root: Path, preset: str, threads: int | None) -> tuple[list[dict], dict]:
+    """Render every recorded view of set `root` with `preset`; per-view records (with images) and timings."""
+    backend, objects = prepare_set(root, preset, threads)
     try:
-        for ref in refs:
-            asset = source.load(ref)
-            states = factors.view_states(recipe, latents[ref.key], scene)
-            start_wall, start_cpu = time.perf_counter(), time.process_time()
-            backend.set_asset(asset)
-            views = [backend.render(state, mask=True) for state in states]
-            wall += time.perf_counter() - start_wall
-            cpu += time.process_time() - start_cpu
-            for index, (state, view) in enumerate(zip(states, views)):
-                records.append({"object": ref.source_id, "view": index, "rgb": view.rgb, "mask": view.mask,
-                                "plate": background_plate(backend, state)})
+        rendered, plates, wall, cpu = timed_renders(backend, objects, plates=True)
+        records = [{"object": ref.source_id, "view": index, "rgb": view.rgb, "mask": view.mask, "plate": plate}
+                   for (ref, _, _), views, object_plates in zip(objects, rendered, plates)
+                   for index, (view, plate) in enumerate(zip(views, object_plates))]
         version = backend.version()
     finally:
         backend.close()
     return records, {"images_per_s": len(records) / wall, "cpu_s_per_image": cpu / len(records), "renderer": version}
+
+
+def _throughput_worker(root: Path, preset: str, barrier, results) -> None:
+    """One process of `machine_images_per_s`: build, wait for the others, render the set, report (start, end, images)."""
+    backend, objects = prepare_set(root, preset, threads=1)
+    try:
+        barrier.wait()
+        start = time.perf_counter()
+        rendered, _, _, _ = timed_renders(backend, objects)
+        results.put((start, time.perf_counter(), sum(len(views) for views in rendered)))
+    finally:
+        backend.close()
+
+
+def machine_images_per_s(root: Path, preset: str, processes: int) -> float:
+    """Images/s of the whole machine for a single-threaded backend: `processes` spawned processes render every view
+    of set `root` at the same time (as `orbitset render --workers N` runs them); all images over the span from the
+    first start to the last end (CLOCK_MONOTONIC, shared by the processes)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(processes), context.Queue()
+    workers = [context.Process(target=_throughput_worker, args=(root, preset, barrier, results)) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    spans = [results.get(timeout=1800) for _ in workers]
+    for worker in workers:
+        worker.join()
+    return sum(images for _, _, images in spans) / (max(end for _, end, _ in spans) - min(start for start, _, _ in spans))
 
 
 def background_plate(backend, state) -> np.ndarray:
@@ -208,6 +252,8 @@ def main() -> None:
                         help="the first one's background plates derive the original's masks (default order: exact first)")
     parser.add_argument("--out", type=Path, default=Path("runs/fidelity"))
     parser.add_argument("--threads", type=int, default=None, help="Cycles CPU threads (default: all cores)")
+    parser.add_argument("--processes", type=int, default=os.cpu_count(),
+                        help="raster processes rendering at once for the whole machine's images/s (default: one per core)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}, {os.cpu_count()} CPUs")
@@ -218,6 +264,10 @@ def main() -> None:
         plates = None
         for preset in args.presets:  # exact first when asked: its plates serve to derive the original's masks
             records, timing = render_set(root, preset, args.threads)
+            if PRESETS[preset][0] == "raster":
+                timing["machine_images_per_s"] = machine_images_per_s(root, preset, args.processes)
+            else:  # Cycles renders on all cores (`--threads`) in one process
+                timing["machine_images_per_s"] = timing["images_per_s"]
             plates = plates or [r["plate"] for r in records]
             rows = compare(records, plates, root)
             renders[preset] = records
@@ -227,13 +277,15 @@ def main() -> None:
             for r in rows + [{"object": "mean", "view": "", **summary(rows)}]:
                 mad = " ".join(f"{m:6.2f}" for m in r["mad"])
                 print(f"  {r['object']:32} {r['view']!s:>4} {r['ssim']:6.4f} {mad} {r['iou']:6.3f} {r['rule_iou']:9.3f} {r['hue']:6.3f}")
-            print(f"  {timing['images_per_s']:.3f} images/s, {timing['cpu_s_per_image']:.2f} CPU s/image")
+            print(f"  {timing['images_per_s']:.3f} images/s, {timing['cpu_s_per_image']:.3f} CPU s/image; whole machine "
+                  f"{timing['machine_images_per_s']:.3f} images/s")
         contact_sheet(root, renders, args.out / f"contact-{name}.png")
         for preset in [p for p in ("fast", "raster") if p in results and "exact" in results]:
             results[f"{preset}_vs_exact"] = {
                 "ssim_drop": results["exact"]["mean"]["ssim"] - results[preset]["mean"]["ssim"],
                 "speedup_wall": results[preset]["images_per_s"] / results["exact"]["images_per_s"],
                 "speedup_cpu": results["exact"]["cpu_s_per_image"] / results[preset]["cpu_s_per_image"],
+                "speedup_machine": results[preset]["machine_images_per_s"] / results["exact"]["machine_images_per_s"],
             }
             print(f"  {preset} vs exact: {json.dumps({k: round(v, 4) for k, v in results[f'{preset}_vs_exact'].items()})}")
         report["sets"][name] = results
