@@ -353,7 +353,7 @@ class RasterBackend(Backend):
             if self._floor_node is not None:
                 self._floor_node.mesh.is_visible = True
         hit = z.reshape(count) > 0
-        on_object = hit & (encoded.sum(axis=1, dtype=np.int32) > 24)
+        on_object = hit & ((encoded[:, 0].astype(np.uint16) + encoded[:, 1] + encoded[:, 2]) > 24)
         drawn = np.flatnonzero(on_object)
         normal = np.zeros((3, count), dtype=np.float32)
         normal[2] = 1.0

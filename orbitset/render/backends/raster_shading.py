@@ -20,6 +20,7 @@ Each term carries a scale fitted against Blender (see `orbitset.render.backends.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -288,8 +289,28 @@ def light(passes: Passes, spot_position: np.ndarray, spot_rgb: np.ndarray, floor
     return Lighting(factors, colours, passes.albedo, passes.hit, passes.shape, lights.world)
 
 
+#: The display table is indexed by a float32's sign, exponent and top 12 mantissa bits: within one index the
+#: `filmic` level varies by at most 0.01 grey level.
+_TABLE_BITS = 21
+
+
+@functools.cache
+def _display_table() -> np.ndarray:
+    """uint8 display level for each table index (see `_TABLE_BITS`): `filmic` of the middle of the float32 values
+    sharing the index, rounded; 0 for negative values, 255 above the curve's last stop (infinity included)."""
+    shift = 32 - _TABLE_BITS
+    ends = np.array([0.18 * 2.0 ** FILMIC_STOPS[0], 0.18 * 2.0 ** FILMIC_STOPS[-1]], dtype=np.float32)
+    low, high = (int(code) for code in ends.view(np.uint32) >> shift)
+    table = np.zeros(2**_TABLE_BITS, dtype=np.uint8)
+    middles = ((np.arange(low, high + 1, dtype=np.uint32) << shift) | (1 << (shift - 1))).view(np.float32)
+    table[low:high + 1] = np.clip(np.rint(filmic(middles.astype(np.float64))), 0, 255)
+    table[high + 1:2 ** (_TABLE_BITS - 1)] = 255
+    return table
+
+
 def display(radiance: np.ndarray, blur_sigma: float) -> np.ndarray:
     """Planar linear radiance (3, H, W) -> uint8 (H, W, 3) image: blurred by `blur_sigma` pixels (Cycles' pixel
-    filter), through `filmic`, rounded."""
-    levels = filmic(blur(radiance, blur_sigma))
-    return np.ascontiguousarray(np.clip(np.rint(levels), 0, 255).astype(np.uint8).transpose(1, 2, 0))
+    filter), then `filmic` rounded to a grey level (through a table; within one grey level of the curve)."""
+    blurred = np.ascontiguousarray(blur(radiance, blur_sigma), dtype=np.float32)
+    levels = _display_table()[blurred.view(np.uint32) >> (32 - _TABLE_BITS)]
+    return np.ascontiguousarray(levels.transpose(1, 2, 0))
