@@ -5,8 +5,9 @@ Every mesh of the file is merged into one `trimesh.Trimesh` with its scene-graph
 ``appearance="source"`` the merged mesh keeps trimesh's visuals: OBJ materials (``Kd`` colours, ``map_Kd`` images,
 several materials packed into one), glTF base colour factors and textures, vertex colours (glTF ``COLOR_0``, PLY).
 Texture and MTL paths are looked up as written (relative to the file's folder, or absolute), then by file name in
-the file's folder; one that is not found is recorded as missing and its material keeps its colour. Draco-compressed
-glTF needs DracoPy, checked before trimesh would silently drop the geometry.
+the file's folder; one that is not found is recorded as missing and its material keeps its colour. An OBJ file that
+names no material library has no colours (Blender imports it without material; trimesh would invent one). Draco-
+compressed glTF needs DracoPy, checked before trimesh would silently drop the geometry.
 
 Up axes follow Blender's importers: OBJ and glTF files are Y-up (glTF by specification), OFF, PLY and STL Z-up.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +35,22 @@ UP_AXIS_OF_SUFFIX = {".obj": "y", ".glb": "y", ".gltf": "y", ".off": "z", ".ply"
 MESH_SUFFIXES = tuple(UP_AXIS_OF_SUFFIX)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tga", ".tif", ".tiff", ".gif", ".webp")
 DRACO_EXTENSION = "KHR_draco_mesh_compression"
+
+
+_MTLLIB_ARGUMENT = re.compile(rb"[ \t]+([^\r\n]+)")
+
+
+def mtllib_names(data: bytes) -> list[bytes]:
+    """The argument of every line of OBJ `data` starting with ``mtllib``, in order (as the pattern
+    ``(?m)^mtllib[ \\t]+([^\\r\\n]+)`` finds them, without matching a pattern at every line of a large file)."""
+    names, start = [], data.find(b"mtllib")
+    while start >= 0:
+        if start == 0 or data[start - 1] == 0x0A:  # at a line's start ("\n" ends lines, as "^" takes them)
+            argument = _MTLLIB_ARGUMENT.match(data, start + 6)
+            if argument is not None:
+                names.append(argument.group(1))
+        start = data.find(b"mtllib", start + 6)
+    return names
 
 
 def file_up_axis(path: Path) -> str:
@@ -143,6 +161,11 @@ def load_mesh_file(path: Path, appearance: str = "source", shown: str | None = N
     mesh.merge_vertices()
     if appearance == "uniform":
         return RawAsset(mesh, up_axis, {})
+    if path.suffix.lower() == ".obj" and not mtllib_names(path.read_bytes()):
+        # no material library named: Blender's importer gives the object no material; trimesh invents a grey one
+        # (and a texture of it when the file has UVs), which is not the file's
+        mesh.visual = trimesh.visual.ColorVisuals(mesh)
+        parts = []
     materials = sorted({str(m.name) for m in (getattr(p.visual, "material", None) for p in parts) if m is not None and m.name})
     images = [name for name in resolver.found if name.lower().endswith(IMAGE_SUFFIXES)]
     textured_parts = sum(1 for p in parts if _colour_source(p) == "texture")

@@ -25,11 +25,12 @@ cannot render into sentences (empty for procedural objects, the uniform appearan
 from __future__ import annotations
 
 import json
-import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from orbitset.datasets.mesh_files import mtllib_names
 
 if TYPE_CHECKING:
     from orbitset.datasets.sources import LoadedAsset
@@ -90,25 +91,9 @@ def _mtl_features(text: str, features: MaterialFeatures) -> None:
     close()
 
 
-_MTLLIB_ARGUMENT = re.compile(rb"[ \t]+([^\r\n]+)")
-
-
-def _mtllib_names(data: bytes) -> list[bytes]:
-    """The argument of every line of OBJ `data` starting with ``mtllib``, in order (as the pattern
-    ``(?m)^mtllib[ \\t]+([^\\r\\n]+)`` finds them, without matching a pattern at every line of a large file)."""
-    names, start = [], data.find(b"mtllib")
-    while start >= 0:
-        if start == 0 or data[start - 1] == 0x0A:  # at a line's start ("\n" ends lines, as "^" takes them)
-            argument = _MTLLIB_ARGUMENT.match(data, start + 6)
-            if argument is not None:
-                names.append(argument.group(1))
-        start = data.find(b"mtllib", start + 6)
-    return names
-
-
 def _obj_features(path: Path) -> MaterialFeatures:
     features = MaterialFeatures()
-    libraries = _mtllib_names(path.read_bytes())
+    libraries = mtllib_names(path.read_bytes())
     for library in libraries:
         written = library.decode("utf-8", "replace").strip().replace("\\", "/")
         for candidate in (path.parent / written, path.parent / Path(written).name):

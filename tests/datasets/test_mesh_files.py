@@ -71,6 +71,17 @@ def test_missing_mtl_is_recorded_not_fatal(tmp_path):
     assert len(raw.mesh.faces) == 4212
 
 
+@pytest.mark.parametrize("name", ["prism_toy.obj", "tray.obj"])
+def test_obj_naming_no_material_library_has_no_colours(name):
+    """pybullet's prism and tray, their ``mtllib`` lines removed, have UVs: trimesh invents a dark grey material and
+    a texture of it; Blender's importer gives them no material (Cycles' default grey), and so does the loader."""
+    assert b"vt " in (ASSETS / name).read_bytes()
+    asset = load_mesh_file(ASSETS / name)
+    assert asset.mesh.visual.kind is None
+    assert asset.info["colour_source"] == "none"
+    assert asset.info["materials"] == [] and asset.info["embedded_textures"] == 0
+
+
 def test_glb_with_embedded_texture():
     raw = load_mesh_file(ASSETS / "duck.glb")
     assert raw.up_axis == "y"

@@ -175,11 +175,11 @@ def test_compiling_the_textured_pass_ahead_changes_no_pixel(monkeypatch):
 
 
 def test_mtllib_names_are_the_lines_the_obj_pattern_finds():
-    """`_mtllib_names` scans for ``mtllib`` instead of matching a pattern at every line: it must find exactly what
+    """`mtllib_names` scans for ``mtllib`` instead of matching a pattern at every line: it must find exactly what
     ``(?m)^mtllib[ \\t]+(...)`` finds, on tricky lines and on the OBJ files shipped with trimesh and tests/data."""
     import re
 
-    from orbitset.render.appearance import _mtllib_names
+    from orbitset.datasets.mesh_files import mtllib_names
 
     pattern = re.compile(rb"(?m)^mtllib[ \t]+([^\r\n]+)")
     cases = [b"mtllib a.mtl\nv 1 2 3\n", b"v 1\nmtllib  x y.mtl\r\nmtllib\tb.mtl", b"xmtllib a\n mtllib b\nmtllib\n",
@@ -188,4 +188,4 @@ def test_mtllib_names_are_the_lines_the_obj_pattern_finds():
     cases += [path.read_bytes() for path in files]
     assert sum(bool(pattern.findall(case)) for case in cases) >= 5
     for case in cases:
-        assert _mtllib_names(case) == pattern.findall(case), case[:60]
+        assert mtllib_names(case) == pattern.findall(case), case[:60]

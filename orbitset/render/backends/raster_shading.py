@@ -148,28 +148,35 @@ def spot_visibility(points: np.ndarray, facing: np.ndarray, light_depth: np.ndar
         return visibility
     z, u, v, search = z[index], u[index], v[index], search[index]
     cosine = np.clip(facing[index], 0.05, 1.0)
-    bias = SHADOW_BIAS + np.minimum(z / focal * np.sqrt(1.0 - cosine**2) / cosine, 0.1)
+    # a map texel closer to the light than `limit` blocks the point
+    limit = z - (SHADOW_BIAS + np.minimum(z / focal * np.sqrt(1.0 - cosine**2) / cosine, 0.1))
     flat_depth = light_depth.astype(np.float32, copy=False).ravel()
 
-    def blockers(radius_px: np.ndarray) -> np.ndarray:
-        """Depths at the taps (N, taps), 0 where the tap is not a blocker."""
-        cols = np.clip(np.rint(u[:, None] + _SHADOW_TAPS[None, :, 0] * radius_px[:, None]), 0, width - 1).astype(np.int32)
-        rows = np.clip(np.rint(v[:, None] + _SHADOW_TAPS[None, :, 1] * radius_px[:, None]), 0, height - 1).astype(np.int32)
-        rows *= width
-        rows += cols
-        depth = flat_depth[rows]
-        depth[~((depth > 0) & (depth < (z - bias)[:, None]))] = 0.0
+    def blockers(u: np.ndarray, v: np.ndarray, limit: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
+        """Depths at the taps (N, taps) of disks of `radius_px` around (u, v), 0 where the tap is not a blocker."""
+        cols = np.multiply(_SHADOW_TAPS[:, 0], radius_px[:, None])
+        cols += u[:, None]
+        np.clip(cols, 0, width - 1, out=cols)
+        rows = np.multiply(_SHADOW_TAPS[:, 1], radius_px[:, None])
+        rows += v[:, None]
+        np.clip(rows, 0, height - 1, out=rows)
+        pixel = np.rint(rows, out=rows).astype(np.int32)
+        pixel *= width
+        pixel += np.rint(cols, out=cols).astype(np.int32)
+        depth = flat_depth[pixel]
+        depth *= depth < limit[:, None]  # no object there (depth 0) stays 0
         return depth
 
-    found = blockers(np.maximum(search, 1.0))
+    found = blockers(u, v, limit, np.maximum(search, 1.0))
     count = np.count_nonzero(found, axis=1)
     shaded = np.flatnonzero(count)
     if len(shaded) == 0:
         return visibility
     blocker = found[shaded].sum(axis=1) / count[shaded]
-    z, u, v, bias = z[shaded], u[shaded], v[shaded], bias[shaded]
+    z, u, v, limit = z[shaded], u[shaded], v[shaded], limit[shaded]
     radius = focal * light_radius * (z - blocker) / (np.maximum(blocker, 1e-6) * z)
-    visibility[index[shaded]] = 1.0 - np.count_nonzero(blockers(np.maximum(radius, 0.5)), axis=1) / np.float32(SHADOW_TAPS)
+    unblocked = 1.0 - np.count_nonzero(blockers(u, v, limit, np.maximum(radius, 0.5)), axis=1) / np.float32(SHADOW_TAPS)
+    visibility[index[shaded]] = unblocked
     return visibility
 
 
