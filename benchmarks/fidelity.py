@@ -16,8 +16,8 @@ have red and blue swapped; they are swapped back before any comparison. Per view
   3 px) between orbitset's image and the original, in hue units (1 = a full turn);
 - images/s (wall clock, on a shared machine) and CPU seconds per image (all threads, less sensitive to other load),
   counting `set_asset` and `render` of every view once the backend is built; and the whole machine's images/s:
-  Blender's as measured (Cycles renders on every core), raster's with `--processes` processes rendering the set at
-  once (raster draws on one core; `orbitset render --workers N` runs one per core).
+  Blender's as measured (Cycles renders on every core), raster's with `--processes` processes rendering the set
+  `--rounds` times each, all at once (raster draws on one core; `orbitset render --workers N` runs one per core).
 
 Targets: exact mean SSIM >= 0.985 on primitives and >= 0.95 on textured, mask IoU >= 0.95; fast within 0.01 SSIM of
 exact at >= 4x its images/s; raster SSIM >= 0.99 on primitives and >= 0.985 on textured at >= 100x exact's images/s
@@ -26,7 +26,7 @@ as ``PRESET vs exact``). Writes ``fidelity.json`` and one contact sheet per set 
 exact | fast | raster per view) under `--out`.
 
     PYTHONPATH=. .venv/bin/python benchmarks/fidelity.py [--sets primitives textured] [--presets exact fast raster]
-        [--out runs/fidelity] [--threads N] [--processes N]
+        [--out runs/fidelity] [--threads N] [--processes N] [--rounds 10]
 """
 
 from __future__ import annotations
@@ -158,27 +158,30 @@ def render_set(root: Path, preset: str, threads: int | None) -> tuple[list[dict]
     return records, {"images_per_s": len(records) / wall, "cpu_s_per_image": cpu / len(records), "renderer": version}
 
 
-def _throughput_worker(root: Path, preset: str, barrier, results) -> None:
-    """One process of `machine_images_per_s`: build, wait for the others, render the set, report (start, end, images)."""
+def _throughput_worker(root: Path, preset: str, rounds: int, barrier, results) -> None:
+    """One process of `machine_images_per_s`: build, wait for the others, render the set `rounds` times, report
+    (start, end, images)."""
     backend, objects = prepare_set(root, preset, threads=1)
     try:
         barrier.wait()
-        start = time.perf_counter()
-        rendered, _, _, _ = timed_renders(backend, objects)
-        results.put((start, time.perf_counter(), sum(len(views) for views in rendered)))
+        start, images = time.perf_counter(), 0
+        for _ in range(rounds):
+            rendered, _, _, _ = timed_renders(backend, objects)
+            images += sum(len(views) for views in rendered)
+        results.put((start, time.perf_counter(), images))
     finally:
         backend.close()
 
 
-def machine_images_per_s(root: Path, preset: str, processes: int) -> float:
-    """Images/s of the whole machine for a single-threaded backend: `processes` spawned processes render every view
-    of set `root` at the same time (as `orbitset render --workers N` runs them); all images over the span from the
-    first start to the last end (CLOCK_MONOTONIC, shared by the processes)."""
+def machine_images_per_s(root: Path, preset: str, processes: int, rounds: int) -> float:
+    """Images/s of the whole machine for a single-threaded backend: `processes` spawned processes each render every
+    view of set `root` `rounds` times, all at once (as `orbitset render --workers N` runs them); all images over the
+    span from the first start to the last end (CLOCK_MONOTONIC, shared by the processes)."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(processes), context.Queue()
-    workers = [context.Process(target=_throughput_worker, args=(root, preset, barrier, results)) for _ in range(processes)]
+    workers = [context.Process(target=_throughput_worker, args=(root, preset, rounds, barrier, results)) for _ in range(processes)]
     for worker in workers:
         worker.start()
     spans = [results.get(timeout=1800) for _ in workers]
@@ -254,6 +257,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="Cycles CPU threads (default: all cores)")
     parser.add_argument("--processes", type=int, default=os.cpu_count(),
                         help="raster processes rendering at once for the whole machine's images/s (default: one per core)")
+    parser.add_argument("--rounds", type=int, default=10, help="times each of those processes renders the set")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}, {os.cpu_count()} CPUs")
@@ -265,7 +269,7 @@ def main() -> None:
         for preset in args.presets:  # exact first when asked: its plates serve to derive the original's masks
             records, timing = render_set(root, preset, args.threads)
             if PRESETS[preset][0] == "raster":
-                timing["machine_images_per_s"] = machine_images_per_s(root, preset, args.processes)
+                timing["machine_images_per_s"] = machine_images_per_s(root, preset, args.processes, args.rounds)
             else:  # Cycles renders on all cores (`--threads`) in one process
                 timing["machine_images_per_s"] = timing["images_per_s"]
             plates = plates or [r["plate"] for r in records]
