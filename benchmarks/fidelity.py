@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import json
 import os
+import queue
 import sys
 import time
 from pathlib import Path
@@ -181,13 +182,21 @@ def machine_images_per_s(root: Path, preset: str, processes: int, rounds: int) -
 
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(processes), context.Queue()
-    workers = [context.Process(target=_throughput_worker, args=(root, preset, rounds, barrier, results)) for _ in range(processes)]
+    workers = [context.Process(target=_throughput_worker, args=(root, preset, rounds, barrier, results), daemon=True)
+               for _ in range(processes)]
     for worker in workers:
         worker.start()
-    spans = [results.get(timeout=1800) for _ in workers]
+    spans = []
+    while len(spans) < processes:
+        try:
+            spans.append(results.get(timeout=5))
+        except queue.Empty:
+            if any(worker.exitcode not in (None, 0) for worker in workers):
+                raise SystemExit(f"a {preset} throughput process failed (its error is printed above)") from None
     for worker in workers:
         worker.join()
-    return sum(images for _, _, images in spans) / (max(end for _, end, _ in spans) - min(start for start, _, _ in spans))
+    span = max(end for _, end, _ in spans) - min(start for start, _, _ in spans)
+    return sum(images for _, _, images in spans) / span
 
 
 def background_plate(backend, state) -> np.ndarray:

@@ -277,7 +277,8 @@ class RasterBackend(Backend):
         self._object_node = self._normal_node = None
         rows, cols = np.indices((scene.height, scene.width), dtype=np.float64)
         #: camera-frame point per pixel at planar depth 1 (OpenCV), (3, H * W), for positions from the depth buffer
-        self._rays = np.stack([(cols - K[0, 2]) / K[0, 0], (rows - K[1, 2]) / K[1, 1], np.ones_like(rows)]).reshape(3, -1).astype(np.float32)
+        rays = np.stack([(cols - K[0, 2]) / K[0, 0], (rows - K[1, 2]) / K[1, 1], np.ones_like(rows)])
+        self._rays = rays.reshape(3, -1).astype(np.float32)
         self._renderer = pyrender.OffscreenRenderer(scene.width, scene.height)
         programs = self._renderer._renderer._program_cache
         programs._program_cache = _ProgramsByContextAddress(programs._program_cache)
@@ -320,7 +321,8 @@ class RasterBackend(Backend):
         self._object_node = self._scene.add(self._pyrender.Mesh([albedo]), pose=np.eye(4))
         self._normal_node = self._scene.add(self._pyrender.Mesh([normals]), pose=np.eye(4))
 
-    def _passes(self, view: ViewState, seen: bool = True, mask: bool = False) -> tuple[shading.Passes, np.ndarray, np.ndarray | None]:
+    def _passes(self, view: ViewState, seen: bool = True,
+                mask: bool = False) -> tuple[shading.Passes, np.ndarray, np.ndarray | None]:
         """Rasterise the albedo, normal and spot-depth passes of `view` (see `raster_shading.Passes`); also the planar
         depth (H, W) and, when `mask`, the object's mask (H, W). With `seen` False the object is left out of what the
         camera sees but still casts its shadow."""
@@ -382,7 +384,8 @@ class RasterBackend(Backend):
         segmentation, _ = self._renderer.render(self._scene, flags=self._pyrender.RenderFlags.SEG, seg_node_map=nodes)
         return segmentation[..., 0] > 127
 
-    def lighting(self, view: ViewState, seen: bool = True, mask: bool = False) -> tuple[shading.Lighting, np.ndarray, np.ndarray | None]:
+    def lighting(self, view: ViewState, seen: bool = True,
+                 mask: bool = False) -> tuple[shading.Lighting, np.ndarray, np.ndarray | None]:
         """The unscaled light of `view` (`raster_shading.Lighting`), its planar depth (H, W) and, when `mask`, the
         object's mask (H, W); with `seen` False the object only casts its shadow. `compose` makes the image."""
         if self._object_node is None:
