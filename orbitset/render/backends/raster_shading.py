@@ -238,8 +238,8 @@ class Passes:
 class Lighting:
     """One view's light before the terms are scaled: term k (in `LIGHTS` order) sends ``albedo * factors[k] *
     colours[k]`` (linear radiance) to the camera from each pixel where something is hit; the camera sees `world`
-    elsewhere. `factors` (4, N) float32 is the term's irradiance / pi (unscaled), `colours` (4, 3) its light's
-    linear colour."""
+    elsewhere. `factors` (4, N) float32: per pixel, each term's irradiance / pi per unit of its light's colour
+    (unscaled); `colours` (4, 3): each light's linear colour."""
 
     factors: np.ndarray
     colours: np.ndarray
@@ -297,7 +297,7 @@ def light(passes: Passes, spot_position: np.ndarray, spot_rgb: np.ndarray, floor
 
 
 #: The display table is indexed by a float32's sign, exponent and top 12 mantissa bits: within one index the
-#: `filmic` level varies by at most 0.01 grey level.
+#: `filmic` level varies by about 0.01 grey level at most.
 _TABLE_BITS = 21
 
 
