@@ -6,8 +6,8 @@ Every mesh of the file is merged into one `trimesh.Trimesh` with its scene-graph
 several materials packed into one), glTF base colour factors and textures, vertex colours (glTF ``COLOR_0``, PLY).
 Texture and MTL paths are looked up as written (relative to the file's folder, or absolute), then by file name in
 the file's folder; one that is not found is recorded as missing and its material keeps its colour. An OBJ file that
-names no material library has no colours (Blender imports it without material; trimesh would invent one). Draco-
-compressed glTF needs DracoPy, checked before trimesh would silently drop the geometry.
+names no material library gets no material, as Blender imports it (trimesh would invent one with a texture when the
+file has UVs). Draco-compressed glTF needs DracoPy, checked before trimesh would silently drop the geometry.
 
 Up axes follow Blender's importers: OBJ and glTF files are Y-up (glTF by specification), OFF, PLY and STL Z-up.
 """
@@ -161,9 +161,9 @@ def load_mesh_file(path: Path, appearance: str = "source", shown: str | None = N
     mesh.merge_vertices()
     if appearance == "uniform":
         return RawAsset(mesh, up_axis, {})
-    if path.suffix.lower() == ".obj" and not mtllib_names(path.read_bytes()):
-        # no material library named: Blender's importer gives the object no material; trimesh invents a grey one
-        # (and a texture of it when the file has UVs), which is not the file's
+    if path.suffix.lower() == ".obj" and mesh.visual.kind == "texture" and not mtllib_names(path.read_bytes()):
+        # no material library named: Blender's importer gives the object no material; for a file with UVs trimesh
+        # invents a grey one and a texture of it, which is not the file's (vertex colours are kept)
         mesh.visual = trimesh.visual.ColorVisuals(mesh)
         parts = []
     materials = sorted({str(m.name) for m in (getattr(p.visual, "material", None) for p in parts) if m is not None and m.name})
