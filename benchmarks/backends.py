@@ -5,7 +5,7 @@ The corpus is meshes shipped by installed packages and the repository (nobody he
 every `--stride`-th file in sorted order, plus the files `ALWAYS` names), and ``tests/data/assets`` (OBJ+MTL, glTF,
 Draco glTF, PLY with vertex colours, ModelNet OFF). Every object gets `--views` views of 3DIEBench's factors (seed
 `--seed`, keyed by the object) at `--size` px with its own appearance, rendered by raster and by Blender
-(`--blender-preset`). Blender's images are cached under `--cache` keyed by (file, factors, preset, size), so a second
+(`--blender-preset`, default `exact`: 3DIEBench's sampling). Blender's images are cached under `--cache` keyed by (file, factors, preset, size), so a second
 run re-renders raster only.
 
 Printed: per object the mean absolute difference (grey levels, over pixels, channels and views) raster vs Blender,
