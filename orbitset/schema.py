@@ -25,6 +25,7 @@ import io
 import json
 import math
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -104,32 +105,60 @@ def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
+#: The header ``np.save`` writes for a plain array: its dtype string, memory order and shape.
+_NPY_HEADER = re.compile(r"\{'descr': '([<>|=]?[a-zA-Z]\d*)', 'fortran_order': (True|False), "
+                         r"'shape': \(((?:\d+, )*\d*,?)\), \}[ ]*\n?")
+#: numpy parses other headers with `ast`, which CPython 3.11 cannot run in two threads at once (gh-106905)
+_AST_LOCK = threading.Lock()
+
+
+def _plain_npy(data: bytes) -> np.ndarray | None:
+    """A read-only view of the array in .npy `data` when its header is one ``np.save`` writes for a plain (not
+    object, not structured) array, parsed without `ast`; None for any other header; EOFError when `data` is shorter
+    than the array."""
+    if data[:6] != b"\x93NUMPY" or len(data) < 10:
+        return None
+    if data[6] == 1:
+        start, length = 10, int.from_bytes(data[8:10], "little")
+    elif data[6] in (2, 3) and len(data) >= 12:
+        start, length = 12, int.from_bytes(data[8:12], "little")
+    else:
+        return None
+    header = _NPY_HEADER.fullmatch(data[start:start + length].decode("latin-1"))
+    if header is None:
+        return None
+    dtype = np.dtype(header.group(1))
+    if dtype.hasobject:
+        return None
+    shape = tuple(int(n) for n in header.group(3).replace(",", " ").split())
+    count, offset = math.prod(shape), start + length
+    if len(data) - offset < count * dtype.itemsize:
+        raise EOFError(f"the array needs {count * dtype.itemsize} bytes, the data holds {len(data) - offset}")
+    return np.frombuffer(data, dtype, count, offset).reshape(shape, order="F" if header.group(2) == "True" else "C")
+
+
 def load_npy(data: bytes, what: str) -> np.ndarray:
-    """Parse .npy bytes without ever unpickling; a malformed or object-dtype array raises SchemaError."""
+    """Parse .npy bytes into a writable array without ever unpickling; a malformed or object-dtype array raises
+    SchemaError. Safe to call from several threads at once."""
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        array = _plain_npy(data)
+        if array is not None:
+            return array.copy(order="K")
+        with _AST_LOCK:
+            return np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as exc:
         raise SchemaError(f"{what}: not a plain numeric .npy array ({exc}); object arrays are refused") from exc
     except (EOFError, OSError, SyntaxError) as exc:  # empty data, unreadable header
         raise SchemaError(f"{what}: unreadable .npy data ({exc})") from exc
 
 
-_NPY_V1_HEADER = re.compile(rb"\x93NUMPY\x01\x00..\{'descr': '([<>|][fiu][1248])', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \}", re.S)
-
-
 def read_npy(data: bytes, what: str) -> np.ndarray:
-    """Like `load_npy`, but a plain little/big-endian numeric C-order version-1 array (what ``np.save`` writes) is
-    parsed straight from its header and returned as a read-only view of `data` (numpy's reader evaluates the header
-    with `ast`, which costs more than reading a small array). Anything else goes through `load_npy` (a copy)."""
-    match = _NPY_V1_HEADER.match(data)
-    if match is not None:
-        dtype = np.dtype(match.group(1).decode())
-        shape = tuple(int(n) for n in match.group(2).split(b",") if n.strip())
-        offset = 10 + int.from_bytes(data[8:10], "little")
-        count = math.prod(shape)
-        if len(data) - offset == count * dtype.itemsize:
-            return np.frombuffer(data, dtype, count, offset).reshape(shape)
-    return load_npy(data, what)
+    """Like `load_npy`, but an array ``np.save`` wrote plainly is returned as a read-only view of `data` (no copy)."""
+    try:
+        array = _plain_npy(data)
+    except EOFError:
+        array = None  # `load_npy` names the problem
+    return array if array is not None else load_npy(data, what)
 
 
 def load_json(data: bytes, what: str) -> Any:

@@ -157,6 +157,45 @@ def test_read_npy_refuses_object_arrays_and_reads_fortran_order():
         read_npy(buffer.getvalue()[:20], "t.npy")
 
 
+@pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
+@pytest.mark.parametrize("array", [
+    np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+    np.asfortranarray(np.arange(6, dtype=">f8").reshape(2, 3)),
+    np.array([True, False]),
+    np.float64(2.5),
+])
+def test_plain_arrays_are_parsed_without_ast(array, version, monkeypatch):
+    """numpy evaluates .npy headers with `ast`, which CPython 3.11 cannot run in two threads at once (verify and the
+    tree reader decode in threads): the headers np.save writes are parsed without it."""
+    import ast
+
+    from orbitset.schema import load_npy, read_npy
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.asarray(array), version=version, allow_pickle=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("ast was used")
+
+    monkeypatch.setattr(ast, "literal_eval", refuse)
+    monkeypatch.setattr(ast, "parse", refuse)
+    copied, viewed = load_npy(buffer.getvalue(), "x.npy"), read_npy(buffer.getvalue(), "x.npy")
+    for parsed in (copied, viewed):
+        assert parsed.dtype == np.asarray(array).dtype and parsed.shape == np.shape(array)
+        np.testing.assert_array_equal(parsed, array)
+    assert copied.flags.writeable and not viewed.flags.writeable
+    assert copied.flags.f_contiguous == np.asarray(array).flags.f_contiguous
+
+
+def test_other_headers_still_load_through_numpy():
+    from orbitset.schema import load_npy
+
+    for array in (np.zeros(2, dtype=[("a", "<f4"), ("b", "<i2")]), np.array(["2020-01-01"], dtype="datetime64[D]")):
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        np.testing.assert_array_equal(load_npy(buffer.getvalue(), "s.npy"), array)
+
+
 @pytest.mark.parametrize("name, expected", [
     ("000.jpg", True), ("049.png", True), ("007.webp", True), ("000.depth.png", False), ("000.mask.png", False),
     ("latents.npy", False), ("cls", False), ("00.jpg", False), ("0000.jpg", False), ("000.bmp", False),
