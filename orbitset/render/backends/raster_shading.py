@@ -54,6 +54,9 @@ def _semicircle_quadrature(count: int) -> tuple[np.ndarray, np.ndarray]:
     return nodes, weights / weights.sum()
 
 
+_DISK_QUADRATURE = _semicircle_quadrature(_DISK_NODES)
+
+
 def _sun_table(angle: float, samples: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(n_z grid, mean of max(0, n . l) over the sun's directions) for a sun of angular diameter `angle` around -Z,
     sampled as Cycles does: uniform on a disk of radius tan(angle / 2) in the plane tangent to the direction."""
@@ -93,7 +96,7 @@ def spot_cone(cos_angle: np.ndarray, disk_radius: np.ndarray, lights: SceneLight
     """Cycles' spot cone (smoothstep) averaged over a light disk of angular radius `disk_radius` (radians) around
     directions at `cos_angle` from the spot's axis; float32. Only directions whose disk reaches the blend are
     integrated: the rest are 1 (fully inside) or 0 (fully outside)."""
-    nodes, weights = _semicircle_quadrature(_DISK_NODES)
+    nodes, weights = _DISK_QUADRATURE
     angle = np.arccos(np.clip(cos_angle, -1.0, 1.0))
     outer, inner = math.acos(lights.cos_half), math.acos(min(lights.cos_half + lights.smooth, 1.0))
     total = (angle + disk_radius <= inner).astype(np.float32)
@@ -278,7 +281,7 @@ def light(passes: Passes, spot_position: np.ndarray, spot_rgb: np.ndarray, floor
     # the sun, the world and the floor's bounce: constant on the floor (normal +Z), per pixel on the object
     on_object = np.flatnonzero(passes.on_object)
     n_z = passes.normal[2, on_object]
-    sun_on_floor = lights.sun_energy * float(sun_factor(np.ones(1), lights)[0])
+    sun_on_floor = lights.sun_energy * float(lights.sun_factor[-1])  # the table's last row: n_z = 1
     factors[1] = sun_on_floor / math.pi
     factors[1, on_object] = lights.sun_energy / math.pi * sun_factor(n_z, lights)
     factors[2] = 1.0
