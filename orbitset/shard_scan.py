@@ -143,8 +143,10 @@ def _reader_samples(path: Path, wanted: Collection[str] | None, skip: int) -> It
     """The samples of `path` after the first `skip`, through ShardReader (its index file, or a scan that parses every
     tar header kind)."""
     with ShardReader(path) as reader:
-        for key in reader.keys()[skip:]:
-            fields = reader.fields(key)
-            chosen = fields if wanted is None else [f for f in fields if f in wanted]
-            data = reader.read(key, chosen)
-            yield ScannedSample(key, fields, {f: data[f] for f in chosen})
+        offsets = reader.offsets
+        for ordinal in range(skip, offsets.objects):
+            key = offsets.key(ordinal)
+            start, layout = reader.members(ordinal)
+            yield ScannedSample(key, list(layout.positions),
+                                {f: reader.read_member(offsets.ref(start + p), key, f) for f, p in layout.positions.items()
+                                 if wanted is None or f in wanted})

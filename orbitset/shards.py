@@ -477,25 +477,26 @@ class ShardReader:
         return self.offsets.key_list()
 
     def fields(self, key: str) -> list[str]:
-        return list(self._entry(key))
+        return list(self._layout(key)[1].positions)
 
-    def _entry(self, key: str) -> dict[str, MemberRef]:
+    def _layout(self, key: str) -> tuple[int, MemberLayout]:
+        """`members` of the object with `key`; ShardError when the shard has none."""
         if self._ordinals is None:
             self._ordinals = {k: ordinal for ordinal, k in enumerate(self.offsets.key_list())}
         ordinal = self._ordinals.get(key)
         if ordinal is None:
             raise ShardError(f"shard {self.path.name} has no sample with key {key!r}")
-        return self.offsets.fields_of(ordinal)
+        return self.members(ordinal)
 
     def read(self, key: str, fields: Iterable[str] | None = None) -> dict[str, Any]:
         """``{"__key__": key, "__shard__": name, field: bytes}`` for the given fields (all when None)."""
-        entry = self._entry(key)
+        start, layout = self._layout(key)
         out: dict[str, Any] = {"__key__": key, "__shard__": self.path.name}
-        for name in (entry if fields is None else fields):
-            ref = entry.get(name)
-            if ref is None:
+        for name in (layout.positions if fields is None else fields):
+            position = layout.positions.get(name)
+            if position is None:
                 raise ShardError(f"shard {self.path.name} sample {key!r} has no field {name!r}")
-            out[name] = self.read_member(ref, key, name)
+            out[name] = self.read_member(self.offsets.ref(start + position), key, name)
         return out
 
     def read_field(self, key: str, field: str) -> bytes:
