@@ -105,8 +105,8 @@ class ShardCache:
             finally:
                 reservation.unlink(missing_ok=True)
             if self.limit is not None and size is None:  # a bare URL: its size is known only now
-                self._reserve(reservation, 0, keep=name)
-                reservation.unlink(missing_ok=True)
+                with _locked(self.root / f".cache{_LOCK}"):
+                    self._make_room(0, keep=name)
         return self.root / name
 
     def _reserve(self, reservation: Path, size: int, keep: str, patience: float = 600.0) -> None:

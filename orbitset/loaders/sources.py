@@ -175,11 +175,12 @@ def localise(ref: ShardRef, verify: str, cache: ShardCache | None = None) -> Pat
     cache = cache or ShardCache(cache_dir())
     name = f"{_cache_tag(ref)}-{ref.name}"
     for attempt in range(2):
+        in_place = cache.cached(name, ref.bytes) is not None  # else fetched now, its size and sha256 checked on arrival
         try:
             path = cache.fetch(name, ref.bytes, ref.sha256, [ref.location])
         except DownloadError as exc:
             raise ShardError(f"shard {ref.name} could not be fetched from {ref.location}: {exc}") from exc
-        if verify != "sha256" or integrity_problem(path, ref.bytes, ref.sha256) is None:
+        if verify != "sha256" or not in_place or integrity_problem(path, ref.bytes, ref.sha256) is None:
             return path
         path.unlink(missing_ok=True)  # damaged in the cache after it was fetched and verified: fetch it again
     check_integrity(path, ref.bytes, ref.sha256)
