@@ -162,9 +162,9 @@ def read_rows(source: str | os.PathLike, objects: int, views: int, split: str | 
     rows: list[ObjectRow] = []
     for path in _shard_paths(source, split):
         for sample in scan_shard(path):  # front to back, one sample at a time, only as far as the rows shown
+            rows.append(_object_row(path.name, sample, views, tile))
             if len(rows) == objects:
                 return rows
-            rows.append(_object_row(path.name, sample, views, tile))
     if not rows:
         raise ManifestError(f"{source} has no objects{'' if split is None else f' in split {split!r}'}; nothing to show")
     return rows
