@@ -14,6 +14,13 @@ from typing import Any
 from orbitset.errors import OrbitsetError
 
 #: (column title, task file, metric key), in table order.
+#: The median rotation errors, plain and symmetry-aware (`orbitset.models.rotation_errors`), as table columns.
+ROTATION_ERROR_COLUMNS = (
+    ("rotation err. deg (median)", "rotation", "geodesic_error_deg_median"),
+    ("sym.-aware err. deg (median)", "rotation", "symmetric_error_deg_median"),
+    ("rotation err. deg (equi, median)", "rotation-equi", "geodesic_error_deg_median"),
+    ("sym.-aware err. deg (equi, median)", "rotation-equi", "symmetric_error_deg_median"),
+)
 COLUMNS = (
     ("top-1", "classify", "top1"),
     ("rotation R^2 (global mean)", "rotation", "r2_global_mean"),
@@ -23,10 +30,7 @@ COLUMNS = (
     ("rotation R^2 (equi, global mean)", "rotation-equi", "r2_global_mean"),
     ("rotation R^2 (equi, per component)", "rotation-equi", "r2_per_component"),
     ("R^2 of the mean (global mean)", "rotation", "r2_mean_baseline"),
-    ("rotation err. deg (median)", "rotation", "geodesic_error_deg_median"),
-    ("sym.-aware err. deg (median)", "rotation", "symmetric_error_deg_median"),
-    ("rotation err. deg (equi, median)", "rotation-equi", "geodesic_error_deg_median"),
-    ("sym.-aware err. deg (equi, median)", "rotation-equi", "symmetric_error_deg_median"),
+    *ROTATION_ERROR_COLUMNS,
     ("colour R^2 (global mean)", "color", "r2_global_mean"),
     ("colour R^2 (per component)", "color", "r2_per_component"),
     ("MRR", "retrieval", "mrr"),

@@ -28,7 +28,7 @@ import torch
 
 from orbitset.errors import OrbitsetError
 from orbitset.models.evaluate import EvalOptions, evaluate
-from orbitset.models.report import markdown_report
+from orbitset.models.report import ROTATION_ERROR_COLUMNS, markdown_report
 from orbitset.models.smoke_claims import Claim, Results, check_claims, mean_spread
 from orbitset.models.train import TrainConfig, train
 
@@ -225,10 +225,7 @@ TABLE = (
     ("R^2 of the mean", "rotation", "r2_mean_baseline"),
     ("single-view rotation R^2", "view-rotation", "r2_global_mean"),
     ("single-view rotation R^2 (per comp.)", "view-rotation", "r2_per_component"),
-    ("rotation err. deg (median)", "rotation", "geodesic_error_deg_median"),
-    ("sym.-aware err. deg (median)", "rotation", "symmetric_error_deg_median"),
-    ("rotation err. deg (equi, median)", "rotation-equi", "geodesic_error_deg_median"),
-    ("sym.-aware err. deg (equi, median)", "rotation-equi", "symmetric_error_deg_median"),
+    *ROTATION_ERROR_COLUMNS,
     ("MRR", "retrieval", "mrr"),
     ("H@1", "retrieval", "h@1"),
     ("H@5", "retrieval", "h@5"),

@@ -9,6 +9,8 @@ Shards are never rewritten: meta.json holds the record of rendered objects, the 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 from collections import Counter
@@ -50,14 +52,18 @@ def cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "orbitset" / "symmetry"
 
 
+@functools.cache
+def _detector_digest() -> "hashlib._Hash":
+    """sha256 of the detector's source, read once per process (each record's digest starts from a copy)."""
+    from orbitset.symmetry import detect
+
+    return hashlib.sha256(Path(detect.__file__).read_bytes())
+
+
 def _content_digest(mesh, appearance: str, textures_missing: Iterable[str]) -> str:
     """sha256 of everything a record depends on: the detector's source, the mesh's vertices and faces, with
     appearance "source" its colours (UVs and texture pixels, material, vertex or face colours), and the arguments."""
-    import hashlib
-
-    from orbitset.symmetry import detect
-
-    digest = hashlib.sha256(Path(detect.__file__).read_bytes())
+    digest = _detector_digest().copy()
     digest.update(json.dumps([appearance, sorted(textures_missing)]).encode())
     for array in (mesh.vertices, mesh.faces):
         digest.update(np.ascontiguousarray(array).tobytes())
@@ -114,8 +120,9 @@ def write_sidecar(folder: str | os.PathLike, records: Mapping[str, Mapping[str, 
 
 def read_sidecar(folder: str | os.PathLike) -> dict[str, Any] | None:
     """The sidecar beside a dataset's manifest (folder or manifest path), or None when there is none."""
-    folder = Path(folder)
-    path = (folder.parent if folder.suffix == ".json" else folder) / SIDECAR_NAME
+    from orbitset.manifests.model import manifest_path
+
+    path = manifest_path(folder).parent / SIDECAR_NAME
     if not path.is_file():
         return None
     try:
@@ -239,8 +246,7 @@ def annotate(dataset: str | os.PathLike, assets: str, appearance: str = "source"
     objects = dataset_keys(dataset)
     records: dict[str, dict[str, Any]] = {}
     matched = 0
-    bar = object_progress(len(objects), "symmetry", progress)
-    try:
+    with object_progress(len(objects), "symmetry", progress) as bar:
         for key, meta in objects:
             ref = by_source_id.get(str(meta.get("source_id"))) or by_key.get(key)
             if ref is None:
@@ -255,8 +261,6 @@ def annotate(dataset: str | os.PathLike, assets: str, appearance: str = "source"
                     records[key] = {"group": None, "order": None, "failure": str(exc)}
             bar.update(1)
             bar.set_postfix(group=records[key].get("group") or "failed")
-    finally:
-        bar.close()
     if not matched:
         raise AssetError(f"none of the {len(objects)} objects of {dataset} has a mesh in {assets}; check --assets "
                          "(the source the dataset was rendered or converted from)")
