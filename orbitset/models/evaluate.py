@@ -393,10 +393,10 @@ def _regression(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, task: st
             task, n, v, opts.pairs_per_object, torch.Generator().manual_seed(opts.seed * 100003 + epoch))
         return _inputs(model, cfg, opts, task, fit, drawn)
 
-    def scored(orbits, seed):
-        return _inputs(model, cfg, opts, task, orbits,
-                       _draw(task, len(orbits["label"]), orbits["rep"].shape[1], opts.test_pairs,
-                             torch.Generator().manual_seed(seed)))
+    def scored(orbits, seed) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        drawn = _draw(task, len(orbits["label"]), orbits["rep"].shape[1], opts.test_pairs,
+                      torch.Generator().manual_seed(seed))
+        return (*_inputs(model, cfg, opts, task, orbits, drawn), drawn)
 
     # The probe predicts the offset from the training mean, so that it starts at the constant predictor.
     mean = sample(0)[1].mean(dim=0)
@@ -407,13 +407,13 @@ def _regression(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, task: st
 
     held = None
     if stop is not None:
-        x_held, y_held = scored(stop, opts.seed + 2000)
+        x_held, y_held, _ = scored(stop, opts.seed + 2000)
         held = (x_held, y_held - mean)
     torch.manual_seed(opts.seed)
     x0 = sample(0)[0]
     fitted, epochs = train_probe(mlp_probe(x0.shape[1], opts.probe_hidden, len(mean)), offset, F.mse_loss, opts, held,
                                  f"{cfg.method} {task} probe")
-    x_test, y_test = scored(test, opts.seed + 1000)
+    x_test, y_test, drawn = scored(test, opts.seed + 1000)
     with torch.no_grad():
         predicted = fitted(x_test) + mean
         r2 = r2_both(predicted, y_test)
@@ -422,9 +422,8 @@ def _regression(model: ImageModel, cfg: TrainConfig, opts: EvalOptions, task: st
               "pair_sampling": opts.pair_sampling, "epochs_run": epochs, "train_objects": n,
               "test_views" if task == "view-rotation" else "test_pairs": len(x_test),
               "quaternion": None if task == "color" else cfg.quaternion}
-    if task == "rotation":  # the same pairs as `scored` drew, for the angular errors
-        obj, a, b = draw_pairs(len(test["label"]), test["rep"].shape[1], opts.test_pairs,
-                               torch.Generator().manual_seed(opts.seed + 1000))
+    if task == "rotation":  # the angular errors of the same test pairs
+        obj, a, b = drawn
         result.update(rotation_errors(predicted, test["rotations"][obj, a], test["rotations"][obj, b],
                                       [test["keys"][i] for i in obj.tolist()], opts.data or cfg.data))
     return result
