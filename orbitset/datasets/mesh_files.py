@@ -96,16 +96,18 @@ def _recording_resolver(folder: Path):
     return RecordingResolver()
 
 
-def _gltf_json(path: Path) -> dict:
-    """The JSON part of a .gltf or .glb file ({} when it cannot be read; trimesh reports the real error later)."""
+def gltf_json(path: Path) -> dict:
+    """The JSON part of a .gltf or .glb file (of a .glb only its header and JSON chunk are read); {} when it cannot
+    be read (trimesh reports the real error when it loads the file)."""
     try:
-        data = path.read_bytes()
-        if path.suffix.lower() == ".glb":
-            if data[:4] != b"glTF" or len(data) < 20:
+        if path.suffix.lower() != ".glb":
+            return json.loads(path.read_bytes())
+        with path.open("rb") as handle:
+            header = handle.read(20)
+            if header[:4] != b"glTF" or len(header) < 20:
                 return {}
-            (length,) = struct.unpack_from("<I", data, 12)
-            return json.loads(data[20 : 20 + length])
-        return json.loads(data)
+            (length,) = struct.unpack_from("<I", header, 12)
+            return json.loads(handle.read(length))
     except (OSError, ValueError, struct.error):
         return {}
 
@@ -114,7 +116,7 @@ def check_decoders(path: Path, shown: str) -> None:
     """AssetError naming the package to install when `path` needs a decoder that is missing (Draco for glTF)."""
     if path.suffix.lower() not in (".glb", ".gltf"):
         return
-    header = _gltf_json(path)
+    header = gltf_json(path)
     used = set(header.get("extensionsUsed", [])) | set(header.get("extensionsRequired", []))
     if DRACO_EXTENSION in used and importlib.util.find_spec("DracoPy") is None:
         raise AssetError(

@@ -24,13 +24,11 @@ cannot render into sentences (empty for procedural objects, the uniform appearan
 
 from __future__ import annotations
 
-import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orbitset.datasets.mesh_files import mtllib_names
+from orbitset.datasets.mesh_files import gltf_json, mtllib_names
 
 if TYPE_CHECKING:
     from orbitset.datasets.sources import LoadedAsset
@@ -103,17 +101,9 @@ def _obj_features(path: Path) -> MaterialFeatures:
     return features
 
 
-def _gltf_json(path: Path) -> dict:
-    data = path.read_bytes()
-    if path.suffix.lower() == ".glb":
-        length = struct.unpack_from("<I", data, 12)[0] if len(data) >= 20 else 0
-        return json.loads(data[20:20 + length]) if data[:4] == b"glTF" else {}
-    return json.loads(data)
-
-
 def _gltf_features(path: Path) -> MaterialFeatures:
     features = MaterialFeatures()
-    for index, material in enumerate(_gltf_json(path).get("materials", [])):
+    for index, material in enumerate(gltf_json(path).get("materials", [])):
         name = material.get("name") or f"material {index}"
         features.materials += 1
         extensions = material.get("extensions", {})
@@ -142,7 +132,7 @@ def material_features(asset: "LoadedAsset") -> MaterialFeatures:
             return _obj_features(path)
         if suffix in (".glb", ".gltf"):
             return _gltf_features(path)
-    except (OSError, ValueError, struct.error):  # an unreadable material description: the loader reports the file
+    except (OSError, ValueError):  # an unreadable material description: the loader reports the file
         return MaterialFeatures()
     return MaterialFeatures()
 

@@ -102,14 +102,6 @@ def _gl_pose(world_to_camera_cv: np.ndarray) -> np.ndarray:
     return np.linalg.inv(_GL_FROM_CV @ np.asarray(world_to_camera_cv, dtype=np.float64))
 
 
-def _direction_pose(direction: np.ndarray) -> np.ndarray:
-    """A pose whose -z axis points along `direction` (for pyrender's directional and spot lights)."""
-    forward = np.asarray(direction, dtype=np.float64)
-    forward = forward / np.linalg.norm(forward)
-    up = np.array([0.0, 0.0, 1.0]) if abs(forward[2]) < 0.999 else np.array([0.0, 1.0, 0.0])
-    return _gl_pose(geometry.look_at(np.zeros(3), forward, up))
-
-
 def _light_extrinsics(position: np.ndarray) -> np.ndarray:
     """OpenCV world-to-camera extrinsics of a camera at the spot light, looking along its axis (at the origin)."""
     forward = -position / np.linalg.norm(position)
@@ -204,7 +196,6 @@ def object_primitives(pyrender, asset: "LoadedAsset", uniform_material) -> tuple
     mesh = asset.mesh
     faces = np.asarray(mesh.faces, dtype=np.int64)
     both = np.concatenate([faces, faces[:, ::-1]])
-    face_normals = np.asarray(mesh.face_normals, dtype=np.float64)
     positions = np.asarray(mesh.vertices, dtype=np.float32)[both].reshape(-1, 3)
     corner = corner_normals(mesh, asset.appearance == "source" and smooth_in_blender(asset.path))
     normals = np.concatenate([corner, -corner[:, ::-1]]).reshape(-1, 3)
@@ -316,7 +307,8 @@ class RasterBackend(Backend):
             if node is not None:
                 self._scene.remove_node(node)
         self._object_node = self._normal_node = None
-        self._diffuse_weight = diffuse_weight(material_features(asset))
+        #: uint8 sRGB -> the object's linear diffuse colour (scaled by 1 - transmission, see `diffuse_weight`)
+        self._decode_albedo = _DECODE_SRGB * np.float32(diffuse_weight(material_features(asset)))
         albedo, normals = object_primitives(self._pyrender, asset, self._object_material)
         self._object_node = self._scene.add(self._pyrender.Mesh([albedo]), pose=np.eye(4))
         self._normal_node = self._scene.add(self._pyrender.Mesh([normals]), pose=np.eye(4))
@@ -365,7 +357,7 @@ class RasterBackend(Backend):
         position = (to_world[:3, :3] @ self._rays) * z.reshape(count) + to_world[:3, 3:]
         albedo = np.empty((3, count), dtype=np.float32)
         albedo[:] = np.asarray(view.floor_rgb, dtype=np.float32)[:, None]
-        albedo[:, drawn] = _DECODE_SRGB[albedo_rgb.reshape(count, 3)[drawn]].T * np.float32(self._diffuse_weight)
+        albedo[:, drawn] = self._decode_albedo[albedo_rgb.reshape(count, 3)[drawn]].T
         passes = shading.Passes(
             position=position, normal=normal, albedo=albedo, hit=hit, on_object=on_object, shape=(height, width),
             light_depth=np.asarray(light_depth, dtype=np.float32), light_K=self._light_K, world_to_light=world_to_light,
