@@ -57,6 +57,11 @@ def index_name(shard: str) -> str:
     return shard[: -len(".tar")] + INDEX_SUFFIX
 
 
+def index_beside(shard: Path) -> Path:
+    """The orbitset index file beside local shard file `shard` (whether or not it exists)."""
+    return shard.with_name(index_name(shard.name))
+
+
 def dali_index_name(shard: str) -> str:
     """File name of the DALI index of shard file `shard`: ``train-000007.idx``."""
     return shard[: -len(".tar")] + DALI_SUFFIX

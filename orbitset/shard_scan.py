@@ -29,7 +29,7 @@ from typing import Collection, Iterator
 import numpy as np
 
 from orbitset.errors import ShardError
-from orbitset.shard_index import index_name
+from orbitset.shard_index import index_beside
 from orbitset.shards import ShardReader, split_member_name
 
 _BLOCK = 512
@@ -77,7 +77,7 @@ def scan_shard(path: str | os.PathLike, wanted: Collection[str] | None = None) -
     bytes of the fields in `wanted` (all when None; some: by seeking, when the shard has an index file). Raises ShardError naming the shard when it is unsafe, corrupt
     or truncated."""
     path = Path(path)
-    if wanted is not None and path.with_name(index_name(path.name)).is_file():
+    if wanted is not None and index_beside(path).is_file():
         yield from _reader_samples(path, wanted, skip=0)
         return
     shard = path.name

@@ -37,7 +37,7 @@ from typing import IO, Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 from orbitset.errors import ShardError, UsageError
 from orbitset.manifests.model import Failure, Manifest, ShardEntry, write_json_atomic, write_manifest
 from orbitset.schema import is_view_field
-from orbitset.shard_index import MemberRef, ShardOffsets, index_name, read_index, write_index_files
+from orbitset.shard_index import MemberRef, ShardOffsets, index_beside, read_index, write_index_files
 
 #: Field extensions that would be unpickled by generic decoders; a shard carrying one is refused.
 PICKLE_EXTENSIONS = (".pyd", ".pickle", ".pkl", ".pth", ".pt", ".joblib")
@@ -450,7 +450,7 @@ class ShardReader:
         self.path = Path(path)
         self._file: IO[bytes] | None = None
         if offsets is None:
-            index = self.path.with_name(index_name(self.path.name))
+            index = index_beside(self.path)
             offsets = read_index(index, self.path) if index.is_file() else scan_offsets(self.path)
         self.offsets = offsets
         self._ordinals: dict[str, int] | None = None

@@ -28,7 +28,7 @@ from orbitset.loaders.cache import ShardCache
 from orbitset.loaders.sources import ShardRef, cache_dir, localise, localise_index
 from orbitset.schema import load_json, read_npy
 from orbitset.manifests.model import write_bytes_atomic
-from orbitset.shard_index import ShardOffsets, index_name, read_index
+from orbitset.shard_index import ShardOffsets, index_beside, index_name, read_index
 from orbitset.shards import ShardReader, scan_offsets
 
 #: What the message for datasets without index files says to run.
@@ -125,7 +125,7 @@ class ShardSet:
         if ref.entry is not None and ref.entry.index is not None:
             index = localise_index(ref, path, self.cache)
             return read_index(index, path, shard_sha256=ref.sha256, record=ref.entry.index)
-        beside = path.with_name(index_name(path.name))
+        beside = index_beside(path)
         if ref.entry is None and beside.is_file():
             return read_index(beside, path)
         return _cached_index(path, ref.sha256 or "")
