@@ -25,11 +25,15 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from render import cached_rgb  # noqa: E402  (benchmarks/render.py)
 
 REPO = Path(__file__).resolve().parents[1]
 #: pybullet_data files always in the corpus (their materials differ between the backends' importers).
@@ -96,16 +100,11 @@ def cache_path(cache: Path, entry: Entry, latents: np.ndarray, preset: str, size
 
 def blender_images(backend, asset, states, path: Path) -> np.ndarray:
     """Blender's (V, H, W, 3) images of `asset`, from `path` when cached there."""
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as stored:
-            return stored["rgb"]
-    backend.set_asset(asset)
-    rgb = np.stack([backend.render(state).rgb for state in states])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.npz")
-    np.savez_compressed(partial, rgb=rgb)
-    partial.replace(path)
-    return rgb
+    def render() -> np.ndarray:
+        backend.set_asset(asset)
+        return np.stack([backend.render(state).rgb for state in states])
+
+    return cached_rgb(path, render)
 
 
 def timed(backend, assets, states) -> tuple[float, float, int]:

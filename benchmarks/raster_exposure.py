@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from render import ssim  # noqa: E402  (benchmarks/render.py: one SSIM for every benchmark)
+from render import cached_rgb, ssim  # noqa: E402  (benchmarks/render.py: one SSIM for every benchmark)
 
 BLURS = (0.0, 0.4, 0.55, 0.7, 0.85)  # gaussian sigmas tried, pixels
 
@@ -43,20 +43,16 @@ def render_views(backend, assets, states) -> list:
 
 def blender_renders(scene, assets, states, preset: str, cache: Path) -> np.ndarray:
     """Blender's RGB images (N, H, W, 3) uint8, from `cache` when it exists."""
-    if cache.exists():
-        with np.load(cache, allow_pickle=False) as stored:
-            return stored["rgb"]
-    from orbitset.render.backends import get_backend
+    def render() -> np.ndarray:
+        from orbitset.render.backends import get_backend
 
-    backend = get_backend("blender", scene, preset)
-    try:
-        views = render_views(backend, assets, states)
-    finally:
-        backend.close()
-    rgb = np.stack([v.rgb for v in views])
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(cache, rgb=rgb)
-    return rgb
+        backend = get_backend("blender", scene, preset)
+        try:
+            return np.stack([v.rgb for v in render_views(backend, assets, states)])
+        finally:
+            backend.close()
+
+    return cached_rgb(cache, render)
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:

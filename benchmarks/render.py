@@ -16,6 +16,8 @@ import dataclasses
 import os
 import platform
 import time
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -44,6 +46,20 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     sxy = _filter(x * y, window) - mu_x * mu_y
     score = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
     return float(score.mean())
+
+
+def cached_rgb(path: Path, render: Callable[[], np.ndarray]) -> np.ndarray:
+    """The uint8 images stored at `path` (an .npz with "rgb"), else `render()`'s, stored there first through a
+    partial file renamed into place (a killed run leaves no cache file that looks complete)."""
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as stored:
+            return stored["rgb"]
+    rgb = render()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npz")
+    np.savez_compressed(partial, rgb=rgb)
+    partial.replace(path)
+    return rgb
 
 
 def _load() -> str:
